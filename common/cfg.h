@@ -1,0 +1,221 @@
+/* Configuration: the local YAML file (Patroni-compatible keys, `raft:` in
+ * place of `etcd:`) read with libyaml into one typed struct that is passed
+ * explicitly to whoever needs it. The dynamic, cluster-wide part
+ * (`bootstrap.dcs`, later edited with PATCH /config) has its own struct and a
+ * JSON form, because it lives in the replicated state.
+ *
+ * Every error names the file, line, column and full key path, e.g.
+ *   pgwarden.yml:12:11: postgresql.listen: expected host:port, got "5432"
+ * Unknown keys are warnings, never errors. */
+#ifndef PGW_CFG_H
+#define PGW_CFG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "common/log.h"
+#include "common/status.h"
+
+#define CFG_ERR_MAX 1024
+
+struct cfg_error {
+    char msg[CFG_ERR_MAX]; /* "file:line:col: key.path: what was wrong" */
+    int line, column;      /* 1-based; 0 when not tied to a position */
+};
+
+/* Warnings (unknown keys, deprecated names) are collected, not fatal. */
+struct cfg_warnings {
+    char **items;
+    size_t n;
+};
+
+struct cfg_kv {
+    char *key;
+    char *value; /* scalar rendered as text, as PostgreSQL expects it */
+};
+
+struct cfg_kvlist {
+    struct cfg_kv *items;
+    size_t n;
+};
+
+struct cfg_strlist {
+    char **items;
+    size_t n;
+};
+
+/* host:port, both always set after parsing (host may be "0.0.0.0"). */
+struct cfg_hostport {
+    char *host;
+    uint16_t port;
+};
+
+/* postgresql.authentication.{superuser,replication,rewind} */
+struct cfg_pgauth {
+    char *username;
+    char *password; /* secret: never logged */
+    char *sslmode, *sslcert, *sslkey, *sslrootcert, *sslcrl, *sslpassword;
+    char *channel_binding, *gssencmode;
+};
+
+enum cfg_sync_mode { CFG_SYNC_OFF = 0, CFG_SYNC_ON, CFG_SYNC_QUORUM };
+
+/* The dynamic configuration (bootstrap.dcs / the cluster-wide config held in
+ * Raft). Durations are milliseconds; YAML and JSON give them in seconds and
+ * accept decimals (loop_wait: 0.5). */
+struct cfg_dcs {
+    uint32_t ttl_ms;                   /* primary lease length; default 3000 */
+    uint32_t loop_wait_ms;             /* HA tick and lease renewal period; default 500 */
+    uint32_t retry_timeout_ms;         /* deadline of one Raft/PG operation; default 1000 */
+    uint64_t maximum_lag_on_failover;  /* bytes; default 1048576 */
+    int64_t maximum_lag_on_syncnode;   /* bytes; -1 = off (default) */
+    uint32_t primary_start_timeout_ms; /* default 300000; legacy master_start_timeout */
+    uint32_t primary_stop_timeout_ms;  /* 0 = none (default) */
+    enum cfg_sync_mode synchronous_mode;
+    bool synchronous_mode_strict;
+    uint32_t synchronous_node_count; /* default 1 */
+    uint32_t member_slots_ttl_ms;    /* default 1800000 */
+    bool check_timeline;
+    /* dcs.postgresql */
+    bool use_pg_rewind; /* default true in pgwarden */
+    bool use_slots;     /* default true */
+    struct cfg_kvlist pg_parameters; /* cluster-wide parameters; win over local ones */
+    struct cfg_strlist pg_hba;       /* cluster-wide pg_hba lines (optional) */
+};
+
+struct cfg_restapi {
+    struct cfg_hostport listen;          /* default 0.0.0.0:8008 */
+    struct cfg_hostport connect_address; /* default: listen host (or first non-wildcard) */
+    char *auth_username, *auth_password; /* restapi.authentication */
+    char *certfile, *keyfile, *cafile;
+    char *verify_client; /* none|optional|required */
+    struct cfg_strlist allowlist;
+    uint32_t request_timeout_ms; /* per-request read deadline; default 5000 */
+    uint32_t max_connections;    /* default 1024 */
+};
+
+struct cfg_raft {
+    char *self_addr;                 /* "a.b.c.d:port" (IPv4 only: libraft) */
+    struct cfg_strlist partner_addrs; /* the OTHER nodes */
+    char *data_dir;                  /* required */
+    char *password;                  /* raft.password: transport secret (issue 10) */
+};
+
+struct cfg_bootstrap {
+    struct cfg_dcs dcs;
+    /* bootstrap.initdb: list of "opt" or "opt=value" (data-checksums, encoding=UTF8) */
+    struct cfg_strlist initdb;
+    struct cfg_strlist pg_hba;
+    char *method;          /* "initdb" (default) or the name of a custom section */
+    char *post_bootstrap;  /* alias post_init */
+};
+
+struct cfg_callbacks {
+    char *on_start, *on_stop, *on_restart, *on_reload, *on_role_change;
+};
+
+struct cfg_postgresql {
+    bool present; /* false: witness node (no postgresql section) */
+    struct cfg_hostport listen;          /* required when present */
+    struct cfg_hostport connect_address; /* default: listen (non-wildcard) */
+    char *data_dir;                      /* required when present */
+    char *bin_dir;                       /* default /usr/lib/postgresql/15/bin */
+    char *config_dir;                    /* default data_dir */
+    char *pgpass;                        /* default <data_dir>/../pgpass.<name> */
+    struct cfg_pgauth superuser, replication, rewind;
+    struct cfg_kvlist parameters;
+    struct cfg_strlist pg_hba;
+    struct cfg_kvlist recovery_conf;
+    struct cfg_strlist create_replica_methods; /* default [basebackup] */
+    struct cfg_strlist basebackup;             /* long options "max-rate=100M" / "checkpoint=fast" */
+    bool use_pg_rewind;                        /* default true */
+    bool use_pg_rewind_set;                    /* given locally (overrides dcs) */
+    bool remove_data_directory_on_rewind_failure;
+    bool remove_data_directory_on_diverged_timelines;
+    uint32_t pg_ctl_timeout_ms; /* default 60000 */
+    struct cfg_callbacks callbacks;
+    char *pre_promote, *before_stop;
+};
+
+struct cfg_tags {
+    bool nofailover;
+    int failover_priority; /* default 1; <= 0 behaves like nofailover */
+    bool noloadbalance;
+    bool clonefrom;
+    bool nosync;
+    int sync_priority; /* default 1 */
+    char *replicatefrom;
+    struct cfg_kvlist custom; /* any other tag, value as text */
+};
+
+enum cfg_watchdog_mode { CFG_WD_OFF = 0, CFG_WD_AUTOMATIC, CFG_WD_REQUIRED };
+
+struct cfg_watchdog {
+    enum cfg_watchdog_mode mode; /* default off in pgwarden until issue 9 lands */
+    char *device;                /* default /dev/watchdog */
+    int safety_margin_s;         /* default 5; -1 = ttl/2 */
+};
+
+struct cfg_ctl {
+    char *auth_username, *auth_password; /* falls back to restapi.authentication */
+    char *cacert, *certfile, *keyfile;
+    bool insecure;
+};
+
+struct cfg {
+    char *path;  /* the file this was read from */
+    char *scope; /* required */
+    char *name;  /* required */
+    bool witness; /* explicit witness: true, or no postgresql section */
+    struct cfg_restapi restapi;
+    struct cfg_ctl ctl;
+    struct cfg_raft raft;
+    struct cfg_bootstrap bootstrap;
+    struct cfg_postgresql postgresql;
+    struct cfg_tags tags;
+    struct cfg_watchdog watchdog;
+    struct log_settings log; /* log.{level, format, dir}; dir points into owned storage */
+    char *log_dir_storage;
+};
+
+/* Read and validate `path`, then apply PGWARDEN_* environment overrides.
+ * On failure returns a negative status, fills err (one clear message) and
+ * leaves *out zeroed. Warnings are appended to *warn (may be NULL). */
+int cfg_load(const char *path, struct cfg *out, struct cfg_error *err,
+             struct cfg_warnings *warn) PGW_MUST_CHECK;
+
+/* Same, from a buffer; `name` is used in messages in place of a file name. */
+int cfg_load_buffer(const char *name, const char *text, size_t len, struct cfg *out,
+                    struct cfg_error *err, struct cfg_warnings *warn) PGW_MUST_CHECK;
+
+void cfg_free(struct cfg *c);
+void cfg_warnings_free(struct cfg_warnings *w);
+
+/* Describe what differs between two configs (for SIGHUP), one line per key,
+ * secrets shown as "(changed)". Calls fn for each difference; returns the count. */
+size_t cfg_diff(const struct cfg *a, const struct cfg *b,
+                void (*fn)(const char *line, void *ctx), void *ctx);
+
+/* Dynamic configuration <-> JSON (the form kept in the replicated state and
+ * served by GET /config). from_json validates every key and names the bad
+ * one in err->msg ("ttl: expected a number of seconds >= 1, got \"x\"");
+ * unknown keys are an error here (PATCH /config must not silently drop them). */
+void cfg_dcs_defaults(struct cfg_dcs *d);
+int cfg_dcs_from_json(const json_t *j, struct cfg_dcs *out, struct cfg_error *err) PGW_MUST_CHECK;
+json_t *cfg_dcs_to_json(const struct cfg_dcs *d);
+int cfg_dcs_copy(struct cfg_dcs *dst, const struct cfg_dcs *src) PGW_MUST_CHECK;
+void cfg_dcs_free(struct cfg_dcs *d);
+/* The timing rule, shared by YAML and PATCH /config validation:
+ * loop_wait + 2*retry_timeout <= ttl (Patroni's rule) and the Raft timing
+ * derived from it must fit. Returns 0 or PGW_EINVAL with the reason in err. */
+int cfg_dcs_check_timing(const struct cfg_dcs *d, struct cfg_error *err) PGW_MUST_CHECK;
+
+/* Parse "a.b.c.d:port" (IPv4 only, port 1..65535). */
+int cfg_parse_ipv4_addr(const char *s, char *host_out, size_t host_len, uint16_t *port_out);
+/* Parse a size: bytes, or with unit kB/MB/GB/TB (PostgreSQL style, 1024-based). */
+int cfg_parse_size(const char *s, uint64_t *out);
+
+#endif

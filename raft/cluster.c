@@ -1,0 +1,1078 @@
+/* Node lifecycle around libraft (see cluster.h).
+ *
+ * Happy path: check the data dir and lock it -> read pgwarden-node.json ->
+ * (first start only: probe partners, then bootstrap or join) -> raft_uv_init
+ * + our transport -> raft_init -> settings -> raft_bootstrap (ignored when
+ * the log exists) -> raft_start -> poll role changes each loop iteration.
+ * Failure modes: data dir missing/unwritable/locked/belonging to another node
+ * (cluster_start returns the reason), raft_init/raft_start errors (address in
+ * use, corrupted files: returned, or fatal after discovery), libraft turning
+ * UNAVAILABLE (fatal, reported through cluster_fatal_error), partners not
+ * answering during discovery (keeps probing, logs every 10 s). */
+#include "raft/cluster.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <raft/uv.h>
+
+#include "common/log.h"
+#include "raft/node_file.h"
+#include "raft/transport.h"
+
+#define DISCOVERY_ROUND_MS 500
+
+struct cluster {
+    struct cluster_opts o;
+    char *scope, *name, *data_dir, *self_addr, *api_url;
+    char **partners;
+    size_t n_partners;
+    int lock_fd;
+
+    struct raft raft;
+    struct raft_io io;
+    struct raft_uv_transport transport;
+    bool transport_ready, io_ready, raft_ready, raft_started;
+    uint64_t id;
+
+    uv_prepare_t poll;
+    uv_timer_t timer; /* discovery rounds, then leader maintenance */
+    int open_handles;
+
+    enum cluster_role role;
+    uint64_t leader_id;
+    char leader_addr[64];
+    uint64_t leader_since;
+    bool leader_ready;
+    bool barrier_pending;
+    struct raft_barrier barrier;
+    uint64_t barrier_term;
+
+    /* discovery */
+    bool discovering;
+    unsigned probes_inflight;
+    unsigned round, answered_uninit;
+    bool saw_initialized;
+    uint64_t discovery_started_ms, last_wait_log_ms;
+    bool join_inflight;
+
+    /* membership */
+    bool change_pending;
+    struct raft_change change;
+
+    char fatal[256];
+    bool closing;
+    void (*close_done)(void *);
+    void *close_ctx;
+};
+
+const char *cluster_role_name(enum cluster_role r)
+{
+    switch (r) {
+    case CLUSTER_STARTING: return "starting";
+    case CLUSTER_FOLLOWER: return "follower";
+    case CLUSTER_CANDIDATE: return "candidate";
+    case CLUSTER_LEADER: return "leader";
+    case CLUSTER_UNAVAILABLE: return "unavailable";
+    case CLUSTER_STOPPED: return "stopped";
+    }
+    return "?";
+}
+
+void cluster_timing_from_ttl(uint32_t ttl_ms, unsigned *et_ms, unsigned *hb_ms)
+{
+    unsigned et = ttl_ms / 10;
+    if (et < 100)
+        et = 100;
+    if (et > 2000)
+        et = 2000;
+    unsigned hb = et / 10;
+    if (hb < 10)
+        hb = 10;
+    *et_ms = et;
+    *hb_ms = hb;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+uint64_t cluster_initial_id(const char *self_addr, const char *const *partners, size_t n)
+{
+    const char **all = calloc(n + 1, sizeof *all);
+    if (all == NULL)
+        return 0;
+    all[0] = self_addr;
+    for (size_t i = 0; i < n; i++)
+        all[i + 1] = partners[i];
+    qsort(all, n + 1, sizeof *all, cmp_str);
+    uint64_t id = 0;
+    for (size_t i = 0; i <= n; i++)
+        if (strcmp(all[i], self_addr) == 0) {
+            id = i + 1;
+            break;
+        }
+    free(all);
+    return id;
+}
+
+static uint64_t now_ms(const struct cluster *c)
+{
+    return clock_now(c->o.clock);
+}
+
+/* --- data dir -------------------------------------------------------------- */
+
+static bool dir_has_raft_files(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (d == NULL)
+        return false;
+    bool found = false;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        const char *n = e->d_name;
+        if (strcmp(n, "metadata1") == 0 || strcmp(n, "metadata2") == 0 ||
+            strncmp(n, "snapshot-", 9) == 0 || strncmp(n, "open-", 5) == 0 ||
+            (n[0] >= '0' && n[0] <= '9')) {
+            found = true;
+            break;
+        }
+    }
+    closedir(d);
+    return found;
+}
+
+static int prepare_data_dir(struct cluster *c, char *err, size_t errlen)
+{
+    struct stat st;
+    if (stat(c->data_dir, &st) != 0) {
+        if (errno != ENOENT) {
+            snprintf(err, errlen, "raft.data_dir %s: %s", c->data_dir, strerror(errno));
+            return PGW_EIO;
+        }
+        if (mkdir(c->data_dir, 0700) != 0) {
+            snprintf(err, errlen, "raft.data_dir %s does not exist and cannot be created: %s",
+                     c->data_dir, strerror(errno));
+            return PGW_EIO;
+        }
+        log_info("raft", "created raft.data_dir %s", c->data_dir);
+    } else if (!S_ISDIR(st.st_mode)) {
+        snprintf(err, errlen, "raft.data_dir %s is not a directory", c->data_dir);
+        return PGW_EINVAL;
+    }
+    if (access(c->data_dir, R_OK | W_OK | X_OK) != 0) {
+        snprintf(err, errlen, "raft.data_dir %s is not writable by this user: %s", c->data_dir,
+                 strerror(errno));
+        return PGW_EIO;
+    }
+    char lock[4096];
+    snprintf(lock, sizeof lock, "%s/pgwarden.lock", c->data_dir);
+    c->lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (c->lock_fd < 0) {
+        snprintf(err, errlen, "cannot open %s: %s", lock, strerror(errno));
+        return PGW_EIO;
+    }
+    if (flock(c->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        snprintf(err, errlen, "raft.data_dir %s is in use by another pgwarden process",
+                 c->data_dir);
+        return PGW_EBUSY;
+    }
+    return PGW_OK;
+}
+
+/* --- raft instance ------------------------------------------------------------ */
+
+static char *probe_answer(void *ctx);
+static void poll_cb(uv_prepare_t *p);
+static void timer_cb(uv_timer_t *t);
+
+static int raft_setup(struct cluster *c, bool bootstrap, char *err, size_t errlen)
+{
+    struct transport_opts to = {
+        .loop = c->o.loop,
+        .scope = c->scope,
+        .connect_timeout_ms = c->o.election_timeout_ms,
+        .handshake_timeout_ms = 2000,
+        .user_timeout_ms = c->o.election_timeout_ms * 3 < 2000 ? 2000 : c->o.election_timeout_ms * 3,
+        .probe = probe_answer,
+        .probe_ctx = c,
+    };
+    int rv = transport_setup(&c->transport, &to);
+    if (rv != 0) {
+        snprintf(err, errlen, "cannot set up the raft transport");
+        return rv;
+    }
+    c->transport_ready = true;
+    rv = raft_uv_init(&c->io, c->o.loop, c->data_dir, &c->transport);
+    if (rv != 0) {
+        snprintf(err, errlen, "raft.data_dir %s: %s", c->data_dir,
+                 c->io.errmsg[0] ? c->io.errmsg : raft_strerror(rv));
+        return PGW_EIO;
+    }
+    c->io_ready = true;
+    raft_uv_set_connect_retry_delay(&c->io, 100);
+    c->o.fsm->raft = &c->raft;
+    rv = raft_init(&c->raft, &c->io, &c->o.fsm->raft_fsm, c->id, c->self_addr);
+    if (rv != 0) {
+        snprintf(err, errlen, "raft.data_dir %s: %s", c->data_dir,
+                 raft_errmsg(&c->raft)[0] ? raft_errmsg(&c->raft) : raft_strerror(rv));
+        return PGW_EIO;
+    }
+    c->raft.data = c;
+    c->raft_ready = true;
+    /* Settings after raft_init, which resets them (libraft notes §4.7). */
+    raft_set_election_timeout(&c->raft, c->o.election_timeout_ms);
+    raft_set_heartbeat_timeout(&c->raft, c->o.heartbeat_ms);
+    raft_set_pre_vote(&c->raft, true);
+    raft_set_snapshot_threshold(&c->raft, c->o.snapshot_threshold ? c->o.snapshot_threshold : 512);
+    raft_set_snapshot_trailing(&c->raft, c->o.snapshot_trailing ? c->o.snapshot_trailing : 128);
+
+    if (bootstrap) {
+        /* Every initial node builds this same list: ids are positions in it. */
+        struct raft_configuration conf;
+        raft_configuration_init(&conf);
+        const char **all = calloc(c->n_partners + 1, sizeof *all);
+        if (all == NULL)
+            return PGW_ENOMEM;
+        all[0] = c->self_addr;
+        for (size_t i = 0; i < c->n_partners; i++)
+            all[i + 1] = c->partners[i];
+        qsort(all, c->n_partners + 1, sizeof *all, cmp_str);
+        rv = 0;
+        for (size_t i = 0; rv == 0 && i <= c->n_partners; i++)
+            rv = raft_configuration_add(&conf, i + 1, all[i], RAFT_VOTER);
+        free(all);
+        if (rv == 0)
+            rv = raft_bootstrap(&c->raft, &conf);
+        raft_configuration_close(&conf);
+        if (rv != 0 && rv != RAFT_CANTBOOTSTRAP) {
+            snprintf(err, errlen, "raft bootstrap in %s: %s", c->data_dir,
+                     raft_errmsg(&c->raft)[0] ? raft_errmsg(&c->raft) : raft_strerror(rv));
+            return PGW_EIO;
+        }
+        if (rv == 0)
+            log_info("raft", "bootstrapped a new cluster of %zu voters (this node id %llu)",
+                     c->n_partners + 1, (unsigned long long)c->id);
+    }
+    rv = raft_start(&c->raft);
+    if (rv != 0) {
+        const char *m = raft_errmsg(&c->raft);
+        if ((m == NULL || m[0] == '\0') && c->transport.errmsg[0] != '\0')
+            m = c->transport.errmsg;
+        snprintf(err, errlen, "cannot start raft on %s (data dir %s): %s", c->self_addr,
+                 c->data_dir, m != NULL && m[0] ? m : raft_strerror(rv));
+        return PGW_EIO;
+    }
+    c->raft_started = true;
+    c->role = CLUSTER_FOLLOWER;
+    log_info("raft", "started as node id %llu at %s (election timeout %u ms, heartbeat %u ms, pre-vote on)",
+             (unsigned long long)c->id, c->self_addr, c->o.election_timeout_ms, c->o.heartbeat_ms);
+    return PGW_OK;
+}
+
+static void set_fatal(struct cluster *c, const char *msg)
+{
+    if (c->fatal[0] == '\0') {
+        snprintf(c->fatal, sizeof c->fatal, "%s", msg);
+        log_error("raft", "%s", msg);
+    }
+    c->role = CLUSTER_UNAVAILABLE;
+    if (c->o.on_event != NULL)
+        c->o.on_event(c, c->role, c->o.ctx);
+}
+
+/* --- discovery ---------------------------------------------------------------- */
+
+static void finish_discovery(struct cluster *c, bool bootstrap, uint64_t id)
+{
+    c->discovering = false;
+    c->id = id;
+    struct node_file nf = {.id = id, .mode = bootstrap ? NODE_MODE_BOOTSTRAP : NODE_MODE_JOIN};
+    snprintf(nf.name, sizeof nf.name, "%s", c->name);
+    snprintf(nf.scope, sizeof nf.scope, "%s", c->scope);
+    char err[512];
+    if (node_file_write(c->data_dir, &nf, err, sizeof err) != 0) {
+        set_fatal(c, err);
+        return;
+    }
+    if (raft_setup(c, bootstrap, err, sizeof err) != 0) {
+        set_fatal(c, err);
+        return;
+    }
+    uv_prepare_start(&c->poll, poll_cb);
+}
+
+static void join_done(struct cluster *c, int status, uint64_t id, const char *msg)
+{
+    c->join_inflight = false;
+    if (c->closing || !c->discovering)
+        return;
+    if (status != 0) {
+        log_warn("raft", "join request failed: %s (will retry)", msg != NULL ? msg : "");
+        return;
+    }
+    log_info("raft", "the cluster added this node under id %llu", (unsigned long long)id);
+    finish_discovery(c, false, id);
+}
+
+static void handle_probe_answer(struct cluster *c, const char *peer, const char *json, size_t len)
+{
+    json_error_t jerr;
+    json_t *j = json_loadb(json, len, 0, &jerr);
+    if (!json_is_object(j)) {
+        log_warn("raft", "probe of %s: unreadable answer", peer);
+        json_decref(j);
+        return;
+    }
+    bool initialized = json_is_true(json_object_get(j, "initialized"));
+    if (!initialized) {
+        c->answered_uninit++;
+        json_decref(j);
+        return;
+    }
+    c->saw_initialized = true;
+    if (c->join_inflight || !c->discovering) {
+        json_decref(j);
+        return;
+    }
+    /* Is our address in the configuration under an id that never registered? */
+    uint64_t conf_id = 0;
+    size_t i;
+    const json_t *s;
+    json_array_foreach(json_object_get(j, "configuration"), i, s) {
+        const char *addr = json_string_value(json_object_get(s, "address"));
+        if (addr != NULL && strcmp(addr, c->self_addr) == 0)
+            conf_id = (uint64_t)json_integer_value(json_object_get(s, "id"));
+    }
+    bool registered = false;
+    json_array_foreach(json_object_get(j, "members"), i, s) {
+        const char *addr = json_string_value(json_object_get(s, "raft_addr"));
+        const char *nm = json_string_value(json_object_get(s, "name"));
+        if ((addr != NULL && strcmp(addr, c->self_addr) == 0) || (nm != NULL && strcmp(nm, c->name) == 0))
+            registered = true;
+    }
+    if (conf_id != 0 && !registered) {
+        log_info("raft", "%s reports a running cluster that lists this node (id %llu) but never "
+                 "heard from it: starting under that id", peer, (unsigned long long)conf_id);
+        json_decref(j);
+        finish_discovery(c, false, conf_id);
+        return;
+    }
+    const char *leader_api = json_string_value(json_object_get(j, "leader_api_url"));
+    if (leader_api == NULL || leader_api[0] == '\0' || c->o.join == NULL) {
+        json_decref(j);
+        return; /* no leader known yet: next round */
+    }
+    log_info("raft", "%s reports a running cluster%s: asking the leader (%s) to add this node "
+             "under a fresh id", peer,
+             conf_id != 0 ? " in which this node's data was lost" : " that does not list this node",
+             leader_api);
+    c->join_inflight = true;
+    if (c->o.join(c, leader_api, c->name, c->self_addr, join_done, c->o.ctx) != 0)
+        c->join_inflight = false;
+    json_decref(j);
+}
+
+struct probe_ctx {
+    struct cluster *c;
+    char peer[64];
+};
+
+static void maybe_finish_close(struct cluster *c);
+
+static void probe_done(int status, const char *json, size_t len, void *ctx)
+{
+    struct probe_ctx *pc = ctx;
+    struct cluster *c = pc->c;
+    c->probes_inflight--;
+    if (!c->closing && c->discovering && status == 0)
+        handle_probe_answer(c, pc->peer, json, len);
+    free(pc);
+    if (c->closing)
+        maybe_finish_close(c);
+}
+
+static void discovery_round(struct cluster *c)
+{
+    /* Decide on what the previous round learnt. */
+    if (c->round > 0 && !c->saw_initialized && c->answered_uninit > 0 && !c->join_inflight) {
+        log_info("raft", "no partner has a cluster yet (%u answered): bootstrapping the initial "
+                 "configuration", c->answered_uninit);
+        finish_discovery(c, true,
+                         cluster_initial_id(c->self_addr, (const char *const *)c->partners,
+                                            c->n_partners));
+        return;
+    }
+    uint64_t now = now_ms(c);
+    if (now - c->last_wait_log_ms >= 10000) {
+        c->last_wait_log_ms = now;
+        if (c->round > 0)
+            log_info("raft", "first start: waiting for a partner to answer (%llu s so far)",
+                     (unsigned long long)((now - c->discovery_started_ms) / 1000));
+    }
+    c->round++;
+    c->answered_uninit = 0;
+    c->saw_initialized = false;
+    for (size_t i = 0; i < c->n_partners; i++) {
+        struct probe_ctx *pc = calloc(1, sizeof *pc);
+        if (pc == NULL)
+            return;
+        pc->c = c;
+        snprintf(pc->peer, sizeof pc->peer, "%s", c->partners[i]);
+        if (transport_probe_peer(c->o.loop, c->scope, c->partners[i], DISCOVERY_ROUND_MS - 50,
+                                 probe_done, pc) == 0)
+            c->probes_inflight++;
+        else
+            free(pc);
+    }
+}
+
+/* What a probing peer learns from us. */
+static char *probe_answer(void *ctx)
+{
+    struct cluster *c = ctx;
+    json_t *j = json_object();
+    json_object_set_new(j, "scope", json_string(c->scope));
+    json_object_set_new(j, "name", json_string(c->name));
+    json_object_set_new(j, "id", json_integer((json_int_t)c->id));
+    json_object_set_new(j, "initialized", json_boolean(c->raft_started));
+    json_object_set_new(j, "role", json_string(cluster_role_name(c->role)));
+    const struct fsm_state *st = &c->o.fsm->st;
+    if (c->raft_started) {
+        json_t *conf = json_array();
+        for (unsigned i = 0; i < c->raft.configuration.n; i++) {
+            const struct raft_server *s = &c->raft.configuration.servers[i];
+            json_array_append_new(conf, json_pack("{s:I, s:s, s:i}", "id", (json_int_t)s->id,
+                                                  "address", s->address, "role", s->role));
+        }
+        json_object_set_new(j, "configuration", conf);
+        json_t *ms = json_array();
+        for (unsigned i = 0; i < st->n_members; i++)
+            json_array_append_new(ms, json_pack("{s:s, s:I, s:s}", "name", st->members[i].name,
+                                                "raft_id", (json_int_t)st->members[i].raft_id,
+                                                "raft_addr", st->members[i].raft_addr));
+        json_object_set_new(j, "members", ms);
+        json_object_set_new(j, "leader_id", json_integer((json_int_t)c->leader_id));
+        const struct fsm_member *lm = fsm_member_by_raft_id(st, c->leader_id);
+        if (lm != NULL)
+            json_object_set_new(j, "leader_api_url", json_string(lm->api_url));
+    }
+    char *text = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    return text;
+}
+
+/* --- role tracking ------------------------------------------------------------ */
+
+static void barrier_cb(struct raft_barrier *req, int status)
+{
+    struct cluster *c = req->data;
+    c->barrier_pending = false;
+    if (c->closing)
+        return;
+    if (status == 0 && c->role == CLUSTER_LEADER && c->raft.current_term == c->barrier_term) {
+        c->leader_ready = true;
+        log_info("raft", "leader ready: every committed entry is applied (term %llu)",
+                 (unsigned long long)c->barrier_term);
+        if (c->o.on_event != NULL)
+            c->o.on_event(c, c->role, c->o.ctx);
+    }
+}
+
+static void start_barrier(struct cluster *c)
+{
+    if (c->barrier_pending)
+        return;
+    c->barrier.data = c;
+    c->barrier_term = c->raft.current_term;
+    if (raft_barrier(&c->raft, &c->barrier, barrier_cb) == 0)
+        c->barrier_pending = true;
+}
+
+static void poll_cb(uv_prepare_t *p)
+{
+    struct cluster *c = p->data;
+    if (!c->raft_started || c->closing)
+        return;
+    int st = raft_state(&c->raft);
+    enum cluster_role role = st == RAFT_LEADER ? CLUSTER_LEADER
+                             : st == RAFT_CANDIDATE ? CLUSTER_CANDIDATE
+                             : st == RAFT_FOLLOWER ? CLUSTER_FOLLOWER : CLUSTER_UNAVAILABLE;
+    raft_id lid = 0;
+    const char *laddr = NULL;
+    raft_leader(&c->raft, &lid, &laddr);
+    bool changed = role != c->role || lid != c->leader_id;
+    if (role == CLUSTER_UNAVAILABLE) {
+        char msg[300];
+        snprintf(msg, sizeof msg, "raft became unavailable: %s", raft_errmsg(&c->raft));
+        uv_prepare_stop(p);
+        set_fatal(c, msg);
+        return;
+    }
+    if (!changed) {
+        if (role == CLUSTER_LEADER && !c->leader_ready)
+            start_barrier(c);
+        return;
+    }
+    if (role != c->role)
+        log_info("raft", "%s -> %s (term %llu)", cluster_role_name(c->role), cluster_role_name(role),
+                 (unsigned long long)c->raft.current_term);
+    if (role == CLUSTER_LEADER && c->role != CLUSTER_LEADER) {
+        c->leader_since = now_ms(c);
+        c->leader_ready = false;
+    } else if (role != CLUSTER_LEADER) {
+        c->leader_since = 0;
+        c->leader_ready = false;
+    }
+    c->role = role;
+    c->leader_id = lid;
+    snprintf(c->leader_addr, sizeof c->leader_addr, "%s", laddr != NULL ? laddr : "");
+    if (role == CLUSTER_LEADER)
+        start_barrier(c);
+    if (c->o.on_event != NULL)
+        c->o.on_event(c, role, c->o.ctx);
+}
+
+/* --- leader maintenance: promote registered spares to voters ------------------ */
+
+static void change_done(struct raft_change *req, int status)
+{
+    struct cluster *c = req->data;
+    c->change_pending = false;
+    if (status != 0 && !c->closing)
+        log_warn("raft", "membership change failed: %s", raft_strerror(status));
+}
+
+static void maintain_membership(struct cluster *c)
+{
+    if (c->role != CLUSTER_LEADER || !c->leader_ready || c->change_pending)
+        return;
+    for (unsigned i = 0; i < c->raft.configuration.n; i++) {
+        const struct raft_server *s = &c->raft.configuration.servers[i];
+        if (s->role == RAFT_VOTER)
+            continue;
+        const struct fsm_member *m = fsm_member_by_raft_id(&c->o.fsm->st, s->id);
+        if (m == NULL)
+            continue; /* not running yet: registering proves it caught up */
+        c->change.data = c;
+        if (raft_assign(&c->raft, &c->change, s->id, RAFT_VOTER, change_done) == 0) {
+            c->change_pending = true;
+            log_info("raft", "promoting %s (id %llu) to voter", m->name, (unsigned long long)s->id);
+        }
+        return;
+    }
+}
+
+static void timer_cb(uv_timer_t *t)
+{
+    struct cluster *c = t->data;
+    if (c->closing)
+        return;
+    if (c->discovering)
+        discovery_round(c);
+    else
+        maintain_membership(c);
+}
+
+/* --- start / close -------------------------------------------------------------- */
+
+static void free_cluster(struct cluster *c)
+{
+    if (c->lock_fd >= 0)
+        close(c->lock_fd);
+    for (size_t i = 0; i < c->n_partners; i++)
+        free(c->partners[i]);
+    free(c->partners);
+    free(c->scope);
+    free(c->name);
+    free(c->data_dir);
+    free(c->self_addr);
+    free(c->api_url);
+    free(c);
+}
+
+int cluster_start(const struct cluster_opts *o, struct cluster **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    struct cluster *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return PGW_ENOMEM;
+    c->o = *o;
+    if (c->o.clock == NULL)
+        c->o.clock = &clock_monotonic;
+    c->lock_fd = -1;
+    c->scope = strdup(o->scope);
+    c->name = strdup(o->name);
+    c->data_dir = strdup(o->data_dir);
+    c->self_addr = strdup(o->self_addr);
+    c->api_url = strdup(o->api_url != NULL ? o->api_url : "");
+    c->partners = calloc(o->n_partners + 1, sizeof *c->partners);
+    c->n_partners = o->n_partners;
+    if (c->scope == NULL || c->name == NULL || c->data_dir == NULL || c->self_addr == NULL ||
+        c->api_url == NULL || c->partners == NULL) {
+        free_cluster(c);
+        return PGW_ENOMEM;
+    }
+    for (size_t i = 0; i < o->n_partners; i++)
+        c->partners[i] = strdup(o->partners[i]);
+    c->o.scope = c->scope;
+    c->o.name = c->name;
+    c->o.data_dir = c->data_dir;
+    c->o.self_addr = c->self_addr;
+    c->o.api_url = c->api_url;
+    c->o.partners = (const char *const *)c->partners;
+    if (c->o.heartbeat_ms == 0 || c->o.heartbeat_ms >= c->o.election_timeout_ms) {
+        snprintf(err, errlen, "raft heartbeat (%u ms) must be below the election timeout (%u ms)",
+                 c->o.heartbeat_ms, c->o.election_timeout_ms);
+        free_cluster(c);
+        return PGW_EINVAL;
+    }
+    int rc = prepare_data_dir(c, err, errlen);
+    if (rc != 0) {
+        free_cluster(c);
+        return rc;
+    }
+    struct node_file nf;
+    bool found;
+    rc = node_file_read(c->data_dir, &nf, &found, err, errlen);
+    if (rc != 0) {
+        free_cluster(c);
+        return rc;
+    }
+    if (found && (strcmp(nf.scope, c->scope) != 0 || strcmp(nf.name, c->name) != 0)) {
+        snprintf(err, errlen, "raft.data_dir %s belongs to member \"%s\" of cluster \"%s\", but "
+                 "this configuration is member \"%s\" of cluster \"%s\"", c->data_dir, nf.name,
+                 nf.scope, c->name, c->scope);
+        free_cluster(c);
+        return PGW_EINVAL;
+    }
+    if (!found && dir_has_raft_files(c->data_dir)) {
+        snprintf(err, errlen, "raft.data_dir %s holds Raft files but no %s: not created by "
+                 "pgwarden, or damaged; move it aside to start this node afresh", c->data_dir,
+                 NODE_FILE_NAME);
+        free_cluster(c);
+        return PGW_EINVAL;
+    }
+    uv_prepare_init(o->loop, &c->poll);
+    c->poll.data = c;
+    uv_timer_init(o->loop, &c->timer);
+    c->timer.data = c;
+    c->open_handles = 2;
+    c->role = CLUSTER_STARTING;
+
+    if (found) {
+        c->id = nf.id;
+        rc = raft_setup(c, nf.mode == NODE_MODE_BOOTSTRAP, err, errlen);
+        if (rc != 0) {
+            *out = c;
+            cluster_close(c, NULL, NULL); /* releases what raft_setup opened */
+            *out = NULL;
+            return rc;
+        }
+        uv_prepare_start(&c->poll, poll_cb);
+        uv_timer_start(&c->timer, timer_cb, 200, 200);
+    } else if (c->n_partners == 0) {
+        finish_discovery(c, true, 1);
+        if (c->fatal[0] != '\0') {
+            snprintf(err, errlen, "%s", c->fatal);
+            cluster_close(c, NULL, NULL);
+            return PGW_EIO;
+        }
+        uv_timer_start(&c->timer, timer_cb, 200, 200);
+    } else {
+        c->discovering = true;
+        c->discovery_started_ms = now_ms(c);
+        c->last_wait_log_ms = c->discovery_started_ms;
+        log_info("raft", "raft.data_dir %s is empty: asking partners whether a cluster exists",
+                 c->data_dir);
+        uv_timer_start(&c->timer, timer_cb, 0, DISCOVERY_ROUND_MS);
+    }
+    *out = c;
+    return PGW_OK;
+}
+
+static void maybe_finish_close(struct cluster *c)
+{
+    if (c->open_handles > 0 || c->probes_inflight > 0 || c->raft_ready)
+        return;
+    if (c->io_ready) {
+        raft_uv_close(&c->io);
+        c->io_ready = false;
+    }
+    if (c->transport_ready) {
+        transport_free(&c->transport);
+        c->transport_ready = false;
+    }
+    void (*done)(void *) = c->close_done;
+    void *ctx = c->close_ctx;
+    c->o.fsm->raft = NULL;
+    free_cluster(c);
+    if (done != NULL)
+        done(ctx);
+}
+
+static void handle_closed(uv_handle_t *h)
+{
+    struct cluster *c = h->data;
+    c->open_handles--;
+    maybe_finish_close(c);
+}
+
+static void raft_closed(struct raft *r)
+{
+    struct cluster *c = r->data;
+    c->raft_ready = false;
+    maybe_finish_close(c);
+}
+
+void cluster_close(struct cluster *c, void (*done)(void *ctx), void *ctx)
+{
+    if (c == NULL || c->closing)
+        return;
+    c->closing = true;
+    c->close_done = done;
+    c->close_ctx = ctx;
+    c->role = CLUSTER_STOPPED;
+    uv_close((uv_handle_t *)&c->poll, handle_closed);
+    uv_close((uv_handle_t *)&c->timer, handle_closed);
+    if (c->raft_ready) {
+        c->raft.data = c;
+        raft_close(&c->raft, raft_closed);
+    } else if (c->transport_ready && !c->io_ready) {
+        transport_free(&c->transport);
+        c->transport_ready = false;
+    }
+}
+
+const char *cluster_fatal_error(const struct cluster *c)
+{
+    return c->fatal[0] ? c->fatal : NULL;
+}
+
+enum cluster_role cluster_role(const struct cluster *c)
+{
+    return c->role;
+}
+
+uint64_t cluster_self_id(const struct cluster *c)
+{
+    return c->id;
+}
+
+uint64_t cluster_leader(const struct cluster *c, const char **addr)
+{
+    if (addr != NULL)
+        *addr = c->leader_addr;
+    return c->leader_id;
+}
+
+uint64_t cluster_leader_since(const struct cluster *c)
+{
+    return c->role == CLUSTER_LEADER ? c->leader_since : 0;
+}
+
+bool cluster_leader_ready(const struct cluster *c)
+{
+    return c->role == CLUSTER_LEADER && c->leader_ready;
+}
+
+struct fsm *cluster_fsm(const struct cluster *c)
+{
+    return c->o.fsm;
+}
+
+void cluster_set_election_timeout(struct cluster *c, unsigned ms)
+{
+    if (c->raft_ready && ms > c->o.heartbeat_ms && ms != c->o.election_timeout_ms) {
+        raft_set_election_timeout(&c->raft, ms);
+        c->o.election_timeout_ms = ms;
+        log_info("raft", "election timeout now %u ms", ms);
+    }
+}
+
+/* --- apply ------------------------------------------------------------------------ */
+
+struct apply_req {
+    struct raft_apply req;
+    struct raft_buffer buf;
+    cluster_apply_cb cb;
+    void *ctx;
+};
+
+static int map_raft_status(int rv)
+{
+    switch (rv) {
+    case 0: return PGW_OK;
+    case RAFT_NOTLEADER:
+    case RAFT_LEADERSHIPLOST: return PGW_ENOTLEADER;
+    case RAFT_SHUTDOWN:
+    case RAFT_CANCELED: return PGW_ECANCELED;
+    case RAFT_NOMEM: return PGW_ENOMEM;
+    case RAFT_BUSY:
+    case RAFT_CANTCHANGE: return PGW_EBUSY;
+    case RAFT_BADID:
+    case RAFT_NOTFOUND: return PGW_ENOTFOUND;
+    case RAFT_DUPLICATEID:
+    case RAFT_DUPLICATEADDRESS: return PGW_ECONFLICT;
+    default: return PGW_EIO;
+    }
+}
+
+static void apply_cb(struct raft_apply *req, int status, void *result)
+{
+    struct apply_req *a = req->data;
+    if (status != 0) {
+        a->cb(a->ctx, map_raft_status(status), NULL, raft_strerror(status));
+    } else {
+        struct fsm_result copy = *(const struct fsm_result *)result;
+        a->cb(a->ctx, copy.status, &copy, copy.msg);
+    }
+    free(a);
+}
+
+int cluster_apply_raw(struct cluster *c, const char *buf, size_t len, cluster_apply_cb cb, void *ctx)
+{
+    if (c->closing || !c->raft_started)
+        return PGW_ECANCELED;
+    if (c->role != CLUSTER_LEADER)
+        return PGW_ENOTLEADER;
+    struct fsm_cmd check;
+    char err[FSM_TEXT_MAX];
+    int rc = fsm_cmd_decode(buf, len, &check, err, sizeof err);
+    if (rc != 0)
+        return rc;
+    fsm_cmd_free(&check);
+    struct apply_req *a = calloc(1, sizeof *a);
+    if (a == NULL)
+        return PGW_ENOMEM;
+    a->buf.base = raft_malloc(len);
+    if (a->buf.base == NULL) {
+        free(a);
+        return PGW_ENOMEM;
+    }
+    memcpy(a->buf.base, buf, len);
+    a->buf.len = len;
+    a->cb = cb;
+    a->ctx = ctx;
+    a->req.data = a;
+    int rv = raft_apply(&c->raft, &a->req, &a->buf, 1, apply_cb);
+    if (rv != 0) {
+        raft_free(a->buf.base); /* still ours when raft_apply fails */
+        free(a);
+        return map_raft_status(rv);
+    }
+    return PGW_OK;
+}
+
+int cluster_apply(struct cluster *c, const struct fsm_cmd *cmd, cluster_apply_cb cb, void *ctx)
+{
+    char *buf;
+    size_t len;
+    char err[FSM_TEXT_MAX];
+    int rc = fsm_cmd_encode(cmd, &buf, &len, err, sizeof err);
+    if (rc != 0) {
+        log_error("raft", "refusing to submit %s: %s", fsm_op_name(cmd->op), err);
+        return rc;
+    }
+    rc = cluster_apply_raw(c, buf, len, cb, ctx);
+    raft_free(buf);
+    return rc;
+}
+
+/* --- membership ---------------------------------------------------------------------- */
+
+struct change_req {
+    struct cluster *c;
+    struct raft_change change;
+    uint64_t id;
+    char addr[64];
+    bool then_add;
+    cluster_change_cb cb;
+    void *ctx;
+};
+
+static void member_change_done(struct raft_change *req, int status)
+{
+    struct change_req *r = req->data;
+    struct cluster *c = r->c;
+    c->change_pending = false;
+    if (status == 0 && r->then_add && !c->closing) {
+        r->then_add = false;
+        r->id = raft_digest(r->addr, now_ms(c)) & 0x3fffffffffffffffULL;
+        if (r->id < 1000)
+            r->id += 1000;
+        int rv = raft_add(&c->raft, &r->change, r->id, r->addr, member_change_done);
+        if (rv == 0) {
+            c->change_pending = true;
+            return;
+        }
+        status = rv;
+    }
+    r->cb(r->ctx, map_raft_status(status), r->id, status == 0 ? "" : raft_strerror(status));
+    free(r);
+}
+
+int cluster_member_add(struct cluster *c, const char *addr, cluster_change_cb cb, void *ctx)
+{
+    if (c->role != CLUSTER_LEADER || !c->leader_ready)
+        return PGW_ENOTLEADER;
+    if (c->change_pending)
+        return PGW_EBUSY;
+    struct sockaddr_in sa;
+    if (transport_addr_parse(addr, &sa) != 0)
+        return PGW_EINVAL;
+    struct change_req *r = calloc(1, sizeof *r);
+    if (r == NULL)
+        return PGW_ENOMEM;
+    r->c = c;
+    r->change.data = r;
+    r->cb = cb;
+    r->ctx = ctx;
+    snprintf(r->addr, sizeof r->addr, "%s", addr);
+    uint64_t stale = 0;
+    for (unsigned i = 0; i < c->raft.configuration.n; i++)
+        if (strcmp(c->raft.configuration.servers[i].address, addr) == 0)
+            stale = c->raft.configuration.servers[i].id;
+    int rv;
+    if (stale != 0) {
+        if (stale == c->id) {
+            free(r);
+            return PGW_ECONFLICT;
+        }
+        log_info("raft", "replacing stale server id %llu at %s", (unsigned long long)stale, addr);
+        r->then_add = true;
+        rv = raft_remove(&c->raft, &r->change, stale, member_change_done);
+    } else {
+        r->id = raft_digest(addr, now_ms(c)) & 0x3fffffffffffffffULL;
+        if (r->id < 1000)
+            r->id += 1000;
+        rv = raft_add(&c->raft, &r->change, r->id, addr, member_change_done);
+    }
+    if (rv != 0) {
+        free(r);
+        return map_raft_status(rv);
+    }
+    c->change_pending = true;
+    return PGW_OK;
+}
+
+int cluster_member_remove(struct cluster *c, uint64_t id, cluster_change_cb cb, void *ctx)
+{
+    if (c->role != CLUSTER_LEADER || !c->leader_ready)
+        return PGW_ENOTLEADER;
+    if (c->change_pending)
+        return PGW_EBUSY;
+    const struct raft_configuration *conf = &c->raft.configuration;
+    int idx = -1;
+    unsigned voters = 0, reachable = 0;
+    for (unsigned i = 0; i < conf->n; i++) {
+        if (conf->servers[i].id == id)
+            idx = (int)i;
+    }
+    if (idx < 0)
+        return PGW_ENOTFOUND;
+    if (id == c->id)
+        return PGW_EREFUSED; /* transfer leadership first */
+    for (unsigned i = 0; i < conf->n; i++) {
+        if (conf->servers[i].role != RAFT_VOTER || (int)i == idx)
+            continue;
+        voters++;
+        if (conf->servers[i].id == c->id || c->raft.leader_state.progress[i].recent_recv)
+            reachable++;
+    }
+    if (conf->servers[idx].role == RAFT_VOTER && reachable < voters / 2 + 1)
+        return PGW_EUNAVAIL; /* the remaining voters could not form a quorum */
+    struct change_req *r = calloc(1, sizeof *r);
+    if (r == NULL)
+        return PGW_ENOMEM;
+    r->c = c;
+    r->change.data = r;
+    r->id = id;
+    r->cb = cb;
+    r->ctx = ctx;
+    int rv = raft_remove(&c->raft, &r->change, id, member_change_done);
+    if (rv != 0) {
+        free(r);
+        return map_raft_status(rv);
+    }
+    c->change_pending = true;
+    return PGW_OK;
+}
+
+struct transfer_req {
+    struct cluster *c;
+    struct raft_transfer req;
+    uint64_t id;
+    cluster_change_cb cb;
+    void *ctx;
+};
+
+static void transfer_done(struct raft_transfer *req)
+{
+    struct transfer_req *t = req->data;
+    raft_id lid = 0;
+    const char *addr;
+    raft_leader(&t->c->raft, &lid, &addr);
+    /* The callback fires on success and on timeout alike (libraft notes §2c). */
+    bool ok = lid == t->id;
+    t->cb(t->ctx, ok ? PGW_OK : PGW_ETIMEDOUT, t->id,
+          ok ? "" : "leadership transfer did not complete");
+    free(t);
+}
+
+int cluster_transfer(struct cluster *c, uint64_t id, cluster_change_cb cb, void *ctx)
+{
+    if (c->role != CLUSTER_LEADER)
+        return PGW_ENOTLEADER;
+    if (id == c->id)
+        return PGW_EINVAL;
+    struct transfer_req *t = calloc(1, sizeof *t);
+    if (t == NULL)
+        return PGW_ENOMEM;
+    t->c = c;
+    t->req.data = t;
+    t->id = id;
+    t->cb = cb;
+    t->ctx = ctx;
+    int rv = raft_transfer(&c->raft, &t->req, id, transfer_done);
+    if (rv != 0) {
+        free(t);
+        return map_raft_status(rv);
+    }
+    return PGW_OK;
+}
+
+void cluster_get_info(const struct cluster *c, struct cluster_info *out)
+{
+    memset(out, 0, sizeof *out);
+    out->id = c->id;
+    out->role = c->role;
+    out->election_timeout_ms = c->o.election_timeout_ms;
+    out->heartbeat_ms = c->o.heartbeat_ms;
+    if (!c->raft_started)
+        return;
+    out->term = c->raft.current_term;
+    out->leader_id = c->leader_id;
+    snprintf(out->leader_addr, sizeof out->leader_addr, "%s", c->leader_addr);
+    out->commit_index = c->raft.commit_index;
+    out->last_applied = c->raft.last_applied;
+    out->last_index = raft_last_index((struct raft *)&c->raft);
+    out->snapshot_index = c->raft.log.snapshot.last_index;
+    for (unsigned i = 0; i < c->raft.configuration.n && i < FSM_MAX_MEMBERS; i++) {
+        const struct raft_server *s = &c->raft.configuration.servers[i];
+        out->servers[i].id = s->id;
+        snprintf(out->servers[i].addr, sizeof out->servers[i].addr, "%s", s->address);
+        out->servers[i].role = s->role;
+        out->n_servers++;
+    }
+}

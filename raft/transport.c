@@ -1,0 +1,632 @@
+/* pgwarden's Raft transport (see transport.h for the wire format).
+ *
+ * Happy path, outbound: raft asks connect(id, addr) -> TCP connect under a
+ * deadline -> write our hello -> hand the stream to raft.
+ * Happy path, inbound: accept -> read exactly the hello (fixed part, then
+ * scope and address; never a byte more, so raft's first message stays in the
+ * socket) -> check it -> hand the stream to raft, or answer a probe.
+ * Failure modes: connect refused or timed out (raft gets RAFT_NOCONNECTION
+ * and retries after its connect-retry delay), transport closing (pending
+ * connects complete with RAFT_CANCELED, pending accepts are dropped), a bad
+ * or slow hello (connection closed, logged with the peer's address).
+ *
+ * Streams handed to raft are allocated with raft_malloc: raft frees them with
+ * raft_free in its close callbacks. */
+#include "raft/transport.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+
+struct tp;
+
+/* One outbound connect request from raft. */
+struct tconn {
+    struct tp *tp;
+    struct raft_uv_connect *req;
+    uv_tcp_t *tcp;         /* raft_malloc'd: becomes raft's stream */
+    uv_timer_t timer;
+    uv_connect_t connect;
+    uv_write_t write;
+    uint8_t hello[TRANSPORT_HELLO_FIXED + TRANSPORT_SCOPE_MAX + TRANSPORT_ADDR_MAX];
+    int status;            /* RAFT_NOCONNECTION / RAFT_CANCELED when failing */
+    int pending_closes;
+    struct tconn *next, *prev;
+};
+
+/* One inbound connection still in its handshake. */
+struct tacc {
+    struct tp *tp;
+    uv_tcp_t *tcp; /* raft_malloc'd */
+    uv_timer_t timer;
+    uint8_t buf[TRANSPORT_HELLO_FIXED + TRANSPORT_SCOPE_MAX + TRANSPORT_ADDR_MAX];
+    size_t have, want;
+    char peer[64];
+    int pending_closes;
+    bool handed_over;
+    /* probe answer */
+    uv_write_t write;
+    uint8_t *answer;
+    struct tacc *next, *prev;
+};
+
+struct tp {
+    struct raft_uv_transport *t;
+    uv_loop_t *loop;
+    char *scope;
+    char *bind_addr;
+    uint32_t connect_timeout_ms, handshake_timeout_ms, user_timeout_ms;
+    transport_probe_fn probe;
+    void *probe_ctx;
+    raft_id id;
+    char address[TRANSPORT_ADDR_MAX + 1];
+    uv_tcp_t listener;
+    bool listening, listener_open;
+    raft_uv_accept_cb accept_cb;
+    struct tconn *conns;
+    struct tacc *accs;
+    bool closing;
+    bool deferring;  /* close callback must come on a later tick */
+    uv_timer_t defer;
+    raft_uv_transport_close_cb close_cb;
+    struct transport_stats stats;
+};
+
+/* --- encoding ------------------------------------------------------------ */
+
+static void put16(uint8_t *p, uint16_t v)
+{
+    p[0] = (uint8_t)(v >> 8);
+    p[1] = (uint8_t)v;
+}
+
+static uint16_t get16(const uint8_t *p)
+{
+    return (uint16_t)((p[0] << 8) | p[1]);
+}
+
+static void put64(uint8_t *p, uint64_t v)
+{
+    for (int i = 7; i >= 0; i--) {
+        p[i] = (uint8_t)v;
+        v >>= 8;
+    }
+}
+
+static uint64_t get64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+int transport_hello_encode(uint8_t kind, const char *scope, uint64_t id, const char *addr,
+                           uint8_t *buf, size_t cap)
+{
+    size_t n = strlen(scope), m = addr != NULL ? strlen(addr) : 0;
+    if (n == 0 || n > TRANSPORT_SCOPE_MAX || m > TRANSPORT_ADDR_MAX)
+        return PGW_EINVAL;
+    if (cap < TRANSPORT_HELLO_FIXED + n + m)
+        return PGW_EINVAL;
+    memcpy(buf, TRANSPORT_MAGIC, 4);
+    buf[4] = TRANSPORT_VERSION;
+    buf[5] = kind;
+    put16(buf + 6, (uint16_t)n);
+    put64(buf + 8, id);
+    put16(buf + 16, (uint16_t)m);
+    memcpy(buf + TRANSPORT_HELLO_FIXED, scope, n);
+    if (m > 0)
+        memcpy(buf + TRANSPORT_HELLO_FIXED + n, addr, m);
+    return (int)(TRANSPORT_HELLO_FIXED + n + m);
+}
+
+int transport_hello_parse(const uint8_t *buf, size_t len, struct transport_hello *out, char *err,
+                          size_t errlen)
+{
+    if (len < TRANSPORT_HELLO_FIXED)
+        return 0;
+    if (memcmp(buf, TRANSPORT_MAGIC, 4) != 0) {
+        snprintf(err, errlen, "not a pgwarden Raft peer (bad magic)");
+        return PGW_EPROTO;
+    }
+    if (buf[4] != TRANSPORT_VERSION) {
+        snprintf(err, errlen, "unsupported handshake version %u (we speak %u)", buf[4],
+                 TRANSPORT_VERSION);
+        return PGW_EPROTO;
+    }
+    uint8_t kind = buf[5];
+    if (kind != TRANSPORT_KIND_RAFT && kind != TRANSPORT_KIND_PROBE) {
+        snprintf(err, errlen, "unknown connection kind %u", kind);
+        return PGW_EPROTO;
+    }
+    size_t n = get16(buf + 6), m = get16(buf + 16);
+    uint64_t id = get64(buf + 8);
+    if (n == 0 || n > TRANSPORT_SCOPE_MAX) {
+        snprintf(err, errlen, "scope length %zu outside 1..%d", n, TRANSPORT_SCOPE_MAX);
+        return PGW_EPROTO;
+    }
+    if (m > TRANSPORT_ADDR_MAX) {
+        snprintf(err, errlen, "address length %zu over %d", m, TRANSPORT_ADDR_MAX);
+        return PGW_EPROTO;
+    }
+    if (kind == TRANSPORT_KIND_RAFT && (id == 0 || m == 0)) {
+        snprintf(err, errlen, "raft connection without a server id or address");
+        return PGW_EPROTO;
+    }
+    size_t total = TRANSPORT_HELLO_FIXED + n + m;
+    if (len < total)
+        return 0;
+    out->kind = kind;
+    out->id = id;
+    memcpy(out->scope, buf + TRANSPORT_HELLO_FIXED, n);
+    out->scope[n] = '\0';
+    memcpy(out->addr, buf + TRANSPORT_HELLO_FIXED + n, m);
+    out->addr[m] = '\0';
+    if (strlen(out->scope) != n || strlen(out->addr) != m) {
+        snprintf(err, errlen, "NUL byte in scope or address");
+        return PGW_EPROTO;
+    }
+    if (m > 0) {
+        struct sockaddr_in sa;
+        if (transport_addr_parse(out->addr, &sa) != 0) {
+            snprintf(err, errlen, "sender address is not a.b.c.d:port");
+            return PGW_EPROTO;
+        }
+    }
+    return (int)total;
+}
+
+int transport_addr_parse(const char *addr, struct sockaddr_in *out)
+{
+    char host[INET_ADDRSTRLEN];
+    const char *colon = strrchr(addr, ':');
+    if (colon == NULL || (size_t)(colon - addr) >= sizeof host || colon == addr)
+        return PGW_EINVAL;
+    memcpy(host, addr, (size_t)(colon - addr));
+    host[colon - addr] = '\0';
+    char *end;
+    long port = strtol(colon + 1, &end, 10);
+    if (*(colon + 1) == '\0' || *end != '\0' || port < 1 || port > 65535)
+        return PGW_EINVAL;
+    if (uv_ip4_addr(host, (int)port, out) != 0)
+        return PGW_EINVAL;
+    struct in_addr probe;
+    if (inet_pton(AF_INET, host, &probe) != 1)
+        return PGW_EINVAL;
+    return PGW_OK;
+}
+
+static void tune_socket(uv_tcp_t *tcp, uint32_t user_timeout_ms)
+{
+    uv_tcp_nodelay(tcp, 1);
+    uv_tcp_keepalive(tcp, 1, 5);
+    uv_os_fd_t fd;
+    if (user_timeout_ms > 0 && uv_fileno((uv_handle_t *)tcp, &fd) == 0) {
+        unsigned int v = user_timeout_ms;
+        (void)setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &v, sizeof v);
+    }
+}
+
+/* --- close bookkeeping ---------------------------------------------------- */
+
+static void maybe_closed(struct tp *tp)
+{
+    if (!tp->closing || tp->conns != NULL || tp->accs != NULL || tp->listener_open ||
+        tp->deferring)
+        return;
+    if (tp->close_cb != NULL) {
+        raft_uv_transport_close_cb cb = tp->close_cb;
+        tp->close_cb = NULL;
+        cb(tp->t);
+    }
+}
+
+#define LIST_ADD(head, x) do { (x)->prev = NULL; (x)->next = (head); if (head) (head)->prev = (x); (head) = (x); } while (0)
+#define LIST_DEL(head, x) do { if ((x)->prev) (x)->prev->next = (x)->next; else (head) = (x)->next; if ((x)->next) (x)->next->prev = (x)->prev; } while (0)
+
+/* --- outbound ------------------------------------------------------------- */
+
+static void conn_handle_closed(uv_handle_t *h)
+{
+    struct tconn *c = h->data;
+    if (h == (uv_handle_t *)c->tcp)
+        raft_free(c->tcp);
+    if (--c->pending_closes > 0)
+        return;
+    struct tp *tp = c->tp;
+    LIST_DEL(tp->conns, c);
+    c->req->cb(c->req, NULL, c->status);
+    free(c);
+    maybe_closed(tp);
+}
+
+static void conn_fail(struct tconn *c, int status)
+{
+    if (c->pending_closes != 0)
+        return; /* already failing, or already handed over */
+    c->status = status;
+    if (status == RAFT_NOCONNECTION)
+        c->tp->stats.connect_failures++;
+    c->pending_closes = 2;
+    uv_close((uv_handle_t *)&c->timer, conn_handle_closed);
+    uv_close((uv_handle_t *)c->tcp, conn_handle_closed);
+}
+
+static void conn_timer_closed(uv_handle_t *h)
+{
+    struct tconn *c = h->data;
+    struct tp *tp = c->tp;
+    if (tp->closing) {
+        /* The transport closed while the hello was in flight: raft expects
+         * RAFT_CANCELED and no stream now. */
+        c->status = RAFT_CANCELED;
+        c->pending_closes = 1;
+        uv_close((uv_handle_t *)c->tcp, conn_handle_closed);
+        return;
+    }
+    LIST_DEL(tp->conns, c);
+    uv_stream_t *stream = (uv_stream_t *)c->tcp;
+    struct raft_uv_connect *req = c->req;
+    free(c);
+    tp->stats.connects++;
+    req->cb(req, stream, 0);
+}
+
+static void conn_written(uv_write_t *w, int status)
+{
+    struct tconn *c = w->data;
+    if (c->pending_closes != 0)
+        return; /* cancelled or timed out meanwhile: close callbacks finish it */
+    if (status != 0) {
+        conn_fail(c, RAFT_NOCONNECTION);
+        return;
+    }
+    tune_socket(c->tcp, c->tp->user_timeout_ms);
+    /* Success: only the timer is ours to close; the stream goes to raft. */
+    c->pending_closes = -1;
+    uv_close((uv_handle_t *)&c->timer, conn_timer_closed);
+}
+
+static void conn_connected(uv_connect_t *creq, int status)
+{
+    struct tconn *c = creq->data;
+    if (c->pending_closes != 0)
+        return;
+    if (status != 0) {
+        conn_fail(c, RAFT_NOCONNECTION);
+        return;
+    }
+    int n = transport_hello_encode(TRANSPORT_KIND_RAFT, c->tp->scope, c->tp->id, c->tp->address,
+                                   c->hello, sizeof c->hello);
+    uv_buf_t b = uv_buf_init((char *)c->hello, (unsigned)(n > 0 ? n : 0));
+    c->write.data = c;
+    if (n <= 0 || uv_write(&c->write, (uv_stream_t *)c->tcp, &b, 1, conn_written) != 0)
+        conn_fail(c, RAFT_NOCONNECTION);
+}
+
+static void conn_timeout(uv_timer_t *timer)
+{
+    conn_fail(timer->data, RAFT_NOCONNECTION);
+}
+
+static int tp_connect(struct raft_uv_transport *t, struct raft_uv_connect *req, raft_id id,
+                      const char *address, raft_uv_connect_cb cb)
+{
+    struct tp *tp = t->impl;
+    (void)id;
+    struct sockaddr_in sa;
+    if (tp->closing)
+        return RAFT_CANCELED;
+    if (transport_addr_parse(address, &sa) != 0) {
+        snprintf(t->errmsg, sizeof t->errmsg, "bad peer address \"%s\" (expected a.b.c.d:port)",
+                 address);
+        return RAFT_NOCONNECTION;
+    }
+    struct tconn *c = calloc(1, sizeof *c);
+    uv_tcp_t *tcp = raft_malloc(sizeof *tcp);
+    if (c == NULL || tcp == NULL) {
+        free(c);
+        raft_free(tcp);
+        return RAFT_NOMEM;
+    }
+    c->tp = tp;
+    c->req = req;
+    req->cb = cb;
+    c->tcp = tcp;
+    uv_tcp_init(tp->loop, tcp);
+    tcp->data = c;
+    uv_timer_init(tp->loop, &c->timer);
+    c->timer.data = c;
+    c->connect.data = c;
+    LIST_ADD(tp->conns, c);
+    int rv = uv_tcp_connect(&c->connect, tcp, (const struct sockaddr *)&sa, conn_connected);
+    if (rv != 0) {
+        /* Fail asynchronously: raft expects the callback later either way. */
+        conn_fail(c, RAFT_NOCONNECTION);
+        return 0;
+    }
+    uv_timer_start(&c->timer, conn_timeout, tp->connect_timeout_ms, 0);
+    return 0;
+}
+
+/* --- inbound ---------------------------------------------------------------- */
+
+static void acc_handle_closed(uv_handle_t *h)
+{
+    struct tacc *a = h->data;
+    if (h == (uv_handle_t *)a->tcp)
+        raft_free(a->tcp);
+    if (--a->pending_closes > 0)
+        return;
+    struct tp *tp = a->tp;
+    LIST_DEL(tp->accs, a);
+    free(a->answer);
+    free(a);
+    maybe_closed(tp);
+}
+
+static void acc_drop(struct tacc *a, const char *why)
+{
+    if (a->pending_closes > 0)
+        return;
+    if (why != NULL) {
+        a->tp->stats.handshake_failures++;
+        log_warn("raft", "dropped connection from %s: %s", a->peer, why);
+    }
+    a->pending_closes = a->handed_over ? 1 : 2;
+    uv_close((uv_handle_t *)&a->timer, acc_handle_closed);
+    if (!a->handed_over)
+        uv_close((uv_handle_t *)a->tcp, acc_handle_closed);
+}
+
+static void acc_timeout(uv_timer_t *timer)
+{
+    acc_drop(timer->data, "handshake not completed in time");
+}
+
+static void acc_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    struct tacc *a = h->data;
+    (void)suggested;
+    /* Exactly the bytes still missing from the hello: anything after it
+     * belongs to raft and must stay in the socket. */
+    *buf = uv_buf_init((char *)a->buf + a->have, (unsigned)(a->want - a->have));
+}
+
+static void probe_answer_written(uv_write_t *w, int status)
+{
+    struct tacc *a = w->data;
+    (void)status;
+    acc_drop(a, NULL);
+}
+
+static void acc_answer_probe(struct tacc *a)
+{
+    struct tp *tp = a->tp;
+    char *json = tp->probe != NULL ? tp->probe(tp->probe_ctx) : NULL;
+    size_t n = json != NULL ? strlen(json) : 0;
+    if (n > TRANSPORT_PROBE_MAX)
+        n = 0;
+    a->answer = malloc(4 + n);
+    if (a->answer == NULL) {
+        free(json);
+        acc_drop(a, "out of memory answering a probe");
+        return;
+    }
+    a->answer[0] = (uint8_t)(n >> 24);
+    a->answer[1] = (uint8_t)(n >> 16);
+    a->answer[2] = (uint8_t)(n >> 8);
+    a->answer[3] = (uint8_t)n;
+    if (n > 0)
+        memcpy(a->answer + 4, json, n);
+    free(json);
+    tp->stats.probes_answered++;
+    uv_buf_t b = uv_buf_init((char *)a->answer, (unsigned)(4 + n));
+    a->write.data = a;
+    if (uv_write(&a->write, (uv_stream_t *)a->tcp, &b, 1, probe_answer_written) != 0)
+        acc_drop(a, "cannot write probe answer");
+}
+
+static void acc_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    struct tacc *a = s->data;
+    (void)buf;
+    if (a->pending_closes > 0)
+        return;
+    if (nread < 0) {
+        acc_drop(a, nread == UV_EOF ? NULL : uv_strerror((int)nread));
+        return;
+    }
+    a->have += (size_t)nread;
+    struct transport_hello h;
+    char err[128];
+    int rc = transport_hello_parse(a->buf, a->have, &h, err, sizeof err);
+    if (rc < 0) {
+        acc_drop(a, err);
+        return;
+    }
+    if (rc == 0) {
+        /* Need more: the fixed part tells how much in total. */
+        if (a->have >= TRANSPORT_HELLO_FIXED)
+            a->want = TRANSPORT_HELLO_FIXED + get16(a->buf + 6) + get16(a->buf + 16);
+        return;
+    }
+    uv_read_stop(s);
+    if (strcmp(h.scope, a->tp->scope) != 0) {
+        char why[TRANSPORT_SCOPE_MAX + 96];
+        snprintf(why, sizeof why, "peer belongs to cluster \"%s\", we are \"%s\"", h.scope,
+                 a->tp->scope);
+        acc_drop(a, why);
+        return;
+    }
+    if (h.kind == TRANSPORT_KIND_PROBE) {
+        acc_answer_probe(a);
+        return;
+    }
+    struct tp *tp = a->tp;
+    tune_socket(a->tcp, tp->user_timeout_ms);
+    a->handed_over = true;
+    tp->stats.accepted++;
+    uv_stream_t *stream = (uv_stream_t *)a->tcp;
+    acc_drop(a, NULL); /* closes only our timer */
+    tp->accept_cb(tp->t, h.id, h.addr, stream);
+}
+
+static void on_connection(uv_stream_t *server, int status)
+{
+    struct tp *tp = server->data;
+    if (status != 0 || tp->closing)
+        return;
+    struct tacc *a = calloc(1, sizeof *a);
+    uv_tcp_t *tcp = raft_malloc(sizeof *tcp);
+    if (a == NULL || tcp == NULL) {
+        free(a);
+        raft_free(tcp);
+        return;
+    }
+    a->tp = tp;
+    a->tcp = tcp;
+    uv_tcp_init(tp->loop, tcp);
+    tcp->data = a;
+    uv_timer_init(tp->loop, &a->timer);
+    a->timer.data = a;
+    a->want = TRANSPORT_HELLO_FIXED;
+    LIST_ADD(tp->accs, a);
+    if (uv_accept(server, (uv_stream_t *)tcp) != 0) {
+        snprintf(a->peer, sizeof a->peer, "?");
+        acc_drop(a, "accept failed");
+        return;
+    }
+    struct sockaddr_storage ss;
+    int len = sizeof ss;
+    snprintf(a->peer, sizeof a->peer, "?");
+    if (uv_tcp_getpeername(tcp, (struct sockaddr *)&ss, &len) == 0 && ss.ss_family == AF_INET) {
+        const struct sockaddr_in *sin = (const struct sockaddr_in *)&ss;
+        char ip[INET_ADDRSTRLEN];
+        uv_ip4_name(sin, ip, sizeof ip);
+        snprintf(a->peer, sizeof a->peer, "%s:%u", ip, ntohs(sin->sin_port));
+    }
+    uv_timer_start(&a->timer, acc_timeout, tp->handshake_timeout_ms, 0);
+    if (uv_read_start((uv_stream_t *)tcp, acc_alloc, acc_read) != 0)
+        acc_drop(a, "cannot read");
+}
+
+/* --- raft_uv_transport methods ---------------------------------------------- */
+
+static int tp_init(struct raft_uv_transport *t, raft_id id, const char *address)
+{
+    struct tp *tp = t->impl;
+    tp->id = id;
+    snprintf(tp->address, sizeof tp->address, "%s", address);
+    return 0;
+}
+
+static int tp_listen(struct raft_uv_transport *t, raft_uv_accept_cb cb)
+{
+    struct tp *tp = t->impl;
+    const char *bind = tp->bind_addr != NULL ? tp->bind_addr : tp->address;
+    struct sockaddr_in sa;
+    if (transport_addr_parse(bind, &sa) != 0) {
+        snprintf(t->errmsg, sizeof t->errmsg, "raft address \"%s\" is not a.b.c.d:port", bind);
+        return RAFT_INVALID;
+    }
+    uv_tcp_init(tp->loop, &tp->listener);
+    tp->listener.data = tp;
+    tp->listener_open = true;
+    int rv = uv_tcp_bind(&tp->listener, (const struct sockaddr *)&sa, 0);
+    if (rv == 0)
+        rv = uv_listen((uv_stream_t *)&tp->listener, 128, on_connection);
+    if (rv != 0) {
+        snprintf(t->errmsg, sizeof t->errmsg, "cannot listen on %s: %s", bind, uv_strerror(rv));
+        return RAFT_IOERR;
+    }
+    tp->accept_cb = cb;
+    tp->listening = true;
+    return 0;
+}
+
+static void listener_closed(uv_handle_t *h)
+{
+    struct tp *tp = h->data;
+    tp->listener_open = false;
+    maybe_closed(tp);
+}
+
+static void defer_closed(uv_handle_t *h)
+{
+    struct tp *tp = h->data;
+    tp->deferring = false;
+    maybe_closed(tp);
+}
+
+static void tp_close(struct raft_uv_transport *t, raft_uv_transport_close_cb cb)
+{
+    struct tp *tp = t->impl;
+    tp->closing = true;
+    tp->close_cb = cb;
+    for (struct tconn *c = tp->conns; c != NULL; c = c->next)
+        if (c->pending_closes == 0)
+            conn_fail(c, RAFT_CANCELED);
+    for (struct tacc *a = tp->accs; a != NULL; a = a->next)
+        acc_drop(a, NULL);
+    if (tp->listener_open && !uv_is_closing((uv_handle_t *)&tp->listener))
+        uv_close((uv_handle_t *)&tp->listener, listener_closed);
+    /* Raft must not see its callback inside its own close call, even when
+     * nothing was pending: a throwaway handle's close defers it a tick. */
+    tp->deferring = true;
+    uv_timer_init(tp->loop, &tp->defer);
+    tp->defer.data = tp;
+    uv_close((uv_handle_t *)&tp->defer, defer_closed);
+}
+
+int transport_setup(struct raft_uv_transport *t, const struct transport_opts *o)
+{
+    memset(t, 0, sizeof *t);
+    struct tp *tp = calloc(1, sizeof *tp);
+    if (tp == NULL)
+        return PGW_ENOMEM;
+    tp->t = t;
+    tp->loop = o->loop;
+    tp->scope = strdup(o->scope);
+    tp->bind_addr = o->bind_addr != NULL ? strdup(o->bind_addr) : NULL;
+    tp->connect_timeout_ms = o->connect_timeout_ms ? o->connect_timeout_ms : 1000;
+    tp->handshake_timeout_ms = o->handshake_timeout_ms ? o->handshake_timeout_ms : 2000;
+    tp->user_timeout_ms = o->user_timeout_ms;
+    tp->probe = o->probe;
+    tp->probe_ctx = o->probe_ctx;
+    if (tp->scope == NULL || strlen(tp->scope) == 0 || strlen(tp->scope) > TRANSPORT_SCOPE_MAX) {
+        free(tp->scope);
+        free(tp->bind_addr);
+        free(tp);
+        return PGW_EINVAL;
+    }
+    t->impl = tp;
+    t->init = tp_init;
+    t->listen = tp_listen;
+    t->connect = tp_connect;
+    t->close = tp_close;
+    return PGW_OK;
+}
+
+void transport_free(struct raft_uv_transport *t)
+{
+    struct tp *tp = t->impl;
+    if (tp == NULL)
+        return;
+    free(tp->scope);
+    free(tp->bind_addr);
+    free(tp);
+    t->impl = NULL;
+}
+
+void transport_get_stats(const struct raft_uv_transport *t, struct transport_stats *out)
+{
+    const struct tp *tp = t->impl;
+    *out = tp->stats;
+}

@@ -1,0 +1,35 @@
+#!/bin/sh
+# Install, as root, every Debian package that pgwarden's build, tests and demo
+# need. Does nothing when all are present; runs `apt-get update` only when
+# something is missing.
+set -eu
+
+PKGS="build-essential cmake pkg-config
+libraft-dev libuv1-dev libyaml-dev libpq-dev libjansson-dev libcmocka-dev libssl-dev
+node-llhttp
+postgresql-15 postgresql-client-15
+python3 python3-pytest python3-psycopg2 python3-yaml
+haproxy nftables iproute2 wrk procps util-linux faketime"
+
+missing=""
+for p in $PKGS; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+        missing="$missing $p"
+    fi
+done
+
+if [ -z "$missing" ]; then
+    exit 0
+fi
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "make deps: missing Debian packages:$missing" >&2
+    echo "make deps: run as root (or install them) first" >&2
+    exit 1
+fi
+
+echo "make deps: installing$missing"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+# shellcheck disable=SC2086
+apt-get install -y -q --no-install-recommends $missing

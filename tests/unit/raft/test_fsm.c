@@ -1,0 +1,352 @@
+/* The replicated state machine on its own: every command's effect, every
+ * refusal, idempotency, stale epochs, malformed entries, snapshot round trip. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "raft/fsm.h"
+
+static uint64_t fake_now;
+static uint64_t fake_clock(void *ctx)
+{
+    (void)ctx;
+    return fake_now;
+}
+static const struct clock_src fake = {fake_clock, NULL};
+
+static uint64_t next_index;
+
+static const struct fsm_result *apply(struct fsm *f, const struct fsm_cmd *c)
+{
+    char *buf;
+    size_t len;
+    char err[256];
+    int rc = fsm_cmd_encode(c, &buf, &len, err, sizeof err);
+    if (rc != 0)
+        fail_msg("encode failed: %s", err);
+    const struct fsm_result *r = fsm_apply_buf(f, buf, len, ++next_index);
+    raft_free(buf);
+    return r;
+}
+
+static const struct fsm_result *apply_text(struct fsm *f, const char *text)
+{
+    return fsm_apply_buf(f, text, strlen(text), ++next_index);
+}
+
+static void reg(struct fsm *f, const char *name, uint64_t id, bool witness)
+{
+    struct fsm_cmd c;
+    char rid[64];
+    snprintf(rid, sizeof rid, "reg-%s-%llu", name, (unsigned long long)id);
+    fsm_cmd_init(&c, FSM_OP_MEMBER_REGISTER, rid);
+    snprintf(c.member, sizeof c.member, "%s", name);
+    c.u.reg.raft_id = id;
+    snprintf(c.u.reg.raft_addr, sizeof c.u.reg.raft_addr, "127.0.0.1:%llu", 5000 + (unsigned long long)id);
+    snprintf(c.u.reg.api_url, sizeof c.u.reg.api_url, "http://127.0.0.1:%llu", 8000 + (unsigned long long)id);
+    c.u.reg.witness = witness;
+    c.u.reg.tags = json_pack("{s:b}", "nofailover", 0);
+    assert_int_equal(apply(f, &c)->status, 0);
+    fsm_cmd_free(&c);
+}
+
+static int rid_seq;
+static const struct fsm_result *assign(struct fsm *f, const char *member, uint64_t expect_epoch,
+                                       enum fsm_assign_mode mode)
+{
+    struct fsm_cmd c;
+    char rid[32];
+    snprintf(rid, sizeof rid, "assign-%d", ++rid_seq);
+    fsm_cmd_init(&c, FSM_OP_PRIMARY_ASSIGN, rid);
+    snprintf(c.member, sizeof c.member, "%s", member);
+    c.epoch = expect_epoch;
+    c.u.assign.mode = mode;
+    snprintf(c.u.assign.reason, sizeof c.u.assign.reason, "test");
+    return apply(f, &c);
+}
+
+static const struct fsm_result *simple(struct fsm *f, enum fsm_op op, const char *member, uint64_t epoch)
+{
+    struct fsm_cmd c;
+    char rid[32];
+    snprintf(rid, sizeof rid, "op-%d", ++rid_seq);
+    fsm_cmd_init(&c, op, rid);
+    snprintf(c.member, sizeof c.member, "%s", member);
+    c.epoch = epoch;
+    if (op == FSM_OP_PRIMARY_RUNNING)
+        c.u.running.timeline = 1;
+    if (op == FSM_OP_CLUSTER_INIT)
+        snprintf(c.u.init.sysid, sizeof c.u.init.sysid, "7312345678901234567");
+    return apply(f, &c);
+}
+
+static int setup(void **state)
+{
+    struct fsm *f = calloc(1, sizeof *f);
+    fake_now = 1000;
+    next_index = 0;
+    fsm_init(f, &fake);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fsm_close(*state);
+    free(*state);
+    return 0;
+}
+
+static void bootstrap_cluster(struct fsm *f)
+{
+    reg(f, "n1", 1, false);
+    reg(f, "n2", 2, false);
+    reg(f, "w3", 3, true);
+    assert_int_equal(assign(f, "n1", 0, FSM_ASSIGN_BOOTSTRAP)->status, 0);
+    assert_int_equal(simple(f, FSM_OP_CLUSTER_INIT, "n1", 0)->status, 0);
+    assert_int_equal(simple(f, FSM_OP_PRIMARY_RUNNING, "n1", 1)->status, 0);
+}
+
+static void test_register_and_bootstrap(void **state)
+{
+    struct fsm *f = *state;
+    bootstrap_cluster(f);
+    assert_int_equal(f->st.n_members, 3);
+    assert_string_equal(f->st.primary.member, "n1");
+    assert_int_equal(f->st.primary.epoch, 1);
+    assert_int_equal(f->st.primary.state, FSM_PRIMARY_RUNNING);
+    assert_string_equal(f->st.sysid, "7312345678901234567");
+    assert_true(fsm_member_find(&f->st, "w3")->witness);
+    assert_true(fsm_member_nofailover(fsm_member_find(&f->st, "w3")));
+    assert_false(fsm_member_nofailover(fsm_member_find(&f->st, "n2")));
+}
+
+static void test_witness_never_assigned(void **state)
+{
+    struct fsm *f = *state;
+    bootstrap_cluster(f);
+    const struct fsm_result *r = assign(f, "w3", 1, FSM_ASSIGN_PROMOTE);
+    assert_int_equal(r->status, PGW_EREFUSED);
+    assert_non_null(strstr(r->msg, "witness"));
+    assert_string_equal(f->st.primary.member, "n1");
+}
+
+static void test_lease_and_stale_epoch(void **state)
+{
+    struct fsm *f = *state;
+    bootstrap_cluster(f);
+    fake_now = 5000;
+    assert_int_equal(simple(f, FSM_OP_LEASE_RENEW, "n1", 1)->status, 0);
+    assert_int_equal(f->local_lease_ms, 5000);
+    /* the controller moves the role to n2: epoch 2 */
+    fake_now = 9000;
+    assert_int_equal(assign(f, "n2", 1, FSM_ASSIGN_PROMOTE)->status, 0);
+    assert_int_equal(f->st.primary.epoch, 2);
+    assert_int_equal(f->local_lease_ms, 9000);
+    /* the old primary's renewal for epoch 1 is stale and changes nothing */
+    fake_now = 9500;
+    const struct fsm_result *r = simple(f, FSM_OP_LEASE_RENEW, "n1", 1);
+    assert_int_equal(r->status, PGW_ECONFLICT);
+    assert_non_null(strstr(r->msg, "stale"));
+    assert_int_equal(f->local_lease_ms, 9000);
+    /* a second assignment racing on the old epoch loses the compare-and-set */
+    assert_int_equal(assign(f, "n1", 1, FSM_ASSIGN_PROMOTE)->status, PGW_ECONFLICT);
+    assert_string_equal(f->st.primary.member, "n2");
+    /* n2 confirms on a new timeline: history records the old one */
+    struct fsm_cmd c;
+    fsm_cmd_init(&c, FSM_OP_PRIMARY_RUNNING, "run-n2");
+    snprintf(c.member, sizeof c.member, "n2");
+    c.epoch = 2;
+    c.u.running.timeline = 2;
+    c.u.running.lsn = 0x3000060;
+    c.u.running.wall_ms = 1700000000000ull;
+    assert_int_equal(apply(f, &c)->status, 0);
+    assert_int_equal(f->st.n_history, 1);
+    assert_int_equal(f->st.history[0].timeline, 1);
+    assert_int_equal(f->st.history[0].lsn, 0x3000060);
+    assert_string_equal(f->st.history[0].new_leader, "n2");
+}
+
+static void test_idempotent_request_id(void **state)
+{
+    struct fsm *f = *state;
+    bootstrap_cluster(f);
+    struct fsm_cmd c;
+    fsm_cmd_init(&c, FSM_OP_SWITCHOVER_SET, "sw-1");
+    snprintf(c.u.sw.from, sizeof c.u.sw.from, "n1");
+    snprintf(c.u.sw.to, sizeof c.u.sw.to, "n2");
+    assert_int_equal(apply(f, &c)->status, 0);
+    /* the same request retried after a leader change: applied once, same answer */
+    const struct fsm_result *r = apply(f, &c);
+    assert_int_equal(r->status, 0);
+    assert_non_null(strstr(r->msg, "already applied"));
+    /* a different request for the same thing is refused: one is pending */
+    fsm_cmd_init(&c, FSM_OP_SWITCHOVER_SET, "sw-2");
+    snprintf(c.u.sw.from, sizeof c.u.sw.from, "n1");
+    assert_int_equal(apply(f, &c)->status, PGW_EBUSY);
+}
+
+static void test_switchover_sequence(void **state)
+{
+    struct fsm *f = *state;
+    bootstrap_cluster(f);
+    struct fsm_cmd c;
+    fsm_cmd_init(&c, FSM_OP_PRIMARY_DEMOTE, "d1");
+    snprintf(c.member, sizeof c.member, "n1");
+    c.epoch = 1;
+    snprintf(c.u.demote.target, sizeof c.u.demote.target, "n2");
+    assert_int_equal(apply(f, &c)->status, 0);
+    assert_int_equal(f->st.primary.state, FSM_PRIMARY_DEMOTING);
+    fsm_cmd_init(&c, FSM_OP_PRIMARY_STOPPED, "s1");
+    snprintf(c.member, sizeof c.member, "n1");
+    c.epoch = 1;
+    c.u.stopped.final_lsn = 0x5000028;
+    assert_int_equal(apply(f, &c)->status, 0);
+    assert_int_equal(f->st.primary.state, FSM_PRIMARY_STOPPED);
+    assert_int_equal(f->st.primary.final_lsn, 0x5000028);
+    /* a stopped primary has no lease to renew */
+    assert_int_equal(simple(f, FSM_OP_LEASE_RENEW, "n1", 1)->status, PGW_ECONFLICT);
+    assert_int_equal(assign(f, "n2", 1, FSM_ASSIGN_PROMOTE)->status, 0);
+    assert_int_equal(f->st.primary.state, FSM_PRIMARY_PROMOTING);
+}
+
+static void test_refusals(void **state)
+{
+    struct fsm *f = *state;
+    /* nothing to promote before the cluster exists */
+    reg(f, "n1", 1, false);
+    assert_int_equal(assign(f, "n1", 0, FSM_ASSIGN_PROMOTE)->status, PGW_EUNAVAIL);
+    assert_int_equal(assign(f, "nobody", 0, FSM_ASSIGN_BOOTSTRAP)->status, PGW_ENOTFOUND);
+    /* cluster_init only by the bootstrapping member */
+    assert_int_equal(simple(f, FSM_OP_CLUSTER_INIT, "n1", 0)->status, PGW_ECONFLICT);
+    assert_int_equal(assign(f, "n1", 0, FSM_ASSIGN_BOOTSTRAP)->status, 0);
+    assert_int_equal(simple(f, FSM_OP_CLUSTER_INIT, "n1", 0)->status, 0);
+    /* a second bootstrap is refused once initialized */
+    assert_int_equal(assign(f, "n1", 1, FSM_ASSIGN_BOOTSTRAP)->status, PGW_ECONFLICT);
+    /* the primary cannot be removed */
+    struct fsm_cmd c;
+    fsm_cmd_init(&c, FSM_OP_MEMBER_REMOVE, "rm1");
+    snprintf(c.member, sizeof c.member, "n1");
+    assert_int_equal(apply(f, &c)->status, PGW_ECONFLICT);
+    /* a second member cannot steal n1's raft address */
+    fsm_cmd_init(&c, FSM_OP_MEMBER_REGISTER, "reg-x");
+    snprintf(c.member, sizeof c.member, "x");
+    c.u.reg.raft_id = 9;
+    snprintf(c.u.reg.raft_addr, sizeof c.u.reg.raft_addr, "127.0.0.1:5001");
+    snprintf(c.u.reg.api_url, sizeof c.u.reg.api_url, "http://x");
+    assert_int_equal(apply(f, &c)->status, PGW_ECONFLICT);
+    fsm_cmd_free(&c);
+    /* reports from unknown members */
+    fsm_cmd_init(&c, FSM_OP_MEMBER_REPORT, "rep");
+    snprintf(c.member, sizeof c.member, "ghost");
+    snprintf(c.u.report.role, sizeof c.u.report.role, "replica");
+    snprintf(c.u.report.state, sizeof c.u.report.state, "running");
+    assert_int_equal(apply(f, &c)->status, PGW_ENOTFOUND);
+}
+
+static void test_malformed_entries_are_noops(void **state)
+{
+    struct fsm *f = *state;
+    bootstrap_cluster(f);
+    char *before = fsm_state_dump(&f->st);
+    static const char *const bad[] = {
+        "", "{", "[]", "null", "{\"v\":1}", "{\"v\":2,\"op\":\"noop\",\"rid\":\"x\"}",
+        "{\"v\":1,\"op\":\"frobnicate\",\"rid\":\"x\"}",
+        "{\"v\":1,\"op\":\"lease_renew\",\"rid\":\"x\",\"member\":\"n1\"}",
+        "{\"v\":1,\"op\":\"lease_renew\",\"rid\":\"x\",\"member\":\"n1\",\"epoch\":-1}",
+        "{\"v\":1,\"op\":\"lease_renew\",\"rid\":\"x\",\"member\":\"bad name\",\"epoch\":1}",
+        "{\"v\":1,\"op\":\"member_register\",\"rid\":\"x\",\"member\":\"n9\",\"raft_id\":0,\"raft_addr\":\"a\",\"api_url\":\"b\"}",
+        "{\"v\":1,\"op\":\"pause_set\",\"rid\":\"x\",\"pause\":\"yes\"}",
+        "{\"v\":1,\"op\":\"sync_set\",\"rid\":\"x\",\"members\":[1],\"primary_epoch\":1}",
+        "{\"v\":1,\"v\":1,\"op\":\"noop\",\"rid\":\"x\"}",
+        "{\"v\":1,\"op\":\"cluster_init\",\"rid\":\"x\",\"member\":\"n1\",\"sysid\":\"12a\"}",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        const struct fsm_result *r = apply_text(f, bad[i]);
+        assert_true(r->status < 0);
+        assert_true(strlen(r->msg) > 0);
+    }
+    /* binary garbage */
+    unsigned char junk[300];
+    for (size_t i = 0; i < sizeof junk; i++)
+        junk[i] = (unsigned char)(i * 37 + 11);
+    assert_true(fsm_apply_buf(f, junk, sizeof junk, ++next_index)->status < 0);
+    char *after = fsm_state_dump(&f->st);
+    /* only applied_index moved */
+    json_t *a = json_loads(before, 0, NULL), *b = json_loads(after, 0, NULL);
+    json_object_del(a, "applied_index");
+    json_object_del(b, "applied_index");
+    assert_true(json_equal(a, b));
+    json_decref(a);
+    json_decref(b);
+    free(before);
+    free(after);
+}
+
+static void test_snapshot_round_trip(void **state)
+{
+    struct fsm *f = *state;
+    bootstrap_cluster(f);
+    struct fsm_cmd c;
+    fsm_cmd_init(&c, FSM_OP_MEMBER_REPORT, "rep-1");
+    snprintf(c.member, sizeof c.member, "n2");
+    snprintf(c.u.report.role, sizeof c.u.report.role, "replica");
+    snprintf(c.u.report.state, sizeof c.u.report.state, "running");
+    snprintf(c.u.report.repl_state, sizeof c.u.report.repl_state, "streaming");
+    c.u.report.receive_lsn = 12345;
+    assert_int_equal(apply(f, &c)->status, 0);
+    fsm_cmd_init(&c, FSM_OP_SYNC_SET, "sync-1");
+    snprintf(c.u.sync.members[0], FSM_NAME_MAX, "n2");
+    c.u.sync.n = 1;
+    c.u.sync.primary_epoch = 1;
+    assert_int_equal(apply(f, &c)->status, 0);
+    fsm_cmd_init(&c, FSM_OP_PAUSE_SET, "pause-1");
+    c.u.pause.pause = true;
+    assert_int_equal(apply(f, &c)->status, 0);
+    /* many requests so the rid ring wraps */
+    for (int i = 0; i < FSM_RID_WINDOW + 10; i++) {
+        char rid[32];
+        snprintf(rid, sizeof rid, "wrap-%d", i);
+        fsm_cmd_init(&c, FSM_OP_SWITCHOVER_CLEAR, rid);
+        assert_int_equal(apply(f, &c)->status, 0);
+    }
+    char *dump = fsm_state_dump(&f->st);
+    struct fsm g;
+    fsm_init(&g, &fake);
+    char err[256];
+    assert_int_equal(fsm_state_load(&g, dump, strlen(dump), err, sizeof err), 0);
+    char *dump2 = fsm_state_dump(&g.st);
+    assert_string_equal(dump, dump2);
+    /* the restored ring still recognises recent ids (and forgot the oldest) */
+    fsm_cmd_init(&c, FSM_OP_SWITCHOVER_CLEAR, "wrap-1030");
+    assert_non_null(strstr(apply(&g, &c)->msg, "already applied"));
+    fsm_cmd_init(&c, FSM_OP_SWITCHOVER_CLEAR, "wrap-1");
+    assert_int_equal(apply(&g, &c)->msg[0], '\0');
+    /* corrupted snapshots are refused without touching the state */
+    assert_int_equal(fsm_state_load(&g, "{\"v\":1}", 7, err, sizeof err), PGW_EINVAL);
+    assert_int_equal(fsm_state_load(&g, "nope", 4, err, sizeof err), PGW_EINVAL);
+    assert_true(g.st.pause);
+    fsm_close(&g);
+    free(dump);
+    free(dump2);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_register_and_bootstrap, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_witness_never_assigned, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lease_and_stale_epoch, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_idempotent_request_id, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_switchover_sequence, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_refusals, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_malformed_entries_are_noops, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_snapshot_round_trip, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
