@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include <jansson.h>
 
@@ -47,7 +48,9 @@ struct cfg_strlist {
     size_t n;
 };
 
-/* host:port, both always set after parsing (host may be "0.0.0.0"). */
+/* host:port, both always set after parsing (host may be "0.0.0.0"). An IPv6
+ * host is stored without brackets; postgresql.listen's host may be "*" or a
+ * comma-separated list "h1,h2" (Patroni's form). */
 struct cfg_hostport {
     char *host;
     uint16_t port;
@@ -88,7 +91,7 @@ struct cfg_dcs {
 
 struct cfg_restapi {
     struct cfg_hostport listen;          /* default 0.0.0.0:8008 */
-    struct cfg_hostport connect_address; /* default: listen host (or first non-wildcard) */
+    struct cfg_hostport connect_address; /* default: listen host; raft.self_addr's if wildcard */
     char *auth_username, *auth_password; /* restapi.authentication */
     char *certfile, *keyfile, *cafile;
     char *verify_client; /* none|optional|required */
@@ -109,7 +112,7 @@ struct cfg_bootstrap {
     /* bootstrap.initdb: list of "opt" or "opt=value" (data-checksums, encoding=UTF8) */
     struct cfg_strlist initdb;
     struct cfg_strlist pg_hba;
-    char *method;          /* "initdb" (default) or the name of a custom section */
+    char *method;          /* "initdb" (the only one implemented; others refused) */
     char *post_bootstrap;  /* alias post_init */
 };
 
@@ -118,13 +121,14 @@ struct cfg_callbacks {
 };
 
 struct cfg_postgresql {
-    bool present; /* false: witness node (no postgresql section) */
+    bool present; /* a postgresql section (or PGWARDEN_POSTGRESQL_LISTEN/_DATA_DIR) was given;
+                     whether PostgreSQL runs is !cfg.witness (witness: true ignores it) */
     struct cfg_hostport listen;          /* required when present */
-    struct cfg_hostport connect_address; /* default: listen (non-wildcard) */
+    struct cfg_hostport connect_address; /* default: listen, or raft.self_addr's host if wildcard */
     char *data_dir;                      /* required when present */
     char *bin_dir;                       /* default /usr/lib/postgresql/15/bin */
     char *config_dir;                    /* default data_dir */
-    char *pgpass;                        /* default <data_dir>/../pgpass.<name> */
+    char *pgpass;                        /* default <raft.data_dir>/pgpass */
     struct cfg_pgauth superuser, replication, rewind;
     struct cfg_kvlist parameters;
     struct cfg_strlist pg_hba;
@@ -202,7 +206,11 @@ size_t cfg_diff(const struct cfg *a, const struct cfg *b,
 /* Dynamic configuration <-> JSON (the form kept in the replicated state and
  * served by GET /config). from_json validates every key and names the bad
  * one in err->msg ("ttl: expected a number of seconds >= 1, got \"x\"");
- * unknown keys are an error here (PATCH /config must not silently drop them). */
+ * unknown keys are an error here (PATCH /config must not silently drop them).
+ * Missing keys take their defaults; "pause", "standby_cluster", "slots",
+ * "ignore_slots" and "failsafe_mode" are accepted and ignored. from_json and
+ * copy overwrite *out / *dst without freeing it (cfg_dcs_free it first if it
+ * held a configuration); from_json leaves *out untouched on failure. */
 void cfg_dcs_defaults(struct cfg_dcs *d);
 int cfg_dcs_from_json(const json_t *j, struct cfg_dcs *out, struct cfg_error *err) PGW_MUST_CHECK;
 json_t *cfg_dcs_to_json(const struct cfg_dcs *d);
@@ -212,6 +220,11 @@ void cfg_dcs_free(struct cfg_dcs *d);
  * loop_wait + 2*retry_timeout <= ttl (Patroni's rule) and the Raft timing
  * derived from it must fit. Returns 0 or PGW_EINVAL with the reason in err. */
 int cfg_dcs_check_timing(const struct cfg_dcs *d, struct cfg_error *err) PGW_MUST_CHECK;
+
+/* Print the configuration reference (Markdown) generated from the key table
+ * that also drives parsing and defaults; docs/configuration.md is exactly
+ * this output (`pgwarden validate --print-reference`). */
+void cfg_print_reference(FILE *out);
 
 /* Parse "a.b.c.d:port" (IPv4 only, port 1..65535). */
 int cfg_parse_ipv4_addr(const char *s, char *host_out, size_t host_len, uint16_t *port_out);

@@ -1,4 +1,4 @@
-/* Child processes on the loop (uv_spawn, never system()): initdb, pg_ctl,
+/* Child processes on the loop (uv_spawn, never a shell): initdb, pg_ctl,
  * pg_basebackup, pg_rewind, pg_controldata, callbacks.
  *
  * Happy path: spawn -> stdout/stderr read line by line and logged as

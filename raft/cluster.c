@@ -41,6 +41,7 @@ struct cluster {
     struct raft_io io;
     struct raft_uv_transport transport;
     bool transport_ready, io_ready, raft_ready, raft_started;
+    bool transport_closing;
     uint64_t id;
 
     uv_prepare_t poll;
@@ -196,7 +197,7 @@ static char *probe_answer(void *ctx);
 static void poll_cb(uv_prepare_t *p);
 static void timer_cb(uv_timer_t *t);
 
-static int raft_setup(struct cluster *c, bool bootstrap, char *err, size_t errlen)
+static int transport_start(struct cluster *c, char *err, size_t errlen)
 {
     struct transport_opts to = {
         .loop = c->o.loop,
@@ -213,6 +214,18 @@ static int raft_setup(struct cluster *c, bool bootstrap, char *err, size_t errle
         return rv;
     }
     c->transport_ready = true;
+    char terr[256];
+    rv = transport_listen_early(&c->transport, c->self_addr, terr, sizeof terr);
+    if (rv != 0) {
+        snprintf(err, errlen, "raft.self_addr: %s", terr);
+        return rv;
+    }
+    return PGW_OK;
+}
+
+static int raft_setup(struct cluster *c, bool bootstrap, char *err, size_t errlen)
+{
+    int rv;
     rv = raft_uv_init(&c->io, c->o.loop, c->data_dir, &c->transport);
     if (rv != 0) {
         snprintf(err, errlen, "raft.data_dir %s: %s", c->data_dir,
@@ -669,6 +682,13 @@ int cluster_start(const struct cluster_opts *o, struct cluster **out, char *err,
     c->timer.data = c;
     c->open_handles = 2;
     c->role = CLUSTER_STARTING;
+    rc = transport_start(c, err, errlen);
+    if (rc != 0) {
+        *out = c;
+        cluster_close(c, NULL, NULL);
+        *out = NULL;
+        return rc;
+    }
 
     if (found) {
         c->id = nf.id;
@@ -703,7 +723,7 @@ int cluster_start(const struct cluster_opts *o, struct cluster **out, char *err,
 
 static void maybe_finish_close(struct cluster *c)
 {
-    if (c->open_handles > 0 || c->probes_inflight > 0 || c->raft_ready)
+    if (c->open_handles > 0 || c->probes_inflight > 0 || c->raft_ready || c->transport_closing)
         return;
     if (c->io_ready) {
         raft_uv_close(&c->io);
@@ -735,6 +755,13 @@ static void raft_closed(struct raft *r)
     maybe_finish_close(c);
 }
 
+static void transport_closed(struct raft_uv_transport *t)
+{
+    struct cluster *c = t->data;
+    c->transport_closing = false;
+    maybe_finish_close(c);
+}
+
 void cluster_close(struct cluster *c, void (*done)(void *ctx), void *ctx)
 {
     if (c == NULL || c->closing)
@@ -746,11 +773,13 @@ void cluster_close(struct cluster *c, void (*done)(void *ctx), void *ctx)
     uv_close((uv_handle_t *)&c->poll, handle_closed);
     uv_close((uv_handle_t *)&c->timer, handle_closed);
     if (c->raft_ready) {
+        /* raft closes its io, which closes our transport */
         c->raft.data = c;
         raft_close(&c->raft, raft_closed);
-    } else if (c->transport_ready && !c->io_ready) {
-        transport_free(&c->transport);
-        c->transport_ready = false;
+    } else if (c->transport_ready) {
+        c->transport_closing = true;
+        c->transport.data = c;
+        c->transport.close(&c->transport, transport_closed);
     }
 }
 
@@ -855,13 +884,19 @@ int cluster_apply_raw(struct cluster *c, const char *buf, size_t len, cluster_ap
     struct apply_req *a = calloc(1, sizeof *a);
     if (a == NULL)
         return PGW_ENOMEM;
-    a->buf.base = raft_malloc(len);
+    /* libraft 0.15 sends entry data unpadded but decodes it as if each entry
+     * were padded to 8 bytes (uv_encoding.c, uvDecodeEntriesBatch): any
+     * other length corrupts the follower's read of the batch. JSON allows
+     * trailing blanks, so pad with spaces. */
+    size_t padded = (len + 7) & ~(size_t)7;
+    a->buf.base = raft_malloc(padded);
     if (a->buf.base == NULL) {
         free(a);
         return PGW_ENOMEM;
     }
     memcpy(a->buf.base, buf, len);
-    a->buf.len = len;
+    memset((char *)a->buf.base + len, ' ', padded - len);
+    a->buf.len = padded;
     a->cb = cb;
     a->ctx = ctx;
     a->req.data = a;

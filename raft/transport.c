@@ -470,6 +470,10 @@ static void acc_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     struct tp *tp = a->tp;
+    if (tp->accept_cb == NULL) {
+        acc_drop(a, NULL); /* raft not started yet (first-start discovery): the peer retries */
+        return;
+    }
     tune_socket(a->tcp, tp->user_timeout_ms);
     a->handed_over = true;
     tp->stats.accepted++;
@@ -527,10 +531,9 @@ static int tp_init(struct raft_uv_transport *t, raft_id id, const char *address)
     return 0;
 }
 
-static int tp_listen(struct raft_uv_transport *t, raft_uv_accept_cb cb)
+static int start_listening(struct tp *tp, const char *bind)
 {
-    struct tp *tp = t->impl;
-    const char *bind = tp->bind_addr != NULL ? tp->bind_addr : tp->address;
+    struct raft_uv_transport *t = tp->t;
     struct sockaddr_in sa;
     if (transport_addr_parse(bind, &sa) != 0) {
         snprintf(t->errmsg, sizeof t->errmsg, "raft address \"%s\" is not a.b.c.d:port", bind);
@@ -546,9 +549,33 @@ static int tp_listen(struct raft_uv_transport *t, raft_uv_accept_cb cb)
         snprintf(t->errmsg, sizeof t->errmsg, "cannot listen on %s: %s", bind, uv_strerror(rv));
         return RAFT_IOERR;
     }
-    tp->accept_cb = cb;
     tp->listening = true;
     return 0;
+}
+
+static int tp_listen(struct raft_uv_transport *t, raft_uv_accept_cb cb)
+{
+    struct tp *tp = t->impl;
+    if (!tp->listening) {
+        int rv = start_listening(tp, tp->bind_addr != NULL ? tp->bind_addr : tp->address);
+        if (rv != 0)
+            return rv;
+    }
+    tp->accept_cb = cb;
+    return 0;
+}
+
+int transport_listen_early(struct raft_uv_transport *t, const char *address, char *err, size_t errlen)
+{
+    struct tp *tp = t->impl;
+    if (tp->listening)
+        return PGW_OK;
+    int rv = start_listening(tp, tp->bind_addr != NULL ? tp->bind_addr : address);
+    if (rv != 0) {
+        snprintf(err, errlen, "%s", t->errmsg);
+        return rv == RAFT_INVALID ? PGW_EINVAL : PGW_EIO;
+    }
+    return PGW_OK;
 }
 
 static void listener_closed(uv_handle_t *h)

@@ -63,6 +63,11 @@ struct transport_opts {
 int transport_setup(struct raft_uv_transport *t, const struct transport_opts *opts) PGW_MUST_CHECK;
 void transport_free(struct raft_uv_transport *t);
 
+/* Listen before raft starts, so probes are answered during a first start's
+ * discovery (Raft connections are closed until raft listens too). */
+int transport_listen_early(struct raft_uv_transport *t, const char *address, char *err,
+                           size_t errlen) PGW_MUST_CHECK;
+
 /* Counters for observability and tests. */
 struct transport_stats {
     uint64_t accepted, handshake_failures, probes_answered, connects, connect_failures;

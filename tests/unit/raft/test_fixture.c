@@ -120,11 +120,12 @@ static struct applied apply_on_leader(struct fx *x, const struct fsm_cmd *c)
     return out;
 }
 
+static int reg_seq;
 static void reg(struct fx *x, const char *name, uint64_t id)
 {
     struct fsm_cmd c;
     char rid[32];
-    snprintf(rid, sizeof rid, "reg-%s", name);
+    snprintf(rid, sizeof rid, "reg-%s-%d", name, ++reg_seq);
     fsm_cmd_init(&c, FSM_OP_MEMBER_REGISTER, rid);
     snprintf(c.member, sizeof c.member, "%s", name);
     c.u.reg.raft_id = id;
@@ -292,7 +293,7 @@ static void test_retry_applies_once(void **state)
     a = apply_on_leader(x, &c);
     assert_int_equal(a.res.status, 0);
     assert_non_null(strstr(a.res.msg, "already applied"));
-    reg(x, "n2", 2); /* a new request re-adds it */
+    reg(x, "n2", 2); /* a new request (new id) re-adds it */
     assert_converged(x);
     unsigned l = raft_fixture_leader_index(x->f);
     assert_int_equal(x->fsm[l].st.n_members, 2);

@@ -1,0 +1,127 @@
+#include "api/api_internal.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+static int b64val(char c)
+{
+    const char *p = strchr(b64, c);
+    return (c != '\0' && p != NULL) ? (int)(p - b64) : -1;
+}
+
+/* Decode base64 into out (NUL-terminated); false on malformed input. */
+static bool b64_decode(const char *in, char *out, size_t cap)
+{
+    size_t o = 0;
+    int buf = 0, bits = 0;
+    for (const char *p = in; *p && *p != '='; p++) {
+        int v = b64val(*p);
+        if (v < 0)
+            return false;
+        buf = (buf << 6) | v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            if (o + 1 >= cap)
+                return false;
+            out[o++] = (char)((buf >> bits) & 0xff);
+        }
+    }
+    out[o] = '\0';
+    return true;
+}
+
+/* Constant-time comparison: the time taken does not depend on where the
+ * strings differ (only on the length of the expected one). */
+static bool secret_equal(const char *given, const char *expected)
+{
+    size_t gl = strlen(given), el = strlen(expected);
+    unsigned char diff = (unsigned char)(gl != el);
+    for (size_t i = 0; i < el; i++)
+        diff |= (unsigned char)(expected[i] ^ (i < gl ? given[i] : 0));
+    return diff == 0;
+}
+
+bool api_check_auth(struct http_exchange *x, const struct http_request *req,
+                    const struct api_ctx *ctx)
+{
+    const char *user = ctx->cfg->restapi.auth_username, *pass = ctx->cfg->restapi.auth_password;
+    if (user == NULL || pass == NULL)
+        return true;
+    const char *h = http_request_header(req, "authorization");
+    char decoded[512];
+    bool ok = false;
+    if (h != NULL && strncasecmp(h, "Basic ", 6) == 0 && b64_decode(h + 6, decoded, sizeof decoded)) {
+        char *colon = strchr(decoded, ':');
+        if (colon != NULL) {
+            *colon = '\0';
+            bool u = secret_equal(decoded, user);
+            bool p = secret_equal(colon + 1, pass);
+            ok = u && p;
+        }
+    }
+    if (!ok) {
+        http_reply_header(x, "WWW-Authenticate", "Basic realm=\"pgwarden\"");
+        api_reply_error(x, 401, "authentication required for %s %s", req->method_name, req->path);
+    }
+    return ok;
+}
+
+void api_reply_json(struct http_exchange *x, int status, json_t *body)
+{
+    char *text = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    if (text == NULL) {
+        http_reply_text(x, 500, "out of memory");
+        return;
+    }
+    http_reply(x, status, "application/json", text, strlen(text));
+    free(text);
+}
+
+void api_reply_error(struct http_exchange *x, int status, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    api_reply_json(x, status, json_pack("{s:s}", "error", msg));
+}
+
+json_t *api_body_object(struct http_exchange *x, const struct http_request *req)
+{
+    if (req->body_len == 0) {
+        api_reply_error(x, 400, "a JSON object body is required");
+        return NULL;
+    }
+    json_error_t err;
+    json_t *j = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &err);
+    if (j == NULL) {
+        api_reply_error(x, 400, "malformed JSON body at line %d column %d: %s", err.line, err.column,
+                        err.text);
+        return NULL;
+    }
+    if (!json_is_object(j)) {
+        json_decref(j);
+        api_reply_error(x, 400, "the body must be a JSON object");
+        return NULL;
+    }
+    return j;
+}
+
+int api_register(struct http_server *s, struct api_ctx *ctx)
+{
+    int rc = api_register_health(s, ctx);
+    if (rc == 0)
+        rc = api_register_status(s, ctx);
+    if (rc == 0)
+        rc = api_register_raft(s, ctx);
+    if (rc == 0)
+        rc = api_register_actions(s, ctx);
+    return rc;
+}

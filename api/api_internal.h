@@ -1,0 +1,27 @@
+/* Shared by the api/ handler files. */
+#ifndef PGW_API_INTERNAL_H
+#define PGW_API_INTERNAL_H
+
+#include <jansson.h>
+
+#include "api/api.h"
+
+/* Reply with a JSON document (consumed). */
+void api_reply_json(struct http_exchange *x, int status, json_t *body);
+/* {"error": "..."} with the status. */
+void api_reply_error(struct http_exchange *x, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Parse the request body as a JSON object; replies 400 and returns NULL on failure. */
+json_t *api_body_object(struct http_exchange *x, const struct http_request *req);
+
+/* The node status document (GET /patroni, and the body of health checks). */
+json_t *api_status_json(const struct api_ctx *ctx);
+/* The freshest known primary WAL position (FSM renewal, member reports). */
+uint64_t api_primary_lsn(const struct api_ctx *ctx);
+
+int api_register_health(struct http_server *s, struct api_ctx *ctx) PGW_MUST_CHECK;
+int api_register_status(struct http_server *s, struct api_ctx *ctx) PGW_MUST_CHECK;
+int api_register_raft(struct http_server *s, struct api_ctx *ctx) PGW_MUST_CHECK;
+int api_register_actions(struct http_server *s, struct api_ctx *ctx) PGW_MUST_CHECK;
+
+#endif

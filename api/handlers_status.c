@@ -1,0 +1,250 @@
+/* GET /patroni, /cluster, /history, /config: Patroni's documents, answered
+ * from memory (the agent's last PostgreSQL status and the applied FSM). */
+#include "api/api_internal.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "build_info.h"
+#include "common/clock.h"
+#include "pg/lsn.h"
+
+static void iso(int64_t ms, char *buf, size_t len)
+{
+    clock_format_iso((uint64_t)ms, buf, len);
+}
+
+uint64_t api_primary_lsn(const struct api_ctx *ctx)
+{
+    const struct fsm_state *st = &ctx->fsm->st;
+    uint64_t lsn = st->primary.lsn;
+    const struct fsm_member *pm = fsm_member_find(st, st->primary.member);
+    if (pm != NULL && pm->report.lsn > lsn)
+        lsn = pm->report.lsn;
+    return lsn;
+}
+
+static json_t *tags_of(const struct api_ctx *ctx)
+{
+    const struct fsm_member *m = fsm_member_find(&ctx->fsm->st, ctx->cfg->name);
+    if (m != NULL && m->tags != NULL)
+        return json_deep_copy(m->tags);
+    return json_object();
+}
+
+json_t *api_status_json(const struct api_ctx *ctx)
+{
+    struct ha_view v;
+    ha_get_view(ctx->ha, &v);
+    const struct fsm_state *st = &ctx->fsm->st;
+    json_t *j = json_object();
+    const struct ha_pg_view *p = &v.pg;
+    json_object_set_new(j, "state", json_string(p->present ? p->state : "running"));
+    if (p->present && p->running && p->postmaster_start_ms > 0) {
+        char ts[40];
+        iso(p->postmaster_start_ms, ts, sizeof ts);
+        json_object_set_new(j, "postmaster_start_time", json_string(ts));
+    }
+    json_object_set_new(j, "role", json_string(v.role));
+    if (p->present && p->status_known) {
+        json_object_set_new(j, "server_version", json_integer(p->server_version));
+        json_object_set_new(j, "timeline", json_integer(p->timeline));
+        json_t *x = json_object();
+        if (p->in_recovery) {
+            json_object_set_new(x, "received_location", json_integer((json_int_t)p->received_lsn));
+            json_object_set_new(x, "replayed_location", json_integer((json_int_t)p->replayed_lsn));
+            if (p->has_replay_ts) {
+                char ts[40];
+                iso(p->replay_ts_ms, ts, sizeof ts);
+                json_object_set_new(x, "replayed_timestamp", json_string(ts));
+            } else {
+                json_object_set_new(x, "replayed_timestamp", json_null());
+            }
+            json_object_set_new(x, "paused", json_boolean(p->replay_paused));
+        } else {
+            json_object_set_new(x, "location", json_integer((json_int_t)p->wal_lsn));
+        }
+        json_object_set_new(j, "xlog", x);
+        if (p->repl_state[0] != '\0')
+            json_object_set_new(j, "replication_state", json_string(p->repl_state));
+        char sysid[24];
+        snprintf(sysid, sizeof sysid, "%" PRIu64, p->sysid);
+        json_object_set_new(j, "database_system_identifier", json_string(sysid));
+    }
+    if (p->present)
+        json_object_set_new(j, "pending_restart", json_boolean(p->pending_restart));
+    if (st->primary.state == FSM_PRIMARY_NONE)
+        json_object_set_new(j, "cluster_unlocked", json_true());
+    if (st->pause)
+        json_object_set_new(j, "pause", json_true());
+    if (fsm_in_sync_set(st, ctx->cfg->name))
+        json_object_set_new(j, "sync_standby", json_true());
+    json_object_set_new(j, "tags", tags_of(ctx));
+    json_object_set_new(j, "patroni", json_pack("{s:s, s:s, s:s}", "version", PGW_VERSION, "scope",
+                                                 ctx->cfg->scope, "name", ctx->cfg->name));
+    json_t *pw = json_object();
+    json_object_set_new(pw, "raft_state", json_string(cluster_role_name(cluster_role(ctx->cluster))));
+    json_object_set_new(pw, "lease_expires_in", json_real((double)v.lease_expires_in_ms / 1000.0));
+    json_object_set_new(pw, "epoch", json_integer((json_int_t)v.epoch));
+    if (v.last_error != NULL && v.last_error[0] != '\0')
+        json_object_set_new(pw, "last_error", json_string(v.last_error));
+    json_object_set_new(j, "pgwarden", pw);
+    return j;
+}
+
+static void h_patroni(struct http_exchange *x, const struct http_request *req, void *vctx)
+{
+    (void)req;
+    api_reply_json(x, 200, api_status_json(vctx));
+}
+
+static const char *member_role(const struct fsm_state *st, const struct fsm_member *m)
+{
+    if (strcmp(st->primary.member, m->name) == 0 &&
+        (st->primary.state == FSM_PRIMARY_RUNNING || st->primary.state == FSM_PRIMARY_PROMOTING ||
+         st->primary.state == FSM_PRIMARY_BOOTSTRAPPING || st->primary.state == FSM_PRIMARY_DEMOTING))
+        return "leader";
+    if (m->witness)
+        return "witness";
+    if (fsm_in_sync_set(st, m->name))
+        return "sync_standby";
+    return "replica";
+}
+
+json_t *api_cluster_json(const struct api_ctx *ctx);
+json_t *api_cluster_json(const struct api_ctx *ctx)
+{
+    const struct fsm_state *st = &ctx->fsm->st;
+    uint64_t plsn = api_primary_lsn(ctx);
+    uint64_t now = clock_now(&clock_monotonic);
+    const struct cfg_dcs *dcs = ha_dcs(ctx->ha);
+    json_t *members = json_array();
+    for (unsigned i = 0; i < st->n_members; i++) {
+        const struct fsm_member *m = &st->members[i];
+        json_t *o = json_object();
+        json_object_set_new(o, "name", json_string(m->name));
+        const char *role = member_role(st, m);
+        json_object_set_new(o, "role", json_string(role));
+        const char *state = m->reported ? m->report.state : "unknown";
+        /* A member whose reports stopped reaching this node is shown so. */
+        if (m->reported && m->local_report_ms != 0 && now - m->local_report_ms > 2 * (uint64_t)dcs->ttl_ms)
+            state = "unreachable";
+        else if (m->reported && m->report.repl_state[0] != '\0' && strcmp(role, "leader") != 0)
+            state = m->report.repl_state;
+        json_object_set_new(o, "state", json_string(state));
+        json_object_set_new(o, "api_url", json_string(m->api_url));
+        if (!m->witness) {
+            json_object_set_new(o, "host", json_string(m->conn_host));
+            json_object_set_new(o, "port", json_integer(m->conn_port));
+        }
+        if (m->reported && !m->witness) {
+            json_object_set_new(o, "timeline", json_integer(m->report.timeline));
+            json_object_set_new(o, "pending_restart", json_boolean(m->report.pending_restart));
+            if (strcmp(role, "leader") == 0) {
+                json_object_set_new(o, "lsn", json_integer((json_int_t)m->report.lsn));
+            } else {
+                json_object_set_new(o, "receive_lsn", json_integer((json_int_t)m->report.receive_lsn));
+                json_object_set_new(o, "replay_lsn", json_integer((json_int_t)m->report.replay_lsn));
+                json_object_set_new(o, "receive_lag", json_integer((json_int_t)pg_lsn_diff(plsn, m->report.receive_lsn)));
+                json_object_set_new(o, "replay_lag", json_integer((json_int_t)pg_lsn_diff(plsn, m->report.replay_lsn)));
+                json_object_set_new(o, "lag", json_integer((json_int_t)pg_lsn_diff(plsn, m->report.replay_lsn)));
+            }
+            if (m->report.reason[0] != '\0')
+                json_object_set_new(o, "error", json_string(m->report.reason));
+        }
+        json_object_set_new(o, "tags", json_deep_copy(m->tags));
+        const char *why = ha_candidate_reason(ctx->ha, m->name);
+        if (strcmp(role, "leader") != 0) {
+            if (why != NULL && why[0] != '\0')
+                json_object_set_new(o, "not_candidate_reason", json_string(why));
+            else if (m->witness)
+                json_object_set_new(o, "not_candidate_reason", json_string("witness (no PostgreSQL)"));
+            else if (fsm_member_nofailover(m))
+                json_object_set_new(o, "not_candidate_reason", json_string("tagged nofailover (or failover_priority <= 0)"));
+        }
+        json_object_set_new(o, "raft_id", json_integer((json_int_t)m->raft_id));
+        json_array_append_new(members, o);
+    }
+    json_t *j = json_object();
+    json_object_set_new(j, "members", members);
+    json_object_set_new(j, "scope", json_string(ctx->cfg->scope));
+    if (st->sysid[0] != '\0')
+        json_object_set_new(j, "system_identifier", json_string(st->sysid));
+    if (st->pause)
+        json_object_set_new(j, "pause", json_true());
+    if (st->sw.pending) {
+        json_t *sw = json_object();
+        if (st->sw.scheduled_wall_ms != 0) {
+            char ts[40];
+            clock_format_iso(st->sw.scheduled_wall_ms, ts, sizeof ts);
+            json_object_set_new(sw, "at", json_string(ts));
+        }
+        json_object_set_new(sw, "from", json_string(st->sw.from));
+        if (st->sw.to[0] != '\0')
+            json_object_set_new(sw, "to", json_string(st->sw.to));
+        json_object_set_new(j, st->sw.failover ? "pending_failover" : "scheduled_switchover", sw);
+    }
+    json_t *pr = json_object();
+    json_object_set_new(pr, "member", json_string(st->primary.member));
+    json_object_set_new(pr, "epoch", json_integer((json_int_t)st->primary.epoch));
+    json_object_set_new(pr, "state", json_string(fsm_primary_state_name(st->primary.state)));
+    json_object_set_new(pr, "timeline", json_integer(st->primary.timeline));
+    if (st->primary.reason[0] != '\0')
+        json_object_set_new(pr, "reason", json_string(st->primary.reason));
+    json_object_set_new(j, "primary", pr);
+    const char *note = ha_controller_note(ctx->ha);
+    if (note != NULL && note[0] != '\0')
+        json_object_set_new(j, "controller_note", json_string(note));
+    return j;
+}
+
+static void h_cluster(struct http_exchange *x, const struct http_request *req, void *vctx)
+{
+    (void)req;
+    api_reply_json(x, 200, api_cluster_json(vctx));
+}
+
+static void h_history(struct http_exchange *x, const struct http_request *req, void *vctx)
+{
+    (void)req;
+    const struct api_ctx *ctx = vctx;
+    const struct fsm_state *st = &ctx->fsm->st;
+    json_t *arr = json_array();
+    for (unsigned i = 0; i < st->n_history; i++) {
+        const struct fsm_history_entry *h = &st->history[i];
+        char ts[40];
+        clock_format_iso(h->wall_ms, ts, sizeof ts);
+        json_array_append_new(arr, json_pack("[i, I, s, s, s]", (int)h->timeline, (json_int_t)h->lsn,
+                                             h->reason, ts, h->new_leader));
+    }
+    api_reply_json(x, 200, arr);
+}
+
+static void h_config_get(struct http_exchange *x, const struct http_request *req, void *vctx)
+{
+    (void)req;
+    const struct api_ctx *ctx = vctx;
+    const struct fsm_state *st = &ctx->fsm->st;
+    if (st->config == NULL) {
+        api_reply_error(x, 502, "the cluster has no dynamic configuration yet");
+        return;
+    }
+    json_t *c = json_deep_copy(st->config);
+    if (st->pause)
+        json_object_set_new(c, "pause", json_true());
+    api_reply_json(x, 200, c);
+}
+
+static const struct http_route routes[] = {
+    {"/patroni", HTTP_M_GET, false, h_patroni},
+    {"/cluster", HTTP_M_GET, false, h_cluster},
+    {"/history", HTTP_M_GET, false, h_history},
+    {"/config", HTTP_M_GET, false, h_config_get},
+};
+
+int api_register_status(struct http_server *s, struct api_ctx *ctx)
+{
+    return http_server_add_routes(s, routes, sizeof routes / sizeof routes[0], ctx);
+}

@@ -1,0 +1,450 @@
+/* pgwarden run: the daemon. One libuv loop for everything: Raft, the REST
+ * API, PostgreSQL monitoring and control, timers.
+ *
+ * Start: refuse root -> read the config -> logging -> REST server -> Raft
+ * (cluster_start) -> HA. Signals: SIGTERM/SIGINT stop gracefully (a primary
+ * hands its role over first), SIGHUP re-reads the configuration and reports
+ * what changed. Exit 0 after a clean stop (uv_loop_close() == 0), 1 on a
+ * start failure or a fatal runtime error. */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <uv.h>
+
+#include "api/api.h"
+#include "api/http_server.h"
+#include "build_info.h"
+#include "cmd/cmd.h"
+#include "common/cfg.h"
+#include "common/httpc.h"
+#include "common/log.h"
+#include "ha/ha.h"
+#include "raft/cluster.h"
+#include "raft/fsm.h"
+#include "raft/submit.h"
+
+struct daemon {
+    uv_loop_t loop;
+    struct cfg cfgs[2]; /* current and previous: handlers borrow the current one */
+    int cur;
+    struct fsm fsm;
+    struct submitter *sub;
+    struct http_server *http;
+    struct cluster *cluster;
+    struct ha *ha;
+    struct api_ctx api;
+    uv_signal_t sigterm, sigint, sighup;
+    uv_timer_t watch; /* fatal-error watch */
+    int exit_code;
+    bool stopping;
+    int stage;
+};
+
+static struct cfg *cur_cfg(struct daemon *d)
+{
+    return &d->cfgs[d->cur];
+}
+
+static void usage(FILE *out)
+{
+    fprintf(out, "Usage: pgwarden run -c FILE\n\n"
+                 "Run the pgwarden supervisor for this node in the foreground.\n\n"
+                 "Options:\n"
+                 "  -c, --config FILE   configuration file (YAML, Patroni-compatible keys)\n"
+                 "  -h, --help          show this help\n\n"
+                 "Signals: SIGTERM/SIGINT stop gracefully (a primary hands over first),\n"
+                 "SIGHUP re-reads the configuration. Refuses to run as root.\n");
+}
+
+/* --- shutdown sequence --------------------------------------------------------- */
+
+static void next_stage(struct daemon *d);
+
+static void stage_done(void *ctx)
+{
+    next_stage(ctx);
+}
+
+static void handle_closed(uv_handle_t *h)
+{
+    (void)h;
+}
+
+/* Each stage waits for the previous one: graceful HA stop -> HA close ->
+ * submitter -> Raft -> REST server -> handles. The REST server goes last so
+ * forwarded commands still get their answers while Raft closes. */
+static void next_stage(struct daemon *d)
+{
+    switch (d->stage++) {
+    case 0:
+        if (d->ha != NULL) {
+            ha_shutdown(d->ha, stage_done, d);
+            return;
+        }
+        /* fallthrough */
+    case 1:
+        d->stage = 2;
+        if (d->ha != NULL) {
+            ha_close(d->ha, stage_done, d);
+            return;
+        }
+        /* fallthrough */
+    case 2:
+        d->stage = 3;
+        if (d->sub != NULL) {
+            submitter_close(d->sub, stage_done, d);
+            return;
+        }
+        /* fallthrough */
+    case 3:
+        d->stage = 4;
+        if (d->cluster != NULL) {
+            cluster_close(d->cluster, stage_done, d);
+            return;
+        }
+        /* fallthrough */
+    case 4:
+        d->stage = 5;
+        d->cluster = NULL;
+        if (d->http != NULL) {
+            http_server_close(d->http, stage_done, d);
+            return;
+        }
+        /* fallthrough */
+    case 5:
+        d->stage = 6;
+        d->http = NULL;
+        d->sub = NULL;
+        uv_close((uv_handle_t *)&d->sigterm, handle_closed);
+        uv_close((uv_handle_t *)&d->sigint, handle_closed);
+        uv_close((uv_handle_t *)&d->sighup, handle_closed);
+        uv_close((uv_handle_t *)&d->watch, handle_closed);
+        log_info("main", "stopped");
+        return;
+    default:
+        return;
+    }
+}
+
+static void begin_stop(struct daemon *d, int exit_code, const char *why)
+{
+    if (exit_code > d->exit_code)
+        d->exit_code = exit_code;
+    if (d->stopping)
+        return;
+    d->stopping = true;
+    log_info("main", "stopping: %s", why);
+    next_stage(d);
+}
+
+static void on_term(uv_signal_t *s, int signum)
+{
+    struct daemon *d = s->data;
+    begin_stop(d, 0, signum == SIGINT ? "SIGINT" : "SIGTERM");
+}
+
+/* --- SIGHUP ---------------------------------------------------------------------- */
+
+static void diff_line(const char *line, void *ctx)
+{
+    (void)ctx;
+    log_info("main", "config changed: %s", line);
+}
+
+static void on_hup(uv_signal_t *s, int signum)
+{
+    struct daemon *d = s->data;
+    (void)signum;
+    int next = 1 - d->cur;
+    struct cfg_error err;
+    struct cfg_warnings warn = {0};
+    cfg_free(&d->cfgs[next]);
+    if (cfg_load(cur_cfg(d)->path, &d->cfgs[next], &err, &warn) != 0) {
+        log_error("main", "SIGHUP: keeping the running configuration: %s", err.msg);
+        cfg_warnings_free(&warn);
+        return;
+    }
+    for (size_t i = 0; i < warn.n; i++)
+        log_warn("cfg", "%s", warn.items[i]);
+    cfg_warnings_free(&warn);
+    size_t n = cfg_diff(cur_cfg(d), &d->cfgs[next], diff_line, NULL);
+    if (n == 0) {
+        log_info("main", "SIGHUP: configuration unchanged");
+        return;
+    }
+    const struct cfg *a = cur_cfg(d), *b = &d->cfgs[next];
+    if (strcmp(a->raft.self_addr, b->raft.self_addr) != 0 || strcmp(a->raft.data_dir, b->raft.data_dir) != 0 ||
+        strcmp(a->name, b->name) != 0 || strcmp(a->scope, b->scope) != 0)
+        log_warn("main", "SIGHUP: name, scope and raft.* changes take effect only after a restart");
+    d->cur = next;
+    (void)log_configure(&cur_cfg(d)->log);
+    d->api.cfg = cur_cfg(d);
+    if (d->ha != NULL)
+        ha_set_config(d->ha, cur_cfg(d));
+    log_info("main", "SIGHUP: %zu setting(s) changed and applied", n);
+}
+
+/* --- wiring -------------------------------------------------------------------- */
+
+static void on_fsm_change(struct fsm *f, const struct fsm_cmd *cmd, const struct fsm_result *res,
+                          void *ctx)
+{
+    struct daemon *d = ctx;
+    (void)f;
+    (void)res;
+    /* Reports arrive every tick from every member: no need to re-run the
+     * whole HA step for them. */
+    if (d->ha != NULL && (cmd == NULL || cmd->op != FSM_OP_MEMBER_REPORT))
+        ha_kick(d->ha);
+}
+
+static void on_cluster_event(struct cluster *c, enum cluster_role role, void *ctx)
+{
+    struct daemon *d = ctx;
+    (void)c;
+    (void)role;
+    if (d->ha != NULL)
+        ha_kick(d->ha);
+}
+
+static void watch_cb(uv_timer_t *t)
+{
+    struct daemon *d = t->data;
+    const char *fatal = d->cluster != NULL ? cluster_fatal_error(d->cluster) : NULL;
+    if (fatal != NULL)
+        begin_stop(d, 1, fatal);
+}
+
+/* Join hook: ask the leader (found by probing partners) to add this node. */
+struct join_req {
+    struct cluster *c;
+    cluster_join_done_fn done;
+};
+
+static void join_http_done(const struct httpc_response *resp, void *ctx)
+{
+    struct join_req *j = ctx;
+    char msg[256];
+    if (resp->status != 0) {
+        j->done(j->c, resp->status, 0, resp->error);
+    } else {
+        json_t *b = json_loadb(resp->body, resp->body_len, 0, NULL);
+        const json_t *id = json_object_get(b, "id");
+        if (resp->http_status == 200 && json_is_integer(id)) {
+            j->done(j->c, 0, (uint64_t)json_integer_value(id), "");
+        } else {
+            const char *e = json_string_value(json_object_get(b, "error"));
+            snprintf(msg, sizeof msg, "HTTP %d: %s", resp->http_status, e != NULL ? e : "no reason");
+            j->done(j->c, PGW_EREFUSED, 0, msg);
+        }
+        json_decref(b);
+    }
+    free(j);
+}
+
+static int join_cluster(struct cluster *c, const char *leader_api, const char *name,
+                        const char *raft_addr, cluster_join_done_fn done, void *ctx)
+{
+    struct daemon *d = ctx;
+    struct join_req *j = malloc(sizeof *j);
+    if (j == NULL)
+        return PGW_ENOMEM;
+    j->c = c;
+    j->done = done;
+    char url[512];
+    snprintf(url, sizeof url, "%s/raft/members", leader_api);
+    json_t *body = json_pack("{s:s, s:s}", "name", name, "raft_addr", raft_addr);
+    char *text = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    struct httpc_opts o = {
+        .method = "POST", .url = url, .body = text, .body_len = text ? strlen(text) : 0,
+        .auth_user = cur_cfg(d)->restapi.auth_username,
+        .auth_password = cur_cfg(d)->restapi.auth_password, .timeout_ms = 5000,
+    };
+    char err[256];
+    int rc = httpc_request_start(&d->loop, &o, join_http_done, j, NULL, err, sizeof err);
+    free(text);
+    if (rc != 0)
+        free(j);
+    return rc;
+}
+
+static int start_everything(struct daemon *d)
+{
+    const struct cfg *cfg = cur_cfg(d);
+    char err[1024];
+    fsm_init(&d->fsm, &clock_monotonic);
+    d->fsm.on_change = on_fsm_change;
+    d->fsm.on_change_ctx = d;
+
+    struct submitter_opts so = {
+        .loop = &d->loop, .member = cfg->name, .auth_user = cfg->restapi.auth_username,
+        .auth_password = cfg->restapi.auth_password,
+    };
+    if (submitter_create(&so, &d->sub) != 0) {
+        log_error("main", "out of memory");
+        return 1;
+    }
+
+    struct http_server_opts ho = {
+        .host = cfg->restapi.listen.host,
+        .port = cfg->restapi.listen.port,
+        .request_timeout_ms = cfg->restapi.request_timeout_ms,
+        .max_connections = cfg->restapi.max_connections,
+        .server_name = "pgwarden/" PGW_VERSION,
+    };
+    if (http_server_start(&d->loop, &ho, &d->http, err, sizeof err) != 0) {
+        log_error("main", "restapi.listen: %s", err);
+        return 1;
+    }
+    log_info("main", "REST API listening on %s:%u", cfg->restapi.listen.host, http_server_port(d->http));
+
+    unsigned et, hb;
+    cluster_timing_from_ttl(cfg->bootstrap.dcs.ttl_ms, &et, &hb);
+    const char *partners[64];
+    size_t np = cfg->raft.partner_addrs.n < 64 ? cfg->raft.partner_addrs.n : 64;
+    for (size_t i = 0; i < np; i++)
+        partners[i] = cfg->raft.partner_addrs.items[i];
+    char api_url[300];
+    const struct cfg_hostport *ca = &cfg->restapi.connect_address;
+    snprintf(api_url, sizeof api_url, "http://%s:%u", ca->host, ca->port);
+    struct cluster_opts co = {
+        .loop = &d->loop,
+        .scope = cfg->scope,
+        .name = cfg->name,
+        .data_dir = cfg->raft.data_dir,
+        .self_addr = cfg->raft.self_addr,
+        .partners = partners,
+        .n_partners = np,
+        .api_url = api_url,
+        .election_timeout_ms = et,
+        .heartbeat_ms = hb,
+        .fsm = &d->fsm,
+        .clock = &clock_monotonic,
+        .on_event = on_cluster_event,
+        .join = join_cluster,
+        .ctx = d,
+    };
+    if (cluster_start(&co, &d->cluster, err, sizeof err) != 0) {
+        log_error("main", "%s", err);
+        return 1;
+    }
+    submitter_set_cluster(d->sub, d->cluster);
+
+    struct ha_opts hao = {
+        .loop = &d->loop, .cfg = cfg, .cluster = d->cluster, .fsm = &d->fsm, .sub = d->sub,
+        .clock = &clock_monotonic,
+    };
+    if (ha_start(&hao, &d->ha, err, sizeof err) != 0) {
+        log_error("main", "%s", err);
+        return 1;
+    }
+    d->api = (struct api_ctx){
+        .loop = &d->loop, .cfg = cfg, .cluster = d->cluster, .fsm = &d->fsm, .ha = d->ha,
+        .sub = d->sub, .server = d->http,
+    };
+    if (api_register(d->http, &d->api) != 0) {
+        log_error("main", "cannot register the REST routes");
+        return 1;
+    }
+    return 0;
+}
+
+int cmd_run(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *path = NULL;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c': path = optarg; break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "pgwarden run: unexpected argument \"%s\"\n", argv[optind]);
+        return 2;
+    }
+    if (path == NULL) {
+        fprintf(stderr, "pgwarden run: -c FILE is required\n");
+        usage(stderr);
+        return 2;
+    }
+    if (geteuid() == 0) {
+        fprintf(stderr, "pgwarden run: refusing to run as root: PostgreSQL refuses root, and the "
+                        "supervisor runs as the user that owns the data directory "
+                        "(e.g. runuser -u postgres -- pgwarden run -c %s)\n", path);
+        return 1;
+    }
+    struct daemon *d = calloc(1, sizeof *d);
+    if (d == NULL)
+        return 1;
+    struct cfg_error err;
+    struct cfg_warnings warn = {0};
+    if (cfg_load(path, &d->cfgs[0], &err, &warn) != 0) {
+        fprintf(stderr, "pgwarden: %s\n", err.msg);
+        cfg_warnings_free(&warn);
+        free(d);
+        return 1;
+    }
+    if (log_configure(&d->cfgs[0].log) != 0) {
+        cfg_free(&d->cfgs[0]);
+        cfg_warnings_free(&warn);
+        free(d);
+        return 1;
+    }
+    for (size_t i = 0; i < warn.n; i++)
+        log_warn("cfg", "%s", warn.items[i]);
+    cfg_warnings_free(&warn);
+    log_info("main", "pgwarden %s starting: member %s of cluster %s%s", PGW_VERSION, d->cfgs[0].name,
+             d->cfgs[0].scope, d->cfgs[0].witness || !d->cfgs[0].postgresql.present ? " (witness)" : "");
+
+    /* A peer closing a socket must not kill us (libraft notes, pitfall 1). */
+    signal(SIGPIPE, SIG_IGN);
+    uv_loop_init(&d->loop);
+    uv_signal_init(&d->loop, &d->sigterm);
+    uv_signal_init(&d->loop, &d->sigint);
+    uv_signal_init(&d->loop, &d->sighup);
+    d->sigterm.data = d->sigint.data = d->sighup.data = d;
+    uv_signal_start(&d->sigterm, on_term, SIGTERM);
+    uv_signal_start(&d->sigint, on_term, SIGINT);
+    uv_signal_start(&d->sighup, on_hup, SIGHUP);
+    uv_timer_init(&d->loop, &d->watch);
+    d->watch.data = d;
+    uv_timer_start(&d->watch, watch_cb, 200, 200);
+
+    if (start_everything(d) != 0) {
+        d->exit_code = 1;
+        d->stopping = true;
+        d->stage = 1; /* nothing to hand over: close what was started */
+        next_stage(d);
+    }
+    uv_run(&d->loop, UV_RUN_DEFAULT);
+    if (d->ha != NULL)
+        ha_free(d->ha);
+    fsm_close(&d->fsm);
+    int rc = uv_loop_close(&d->loop);
+    if (rc != 0) {
+        log_error("main", "event loop did not close cleanly: %s", uv_strerror(rc));
+        if (d->exit_code == 0)
+            d->exit_code = 1;
+    }
+    int code = d->exit_code;
+    cfg_free(&d->cfgs[0]);
+    cfg_free(&d->cfgs[1]);
+    log_shutdown();
+    free(d);
+    return code;
+}

@@ -1,0 +1,775 @@
+/* cfg_load: file -> YAML tree -> struct cfg, driven by the key table.
+ *
+ * Order: defaults from the table, then the file (stops at the first error,
+ * unknown keys are warnings), then PGWARDEN_* environment overrides, then the
+ * checks that need the whole picture (required keys, raft.partner_addrs, the
+ * timing rule, conflicting ports) and the computed defaults. Validation runs
+ * after the environment so a variable can supply a required key. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/cfg_internal.h"
+
+/* Patroni's DCS sections: pgwarden's consensus is built in. */
+static const char *const foreign_dcs[] = {
+    "etcd", "etcd3", "consul", "zookeeper", "kubernetes", "exhibitor", NULL,
+};
+
+struct loader {
+    struct cfg__walk w;
+    const struct ynode *root;
+    const char *env_set[CFG__MAX_KEYS]; /* variable that set each key, if any */
+    bool pg_from_env;
+};
+
+/* ---------- messages ---------- */
+
+void cfg__error(struct cfg_error *e, const char *file, const struct ynode *at, const char *path,
+                const char *fmt, ...)
+{
+    char what[800];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    int line = at ? at->line : 0, col = at ? at->col : 0;
+    char pos[300] = "";
+    if (file != NULL && line > 0)
+        snprintf(pos, sizeof pos, "%s:%d:%d: ", file, line, col);
+    else if (file != NULL)
+        snprintf(pos, sizeof pos, "%s: ", file);
+    e->line = line;
+    e->column = col;
+    if (path != NULL && *path != '\0')
+        snprintf(e->msg, sizeof e->msg, "%s%s: %s", pos, path, what);
+    else
+        snprintf(e->msg, sizeof e->msg, "%s%s", pos, what);
+}
+
+int cfg__warn(struct cfg_warnings *w, const char *fmt, ...)
+{
+    if (w == NULL)
+        return PGW_OK;
+    char buf[CFG_ERR_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    char *copy = strdup(buf);
+    char **items = copy ? realloc(w->items, (w->n + 1) * sizeof *items) : NULL;
+    if (items == NULL) {
+        free(copy);
+        return PGW_ENOMEM;
+    }
+    w->items = items;
+    w->items[w->n++] = copy;
+    return PGW_OK;
+}
+
+void cfg_warnings_free(struct cfg_warnings *w)
+{
+    if (w == NULL)
+        return;
+    for (size_t i = 0; i < w->n; i++)
+        free(w->items[i]);
+    free(w->items);
+    w->items = NULL;
+    w->n = 0;
+}
+
+/* ---------- the walk ---------- */
+
+static bool in_list(const char *const *list, const char *s)
+{
+    for (size_t i = 0; list[i] != NULL; i++) {
+        if (strcmp(list[i], s) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* The key `name` inside section `path`, by its name or its alias. */
+static const struct cfg_key *lookup(const char *path, const char *name, bool *via_alias)
+{
+    char full[512];
+    snprintf(full, sizeof full, "%s%s%s", path, *path ? "." : "", name);
+    *via_alias = false;
+    if (strchr(name, '.') != NULL)
+        return NULL; /* "restapi.listen: x" at the top level is not restapi: {listen: x} */
+    const struct cfg_key *k = cfg__key_find(full);
+    if (k != NULL)
+        return k;
+    size_t pl = strlen(path);
+    for (size_t i = 0; i < cfg__nkeys; i++) {
+        const struct cfg_key *c = &cfg__keys[i];
+        if (c->alias == NULL || strcmp(c->alias, name) != 0)
+            continue;
+        const char *dot = strrchr(c->path, '.');
+        size_t parent = dot ? (size_t)(dot - c->path) : 0;
+        if (parent == pl && strncmp(c->path, path, pl) == 0) {
+            *via_alias = true;
+            return c;
+        }
+    }
+    return NULL;
+}
+
+static const char *shown(const struct cfg__walk *w, const char *path)
+{
+    size_t n = w->strip ? strlen(w->strip) : 0;
+    return (n > 0 && strncmp(path, w->strip, n) == 0) ? path + n : path;
+}
+
+static int custom_tag(struct cfg__walk *w, const struct ynode *kn, const struct ynode *vn,
+                      const char *full)
+{
+    if (ynode_is_null(vn))
+        return PGW_OK;
+    if (vn->kind != YN_SCALAR) {
+        cfg__error(w->err, w->file, vn, full, "expected a tag value (string, number or boolean), "
+                   "got %s", ynode_kind_name(vn));
+        return PGW_EINVAL;
+    }
+    const char *text = vn->text;
+    bool b;
+    if (vn->plain && cfg__bool_word(text, &b))
+        text = b ? "true" : "false"; /* one spelling, so ?tag_ssd=true matches `ssd: yes` */
+    if (cfg__kvlist_push(&w->c->tags.custom, kn->text, text) != 0) {
+        cfg__error(w->err, w->file, NULL, NULL, "out of memory");
+        return PGW_ENOMEM;
+    }
+    return PGW_OK;
+}
+
+/* A key the table does not know: an error in JSON, a warning in YAML. */
+static int unknown_key(struct cfg__walk *w, const struct ynode *kn, const char *path,
+                       const char *full)
+{
+    bool ignored = strcmp(path, "bootstrap.dcs") == 0 && in_list(cfg__dcs_ignored, kn->text);
+    if (w->file == NULL) {
+        if (ignored)
+            return PGW_OK;
+        cfg__error(w->err, NULL, NULL, shown(w, full), "unknown key");
+        return PGW_EINVAL;
+    }
+    if (ignored)
+        return cfg__warn(w->warn, "%s:%d:%d: %s is not supported by pgwarden yet (ignored)",
+                         w->file, kn->line, kn->col, full);
+    return cfg__warn(w->warn, "%s:%d:%d: unknown key %s (ignored)", w->file, kn->line, kn->col,
+                     full);
+}
+
+int cfg__walk_map(struct cfg__walk *w, const struct ynode *map, const char *path)
+{
+    for (size_t i = 0; i + 1 < map->n; i += 2) {
+        const struct ynode *kn = map->items[i], *vn = map->items[i + 1];
+        char full[512];
+        snprintf(full, sizeof full, "%s%s%s", path, *path ? "." : "", kn->text);
+        if (*path == '\0' && in_list(foreign_dcs, kn->text)) {
+            cfg__error(w->err, w->file, kn, full,
+                       "pgwarden has its own consensus among the pgwarden nodes (Raft) and "
+                       "needs no %s; replace this section with raft: {self_addr, partner_addrs, "
+                       "data_dir}", kn->text);
+            return PGW_EINVAL;
+        }
+        bool via_alias;
+        const struct cfg_key *k = lookup(path, kn->text, &via_alias);
+        void *dst = k && k->type != KT_SECTION ? cfg__field(k, w->c, w->dcs) : NULL;
+        if (k == NULL || (k->type != KT_SECTION && dst == NULL)) {
+            int rc = (w->c != NULL && strcmp(path, "tags") == 0)
+                         ? custom_tag(w, kn, vn, full)
+                         : unknown_key(w, kn, path, full);
+            if (rc != 0)
+                return rc;
+            continue;
+        }
+        size_t idx = (size_t)(k - cfg__keys);
+        if (w->seen_key[idx] != NULL) {
+            const struct ynode *prev = w->seen_key[idx];
+            if (prev->line > 0)
+                cfg__error(w->err, w->file, kn, shown(w, full),
+                           "set twice: also as %s at line %d, column %d", prev->text, prev->line,
+                           prev->col);
+            else
+                cfg__error(w->err, w->file, kn, shown(w, full), "set twice: also as %s",
+                           prev->text);
+            return PGW_EINVAL;
+        }
+        w->seen_key[idx] = kn;
+        w->seen[idx] = vn;
+        if (via_alias && (k->flags & KF_LEGACY) && w->file != NULL) {
+            if (cfg__warn(w->warn, "%s:%d:%d: %s is a deprecated name; use %s", w->file,
+                          kn->line, kn->col, full, strrchr(k->path, '.') + 1) != 0)
+                return PGW_ENOMEM;
+        }
+        if (k->type == KT_SECTION) {
+            if (ynode_is_null(vn))
+                continue;
+            if (vn->kind != YN_MAP) {
+                cfg__error(w->err, w->file, vn, shown(w, full), "expected a mapping, got %s",
+                           ynode_kind_name(vn));
+                return PGW_EINVAL;
+            }
+            int rc = cfg__walk_map(w, vn, k->path);
+            if (rc != 0)
+                return rc;
+            continue;
+        }
+        if (ynode_is_null(vn))
+            continue; /* `key:` with no value keeps the default */
+        struct cfg__perr pe;
+        int rc = cfg__parse_value(k, vn, dst, &pe);
+        if (rc != 0) {
+            char p[700];
+            snprintf(p, sizeof p, "%s%s", shown(w, full), pe.sub);
+            cfg__error(w->err, w->file, pe.at, p, "%s", pe.why);
+            return rc;
+        }
+        if (k->flags & KF_SETFLAG) {
+            char *base = k->base == BASE_DCS ? (char *)w->dcs : (char *)w->c;
+            *(bool *)(base + k->off2) = true;
+        }
+    }
+    return PGW_OK;
+}
+
+/* ---------- environment ---------- */
+
+static int env_value(struct loader *x, const struct cfg_key *k, const char *val)
+{
+    struct ynode one = {.kind = YN_SCALAR, .text = (char *)val, .len = strlen(val)};
+    struct ynode seq = {.kind = YN_SEQ};
+    struct ynode *items = NULL, **ptrs = NULL;
+    char *copy = NULL;
+    const struct ynode *v = &one;
+    int rc = PGW_OK;
+    if (k->type == KT_IPV4LIST) {
+        size_t n = 1;
+        for (const char *p = val; *p; p++)
+            n += *p == ',';
+        copy = strdup(val);
+        items = calloc(n, sizeof *items);
+        ptrs = calloc(n, sizeof *ptrs);
+        if (copy == NULL || items == NULL || ptrs == NULL) {
+            rc = PGW_ENOMEM;
+            cfg__error(x->w.err, NULL, NULL, k->env, "out of memory");
+            goto out;
+        }
+        char *p = copy;
+        for (size_t i = 0; i < n; i++) {
+            char *comma = strchr(p, ',');
+            if (comma)
+                *comma = '\0';
+            while (*p == ' ')
+                p++;
+            size_t len = strlen(p);
+            while (len > 0 && p[len - 1] == ' ')
+                p[--len] = '\0';
+            /* an empty item reads as "nothing", like `- ` in YAML */
+            items[i] = (struct ynode){.kind = YN_SCALAR, .text = p, .len = len, .plain = len == 0};
+            ptrs[i] = &items[i];
+            p = comma ? comma + 1 : p + len;
+        }
+        seq.items = ptrs;
+        seq.n = n;
+        v = &seq;
+    }
+    struct cfg__perr pe;
+    void *dst = cfg__field(k, x->w.c, x->w.dcs);
+    rc = cfg__parse_value(k, v, dst, &pe);
+    if (rc != 0) {
+        char p[200];
+        snprintf(p, sizeof p, "%s%s", k->env, pe.sub);
+        cfg__error(x->w.err, NULL, NULL, p, "%s", pe.why);
+    }
+out:
+    free(items);
+    free(ptrs);
+    free(copy);
+    return rc;
+}
+
+static int apply_env(struct loader *x)
+{
+    for (size_t i = 0; i < cfg__nkeys; i++) {
+        const struct cfg_key *k = &cfg__keys[i];
+        if (k->env == NULL)
+            continue;
+        const char *val = getenv(k->env);
+        if (val == NULL || *val == '\0')
+            continue; /* `PGWARDEN_X= pgwarden ...` means "not set" */
+        int rc = env_value(x, k, val);
+        if (rc != 0)
+            return rc;
+        x->env_set[i] = k->env;
+        x->w.seen[i] = NULL;
+        if (strcmp(k->path, "postgresql.listen") == 0 || strcmp(k->path, "postgresql.data_dir") == 0)
+            x->pg_from_env = true;
+    }
+    return PGW_OK;
+}
+
+/* ---------- whole-config checks and computed defaults ---------- */
+
+static bool is_unset(const struct cfg_key *k, const void *v)
+{
+    switch (k->type) {
+    case KT_HOSTPORT:
+    case KT_PGLISTEN:
+        return ((const struct cfg_hostport *)v)->host == NULL;
+    case KT_STR:
+    case KT_IDENT:
+    case KT_CHOICE:
+    case KT_IPV4:
+        return *(char *const *)v == NULL;
+    default:
+        return false;
+    }
+}
+
+/* Where to point for a key that is missing: its nearest section that was
+ * written in the file, else the top-level mapping. */
+static const struct ynode *anchor_for(const struct loader *x, const char *path)
+{
+    char p[512];
+    snprintf(p, sizeof p, "%s", path);
+    for (char *dot = strrchr(p, '.'); dot != NULL; dot = strrchr(p, '.')) {
+        *dot = '\0';
+        const struct cfg_key *k = cfg__key_find(p);
+        if (k != NULL && x->w.seen_key[k - cfg__keys] != NULL)
+            return x->w.seen_key[k - cfg__keys];
+    }
+    return x->root;
+}
+
+static int check_required(struct loader *x, unsigned flag)
+{
+    for (size_t i = 0; i < cfg__nkeys; i++) {
+        const struct cfg_key *k = &cfg__keys[i];
+        if (!(k->flags & flag) || !is_unset(k, cfg__field(k, x->w.c, x->w.dcs)))
+            continue;
+        char env[100] = "";
+        if (k->env != NULL)
+            snprintf(env, sizeof env, " (or set %s)", k->env);
+        cfg__error(x->w.err, x->w.file, anchor_for(x, k->path), k->path,
+                   "required key is missing%s%s",
+                   flag == KF_REQUIRED_PG ? " on a node with a postgresql section" : "", env);
+        return PGW_EINVAL;
+    }
+    return PGW_OK;
+}
+
+static size_t key_index(const char *path)
+{
+    const struct cfg_key *k = cfg__key_find(path);
+    return k ? (size_t)(k - cfg__keys) : 0;
+}
+
+static int check_partners(struct loader *x)
+{
+    const struct cfg *c = x->w.c;
+    size_t idx = key_index("raft.partner_addrs");
+    for (size_t i = 0; i < c->raft.partner_addrs.n; i++) {
+        if (strcmp(c->raft.partner_addrs.items[i], c->raft.self_addr) != 0)
+            continue;
+        const char *what = "lists this node's own raft.self_addr";
+        if (x->env_set[idx] != NULL) {
+            char p[100];
+            snprintf(p, sizeof p, "%s[%zu]", x->env_set[idx], i);
+            cfg__error(x->w.err, NULL, NULL, p, "%s %s; partner_addrs must name only the other "
+                       "nodes", what, c->raft.self_addr);
+        } else {
+            const struct ynode *seq = x->w.seen[idx];
+            const struct ynode *at = seq && i < seq->n ? seq->items[i] : x->root;
+            char p[100];
+            snprintf(p, sizeof p, "raft.partner_addrs[%zu]", i);
+            cfg__error(x->w.err, x->w.file, at, p, "%s %s; partner_addrs must name only the "
+                       "other nodes", what, c->raft.self_addr);
+        }
+        return PGW_EINVAL;
+    }
+    return PGW_OK;
+}
+
+/* Error at the value of `path` (or at its env variable / its section). */
+__attribute__((format(printf, 3, 4)))
+static int fail_at(struct loader *x, const char *path, const char *fmt, ...)
+{
+    char what[800];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    const struct cfg_key *k = cfg__key_find(path);
+    size_t idx = k ? (size_t)(k - cfg__keys) : 0;
+    if (k != NULL && x->env_set[idx] != NULL) {
+        cfg__error(x->w.err, NULL, NULL, x->env_set[idx], "%s", what);
+        return PGW_EINVAL;
+    }
+    const struct ynode *at = k ? x->w.seen[idx] : NULL;
+    if (at == NULL && k != NULL)
+        at = x->w.seen_key[idx];
+    cfg__error(x->w.err, x->w.file, at ? at : anchor_for(x, path), path, "%s", what);
+    return PGW_EINVAL;
+}
+
+struct bound_port {
+    const char *path;
+    const char *hosts; /* comma-separated */
+    uint16_t port;
+};
+
+static bool hosts_overlap(const char *a, const char *b)
+{
+    char x[512], y[512];
+    snprintf(x, sizeof x, "%s", a);
+    for (char *s1 = NULL, *h = strtok_r(x, ",", &s1); h; h = strtok_r(NULL, ",", &s1)) {
+        snprintf(y, sizeof y, "%s", b);
+        for (char *s2 = NULL, *g = strtok_r(y, ",", &s2); g; g = strtok_r(NULL, ",", &s2)) {
+            if (cfg__host_is_wildcard(h) || cfg__host_is_wildcard(g) || strcmp(h, g) == 0)
+                return true;
+        }
+    }
+    return false;
+}
+
+static int check_ports(struct loader *x)
+{
+    const struct cfg *c = x->w.c;
+    char raft_host[16] = "";
+    uint16_t raft_port = 0;
+    if (cfg_parse_ipv4_addr(c->raft.self_addr, raft_host, sizeof raft_host, &raft_port) != 0)
+        return PGW_OK; /* validated when parsed */
+    struct bound_port b[3] = {
+        {"raft.self_addr", raft_host, raft_port},
+        {"restapi.listen", c->restapi.listen.host, c->restapi.listen.port},
+        {"postgresql.listen", c->postgresql.listen.host, c->postgresql.listen.port},
+    };
+    size_t n = c->witness ? 2 : 3;
+    for (size_t i = 1; i < n; i++) {
+        for (size_t j = 0; j < i; j++) {
+            if (b[i].hosts && b[j].hosts && b[i].port == b[j].port &&
+                hosts_overlap(b[i].hosts, b[j].hosts))
+                return fail_at(x, b[i].path, "port %u is also used by %s", (unsigned)b[i].port,
+                               b[j].path);
+        }
+    }
+    return PGW_OK;
+}
+
+static int dup_hostport(struct cfg_hostport *dst, const char *host, uint16_t port)
+{
+    if ((dst->host = strdup(host)) == NULL)
+        return PGW_ENOMEM;
+    dst->port = port;
+    return PGW_OK;
+}
+
+static int dup_str(char **dst, const char *src)
+{
+    if (*dst != NULL || src == NULL)
+        return PGW_OK;
+    return (*dst = strdup(src)) ? PGW_OK : PGW_ENOMEM;
+}
+
+/* The host others should use for a listen address: itself, unless it is a
+ * wildcard (or a list containing one or the Raft host): then raft.self_addr's. */
+static const char *reachable_host(const char *hosts, const char *raft_host, char *buf, size_t len)
+{
+    if (strchr(hosts, ',') == NULL)
+        return cfg__host_is_wildcard(hosts) ? raft_host : hosts;
+    char copy[512];
+    snprintf(copy, sizeof copy, "%s", hosts);
+    const char *first = NULL;
+    for (char *s = NULL, *h = strtok_r(copy, ",", &s); h; h = strtok_r(NULL, ",", &s)) {
+        if (cfg__host_is_wildcard(h) || strcmp(h, raft_host) == 0)
+            return raft_host;
+        if (first == NULL)
+            first = h;
+    }
+    snprintf(buf, len, "%s", first ? first : raft_host);
+    return buf;
+}
+
+static int computed_defaults(struct cfg *c)
+{
+    char raft_host[16] = "", buf[512];
+    if (cfg_parse_ipv4_addr(c->raft.self_addr, raft_host, sizeof raft_host, NULL) != 0)
+        return PGW_EINVAL;
+    int rc = PGW_OK;
+    if (c->restapi.connect_address.host == NULL)
+        rc |= dup_hostport(&c->restapi.connect_address,
+                           reachable_host(c->restapi.listen.host, raft_host, buf, sizeof buf),
+                           c->restapi.listen.port);
+    if (!c->witness && c->postgresql.connect_address.host == NULL)
+        rc |= dup_hostport(&c->postgresql.connect_address,
+                           reachable_host(c->postgresql.listen.host, raft_host, buf, sizeof buf),
+                           c->postgresql.listen.port);
+    if (!c->witness)
+        rc |= dup_str(&c->postgresql.config_dir, c->postgresql.data_dir);
+    if (c->postgresql.pgpass == NULL) {
+        snprintf(buf, sizeof buf, "%s/pgpass", c->raft.data_dir);
+        rc |= dup_str(&c->postgresql.pgpass, buf);
+    }
+    rc |= dup_str(&c->ctl.auth_username, c->restapi.auth_username);
+    rc |= dup_str(&c->ctl.auth_password, c->restapi.auth_password);
+    rc |= dup_str(&c->ctl.cacert, c->restapi.cafile);
+    c->log.dir = c->log_dir_storage;
+    return rc != 0 ? PGW_ENOMEM : PGW_OK;
+}
+
+static int finalize(struct loader *x)
+{
+    struct cfg *c = x->w.c;
+    int rc = check_required(x, KF_REQUIRED);
+    if (rc != 0)
+        return rc;
+    size_t pg_idx = key_index("postgresql");
+    bool pg_section = x->w.seen_key[pg_idx] != NULL;
+    c->postgresql.present = pg_section || x->pg_from_env;
+    if (c->witness && c->postgresql.present) {
+        const struct ynode *k = x->w.seen_key[pg_idx];
+        if (k != NULL)
+            rc = cfg__warn(x->w.warn, "%s:%d:%d: postgresql: ignored, this node is a witness "
+                           "(witness: true)", x->w.file, k->line, k->col);
+        else
+            rc = cfg__warn(x->w.warn, "%s: PGWARDEN_POSTGRESQL_* ignored, this node is a "
+                           "witness (witness: true)", x->w.file);
+        if (rc != 0)
+            return rc;
+    }
+    c->witness = c->witness || !c->postgresql.present;
+    if (!c->witness && (rc = check_required(x, KF_REQUIRED_PG)) != 0)
+        return rc;
+    if ((rc = check_partners(x)) != 0)
+        return rc;
+    struct cfg_error terr;
+    if (cfg_dcs_check_timing(&c->bootstrap.dcs, &terr) != 0) {
+        size_t i = key_index("bootstrap.dcs");
+        const struct ynode *at = x->w.seen_key[i] ? x->w.seen_key[i] : anchor_for(x, "bootstrap.dcs");
+        cfg__error(x->w.err, x->w.file, at, "bootstrap.dcs", "%s", terr.msg);
+        return PGW_EINVAL;
+    }
+    if ((c->restapi.auth_username == NULL) != (c->restapi.auth_password == NULL))
+        return fail_at(x, c->restapi.auth_username ? "restapi.authentication.username"
+                                                   : "restapi.authentication.password",
+                       "restapi.authentication needs both username and password");
+    if (c->watchdog.mode != CFG_WD_OFF && c->watchdog.safety_margin_s >= 0 &&
+        (uint64_t)c->watchdog.safety_margin_s * 1000 >= c->bootstrap.dcs.ttl_ms) {
+        char ttl[32];
+        cfg__fmt_seconds(c->bootstrap.dcs.ttl_ms, ttl, sizeof ttl);
+        return fail_at(x, "watchdog.safety_margin",
+                       "the watchdog timeout ttl - safety_margin = %s - %d is not positive; "
+                       "use a smaller safety_margin or -1 (ttl/2)", ttl,
+                       c->watchdog.safety_margin_s);
+    }
+    if ((rc = check_ports(x)) != 0)
+        return rc;
+    if ((rc = computed_defaults(c)) != 0) {
+        cfg__error(x->w.err, x->w.file, NULL, NULL, "out of memory");
+        return rc;
+    }
+    return PGW_OK;
+}
+
+/* ---------- load ---------- */
+
+static int apply_defaults(struct cfg *c)
+{
+    for (size_t i = 0; i < cfg__nkeys; i++) {
+        const struct cfg_key *k = &cfg__keys[i];
+        if (k->def != NULL && cfg__apply_default(k, cfg__field(k, c, &c->bootstrap.dcs)) != 0)
+            return PGW_EINVAL;
+    }
+    return PGW_OK;
+}
+
+int cfg_load_buffer(const char *name, const char *text, size_t len, struct cfg *out,
+                    struct cfg_error *err, struct cfg_warnings *warn)
+{
+    memset(out, 0, sizeof *out);
+    err->msg[0] = '\0';
+    err->line = err->column = 0;
+    struct ytree t = {0};
+    struct loader *x = calloc(1, sizeof *x);
+    if (x == NULL) {
+        cfg__error(err, name, NULL, NULL, "out of memory");
+        return PGW_ENOMEM;
+    }
+    int rc = ytree_parse(name, text, len, &t, err);
+    if (rc != 0)
+        goto fail;
+    if (t.root == NULL || ynode_is_null(t.root)) {
+        struct ynode first = {.line = 1, .col = 1};
+        cfg__error(err, name, &first, NULL, "the file holds no configuration (it is empty or "
+                   "only comments); expected a mapping with at least scope, name and raft");
+        rc = PGW_EINVAL;
+        goto fail;
+    }
+    if (t.root->kind != YN_MAP) {
+        cfg__error(err, name, t.root, NULL, "the top level must be a mapping of keys (scope, "
+                   "name, raft, ...), got %s", ynode_kind_name(t.root));
+        rc = PGW_EINVAL;
+        goto fail;
+    }
+    if ((rc = apply_defaults(out)) != 0) {
+        cfg__error(err, name, NULL, NULL, "internal error: a default of the key table is invalid");
+        goto fail;
+    }
+    if ((out->path = strdup(name)) == NULL) {
+        rc = PGW_ENOMEM;
+        cfg__error(err, name, NULL, NULL, "out of memory");
+        goto fail;
+    }
+    x->w.file = name;
+    x->w.strip = "";
+    x->w.c = out;
+    x->w.dcs = &out->bootstrap.dcs;
+    x->w.err = err;
+    x->w.warn = warn;
+    x->root = t.root;
+    if ((rc = cfg__walk_map(&x->w, t.root, "")) != 0 || (rc = apply_env(x)) != 0 ||
+        (rc = finalize(x)) != 0)
+        goto fail;
+    ytree_free(&t);
+    free(x);
+    return PGW_OK;
+fail:
+    ytree_free(&t);
+    free(x);
+    cfg_free(out);
+    return rc;
+}
+
+int cfg_load(const char *path, struct cfg *out, struct cfg_error *err, struct cfg_warnings *warn)
+{
+    memset(out, 0, sizeof *out);
+    err->line = err->column = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        cfg__error(err, path, NULL, NULL, "cannot open: %s", strerror(errno));
+        return errno == ENOENT ? PGW_ENOTFOUND : PGW_EIO;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        cfg__error(err, path, NULL, NULL, "not a regular file");
+        close(fd);
+        return PGW_EIO;
+    }
+    if ((uint64_t)st.st_size > YTREE_MAX_BYTES) {
+        cfg__error(err, path, NULL, NULL, "file is larger than 1 MiB (%lld bytes)",
+                   (long long)st.st_size);
+        close(fd);
+        return PGW_EINVAL;
+    }
+    /* Read one byte past the limit in case the file grew since fstat. */
+    size_t cap = YTREE_MAX_BYTES + 1, len = 0;
+    char *buf = malloc(cap);
+    if (buf == NULL) {
+        close(fd);
+        cfg__error(err, path, NULL, NULL, "out of memory");
+        return PGW_ENOMEM;
+    }
+    while (len < cap) {
+        ssize_t r = read(fd, buf + len, cap - len);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            cfg__error(err, path, NULL, NULL, "cannot read: %s", strerror(errno));
+            free(buf);
+            close(fd);
+            return PGW_EIO;
+        }
+        if (r == 0)
+            break;
+        len += (size_t)r;
+    }
+    close(fd);
+    int rc = cfg_load_buffer(path, buf, len, out, err, warn);
+    free(buf);
+    return rc;
+}
+
+void cfg_free(struct cfg *c)
+{
+    if (c == NULL)
+        return;
+    for (size_t i = 0; i < cfg__nkeys; i++) {
+        const struct cfg_key *k = &cfg__keys[i];
+        if (k->type != KT_SECTION)
+            cfg__free_value(k, cfg__field(k, c, &c->bootstrap.dcs));
+    }
+    cfg__kvlist_free(&c->tags.custom);
+    free(c->path);
+    memset(c, 0, sizeof *c);
+}
+
+/* ---------- diff ---------- */
+
+static void emit(size_t *count, void (*fn)(const char *, void *), void *ctx, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void emit(size_t *count, void (*fn)(const char *, void *), void *ctx, const char *fmt, ...)
+{
+    char line[2 * CFG_ERR_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    (*count)++;
+    if (fn != NULL)
+        fn(line, ctx);
+}
+
+static void diff_kv(const char *path, const struct cfg_kvlist *a, const struct cfg_kvlist *b,
+                    size_t *count, void (*fn)(const char *, void *), void *ctx)
+{
+    for (size_t i = 0; i < a->n; i++) {
+        const char *nv = cfg__kvlist_get(b, a->items[i].key);
+        if (nv == NULL)
+            emit(count, fn, ctx, "%s.%s: %s -> (unset)", path, a->items[i].key, a->items[i].value);
+        else if (strcmp(nv, a->items[i].value) != 0)
+            emit(count, fn, ctx, "%s.%s: %s -> %s", path, a->items[i].key, a->items[i].value, nv);
+    }
+    for (size_t i = 0; i < b->n; i++) {
+        if (cfg__kvlist_get(a, b->items[i].key) == NULL)
+            emit(count, fn, ctx, "%s.%s: (unset) -> %s", path, b->items[i].key, b->items[i].value);
+    }
+}
+
+size_t cfg_diff(const struct cfg *a, const struct cfg *b,
+                void (*fn)(const char *line, void *ctx), void *ctx)
+{
+    size_t count = 0;
+    struct cfg *ma = (struct cfg *)a, *mb = (struct cfg *)b; /* fields are only read */
+    for (size_t i = 0; i < cfg__nkeys; i++) {
+        const struct cfg_key *k = &cfg__keys[i];
+        if (k->type == KT_SECTION)
+            continue;
+        const void *va = cfg__field(k, ma, &ma->bootstrap.dcs);
+        const void *vb = cfg__field(k, mb, &mb->bootstrap.dcs);
+        if (cfg__value_equal(k, va, vb))
+            continue;
+        if (k->type == KT_PARAMS) {
+            diff_kv(k->path, va, vb, &count, fn, ctx);
+            continue;
+        }
+        if (k->flags & KF_SECRET) {
+            emit(&count, fn, ctx, "%s: (changed)", k->path);
+            continue;
+        }
+        char x[CFG_ERR_MAX / 2], y[CFG_ERR_MAX / 2];
+        cfg__format_value(k, va, x, sizeof x);
+        cfg__format_value(k, vb, y, sizeof y);
+        emit(&count, fn, ctx, "%s: %s -> %s", k->path, x, y);
+    }
+    diff_kv("tags", &a->tags.custom, &b->tags.custom, &count, fn, ctx);
+    return count;
+}

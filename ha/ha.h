@@ -1,0 +1,106 @@
+/* High availability: the node agent (every node with PostgreSQL), the
+ * controller (whichever node leads Raft) and the primary lease that ties
+ * them together. See DESIGN.md "Safety" for the invariants.
+ *
+ * This header is what the daemon (cmd/run.c) and the REST handlers use:
+ * lifecycle, configuration reload, graceful shutdown, and read-only views of
+ * the node's state for the health endpoints, which never wait. */
+#ifndef PGW_HA_HA_H
+#define PGW_HA_HA_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+#include <uv.h>
+
+#include "common/cfg.h"
+#include "common/clock.h"
+#include "raft/cluster.h"
+#include "raft/fsm.h"
+#include "raft/submit.h"
+
+struct ha;
+
+struct ha_opts {
+    uv_loop_t *loop;
+    const struct cfg *cfg;       /* borrowed; replaced with ha_set_config */
+    struct cluster *cluster;
+    struct fsm *fsm;
+    struct submitter *sub;
+    const struct clock_src *clock;
+};
+
+/* On failure *out may still be set: close and free it like a started one. */
+int ha_start(const struct ha_opts *o, struct ha **out, char *err, size_t errlen) PGW_MUST_CHECK;
+/* New local configuration (SIGHUP): tags, parameters, pg_hba, log level... */
+void ha_set_config(struct ha *h, const struct cfg *cfg);
+/* Called by the daemon on FSM changes and Raft role changes: re-evaluate soon. */
+void ha_kick(struct ha *h);
+/* Graceful stop (SIGTERM): on a running primary, hand the role over with a
+ * switchover first; then stop PostgreSQL (unless paused); `done` runs when
+ * it is safe to exit. */
+void ha_shutdown(struct ha *h, void (*done)(void *ctx), void *ctx);
+/* Stop acting: timers, PostgreSQL monitor and actions end; `done` runs once
+ * nothing of ha's own is pending. Submissions made through the submitter
+ * may still call back (and see a closing ha): close the submitter before
+ * ha_free(). */
+void ha_close(struct ha *h, void (*done)(void *ctx), void *ctx);
+void ha_free(struct ha *h);
+
+/* The dynamic configuration in effect (the cluster's, or bootstrap.dcs until
+ * the cluster has one). */
+const struct cfg_dcs *ha_dcs(const struct ha *h);
+
+/* --- views for the REST API (answered from memory) --------------------- */
+
+struct ha_pg_view {
+    bool present;            /* this node runs PostgreSQL (not a witness) */
+    const char *state;       /* running, stopped, starting, creating replica, hung, ... */
+    bool running;            /* PostgreSQL answered its last probe */
+    bool in_recovery;
+    int server_version;
+    uint32_t timeline;
+    uint64_t wal_lsn, received_lsn, replayed_lsn;
+    bool has_replay_ts;
+    int64_t replay_ts_ms;
+    bool replay_paused;
+    uint64_t sysid;
+    int64_t postmaster_start_ms;
+    bool pending_restart;
+    const char *repl_state;  /* "streaming", "in archive recovery" or "" */
+    bool status_known;
+};
+
+struct ha_view {
+    const char *role;        /* primary | replica | standby_leader | demoted | uninitialized | witness */
+    bool lease_serving;      /* holds the primary lease and may answer 200 */
+    uint64_t lease_expires_in_ms;
+    uint64_t epoch;
+    bool paused;
+    struct ha_pg_view pg;
+    bool loop_alive;         /* the HA tick ran within 2 x ttl */
+    const char *last_error;  /* last failed action, "" if none */
+};
+
+void ha_get_view(const struct ha *h, struct ha_view *out);
+
+/* Fresh local status for the controller's decisions (GET /pgwarden/status):
+ * a new PostgreSQL status query is run first (bounded by retry_timeout). */
+typedef void (*ha_status_cb)(void *ctx, json_t *status /* owned by callee */);
+void ha_local_status(struct ha *h, bool fresh, ha_status_cb cb, void *ctx);
+
+/* Per-member reason why it cannot be a failover candidate, "" if it can
+ * (from the controller's last decision round; NULL when unknown). */
+const char *ha_candidate_reason(const struct ha *h, const char *member);
+/* The controller's last explanation when it could not act ("" if none). */
+const char *ha_controller_note(const struct ha *h);
+
+/* Counters for /metrics. */
+struct ha_stats {
+    uint64_t failovers, switchovers, fences, lease_renewals, lease_renew_failures;
+};
+void ha_get_stats(const struct ha *h, struct ha_stats *out);
+
+#endif

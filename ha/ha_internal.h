@@ -1,0 +1,163 @@
+/* Shared between ha.c (lifecycle, registration, reports), agent.c (the
+ * local PostgreSQL state table), controller.c (decisions on the Raft
+ * leader) and peers.c (fresh status of members). Not for other modules. */
+#ifndef PGW_HA_INTERNAL_H
+#define PGW_HA_INTERNAL_H
+
+#include "ha/candidate.h"
+#include "ha/ha.h"
+#include "ha/lease.h"
+#include "pg/pgmon.h"
+#include "pg/pgnode.h"
+
+#define HA_ERR_MAX 512
+
+/* What the replicated state asks of this node. */
+enum agent_goal {
+    AG_WAIT = 0,  /* nothing assigned: keep replicating if possible, never run as primary */
+    AG_BOOTSTRAP, /* create (or adopt) the cluster */
+    AG_PRIMARY,   /* be the primary (promote, start, restart in place) */
+    AG_HANDOVER,  /* switchover: stop cleanly and report the final LSN */
+    AG_REPLICA,   /* follow the running primary */
+};
+
+/* What the local PostgreSQL is. */
+enum agent_local {
+    AL_UNKNOWN = 0,    /* not observed yet */
+    AL_NO_DATA,        /* data dir absent or empty */
+    AL_BAD_DATA,       /* non-empty but not a cluster, or another cluster's */
+    AL_STOPPED,        /* a cluster, postmaster not running */
+    AL_STARTING,       /* starting or stopping */
+    AL_PRIMARY,        /* running, not in recovery */
+    AL_REPLICA,        /* running, in recovery */
+    AL_HUNG,           /* postmaster alive, not answering */
+};
+
+const char *agent_goal_name(enum agent_goal g);
+const char *agent_local_name(enum agent_local l);
+
+struct agent {
+    struct pgnode *node;
+    struct pgmon *mon;
+    struct lease_holder lease;
+    int lease_fd;             /* lease file, rewritten on each confirmed renewal */
+    bool renew_inflight;
+    bool busy;                /* one PostgreSQL action at a time */
+    char op[48];              /* the action running */
+    uint64_t op_started_ms;
+    char state_text[48];      /* Patroni-style state shown to operators */
+    char last_error[HA_ERR_MAX];
+    char needs_reinit[HA_ERR_MAX];
+    uint64_t reinit_retry_ms; /* when to try rejoining again */
+    bool was_primary;         /* data dir has no standby.signal */
+    uint64_t primary_down_since_ms;
+    uint64_t upstream_lost_since_ms;
+    char upstream_host[256];
+    uint16_t upstream_port;
+    uint64_t running_reported_epoch;
+    uint64_t stopped_reported_epoch;
+    uint64_t released_epoch;
+    bool fencing;             /* SIGQUIT sent, waiting for the postmaster to go */
+    unsigned start_failures;
+    uint64_t last_start_ms;
+    uint64_t slots_sig;       /* membership the slots were last synced for */
+};
+
+struct peer_status {
+    char name[FSM_NAME_MAX];
+    bool ok;
+    char error[160];
+    bool running, in_recovery;
+    uint64_t sysid;
+    uint32_t timeline;
+    uint64_t lsn, receive_lsn, replay_lsn;
+    bool delayed;
+};
+
+struct controller {
+    bool fetching;             /* a round of fresh status requests is out */
+    bool submitting;           /* a decision is being committed */
+    bool config_inflight;
+    uint64_t round;
+    char note[HA_ERR_MAX];     /* why nothing was done */
+    uint64_t note_logged_ms;
+    char reason_member[FSM_MAX_MEMBERS][FSM_NAME_MAX];
+    char reason[FSM_MAX_MEMBERS][CAND_REASON_MAX];
+    unsigned n_reasons;
+    uint64_t stopped_since_ms; /* switchover: old primary stopped at */
+    uint64_t stopped_epoch;
+    uint64_t backoff_epoch;    /* epoch whose holder was put in backoff */
+    /* members that failed a promotion recently: not chosen until backoff_until */
+    char backoff_member[FSM_MAX_MEMBERS][FSM_NAME_MAX];
+    uint64_t backoff_until[FSM_MAX_MEMBERS];
+    unsigned n_backoff;
+};
+
+struct ha {
+    uv_loop_t *loop;
+    const struct cfg *cfg;
+    struct cluster *cluster;
+    struct fsm *fsm;
+    struct submitter *sub;
+    const struct clock_src *clock;
+    bool witness;
+
+    struct cfg_dcs dcs;
+    uint64_t dcs_version; /* FSM config_version in use; UINT64_MAX = bootstrap.dcs */
+    struct lease_timing timing;
+
+    uv_timer_t tick;
+    uv_timer_t kick;
+    int open_handles;
+    uint64_t last_tick_ms;
+    uint64_t started_ms;
+
+    bool fresh;               /* a read barrier completed since start */
+    bool barrier_inflight;
+    bool registered;
+    bool register_inflight;
+    char register_sig[1024];
+    bool report_inflight;
+    uint64_t last_report_ms;
+
+    struct agent ag;
+    struct controller ctl;
+    struct ha_stats stats;
+
+    bool shutting_down;
+    bool handover_requested;
+    uint64_t shutdown_deadline_ms;
+    void (*shutdown_done)(void *);
+    void *shutdown_ctx;
+    bool closing;
+    bool close_reported;
+    bool start_failed;
+    unsigned async_inflight;  /* peer fetches and local status requests */
+    void (*close_done)(void *);
+    void *close_ctx;
+};
+
+uint64_t ha_now(const struct ha *h);
+void ha_async_done(struct ha *h);
+const char *ha_name(const struct ha *h);
+bool ha_paused(const struct ha *h);
+
+/* agent.c */
+int agent_init(struct ha *h, char *err, size_t errlen);
+void agent_step(struct ha *h);
+void agent_close(struct ha *h);
+bool agent_idle(const struct ha *h);
+enum agent_local agent_local_state(struct ha *h);
+void agent_fill_report(struct ha *h, struct fsm_report *r);
+void agent_shutdown_step(struct ha *h);
+
+/* controller.c */
+void controller_step(struct ha *h);
+
+/* peers.c: fresh status of every member with PostgreSQL (the local one
+ * through the agent), all requests in parallel, one callback at the end. */
+typedef void (*peers_done_cb)(struct ha *h, struct peer_status *st, size_t n, void *ctx);
+int peers_fetch(struct ha *h, peers_done_cb cb, void *ctx) PGW_MUST_CHECK;
+void peer_status_from_json(const json_t *j, struct peer_status *out);
+
+#endif

@@ -1,0 +1,74 @@
+#include "ha/lease.h"
+
+#include <string.h>
+
+void lease_holder_reset(struct lease_holder *h, uint64_t epoch)
+{
+    memset(h, 0, sizeof *h);
+    h->epoch = epoch;
+}
+
+void lease_holder_sent(struct lease_holder *h, uint64_t now_ms)
+{
+    h->inflight = true;
+    h->inflight_send_ms = now_ms;
+}
+
+void lease_holder_confirmed(struct lease_holder *h)
+{
+    if (!h->inflight)
+        return;
+    h->inflight = false;
+    h->last_failed = false;
+    if (!h->confirmed || h->inflight_send_ms > h->confirmed_send_ms)
+        h->confirmed_send_ms = h->inflight_send_ms;
+    h->confirmed = true;
+}
+
+void lease_holder_failed(struct lease_holder *h)
+{
+    h->inflight = false;
+    h->last_failed = true;
+}
+
+uint64_t lease_holder_fence_deadline(const struct lease_holder *h, const struct lease_timing *t)
+{
+    if (h->epoch == 0 || !h->confirmed)
+        return 0;
+    return h->confirmed_send_ms + t->ttl_ms - t->retry_timeout_ms;
+}
+
+bool lease_holder_valid(const struct lease_holder *h, const struct lease_timing *t, uint64_t now_ms)
+{
+    uint64_t d = lease_holder_fence_deadline(h, t);
+    return d != 0 && now_ms < d;
+}
+
+bool lease_holder_serving(const struct lease_holder *h, const struct lease_timing *t,
+                          uint64_t now_ms)
+{
+    return lease_holder_valid(h, t, now_ms) && !h->last_failed;
+}
+
+uint64_t lease_holder_remaining(const struct lease_holder *h, const struct lease_timing *t,
+                                uint64_t now_ms)
+{
+    uint64_t d = lease_holder_fence_deadline(h, t);
+    return d > now_ms ? d - now_ms : 0;
+}
+
+bool lease_holder_due(const struct lease_holder *h, const struct lease_timing *t, uint64_t now_ms)
+{
+    if (h->epoch == 0 || h->inflight)
+        return false;
+    if (!h->confirmed || h->last_failed)
+        return true;
+    return now_ms >= h->confirmed_send_ms + t->loop_wait_ms;
+}
+
+uint64_t lease_judged_expiry(uint64_t last_apply_ms, uint64_t leader_since_ms,
+                             const struct lease_timing *t)
+{
+    uint64_t from = last_apply_ms > leader_since_ms ? last_apply_ms : leader_since_ms;
+    return from + (uint64_t)t->ttl_ms + (uint64_t)t->ttl_ms * LEASE_DRIFT_NUM / LEASE_DRIFT_DEN;
+}

@@ -1,0 +1,517 @@
+/* Status monitor of the local instance (see pgmon.h).
+ *
+ * Happy path of a tick: postmaster.pid read and its pid alive -> a fresh
+ * probe connection runs SELECT 1 within probe_timeout (RUNNING) while the
+ * persistent connection runs the three-statement status query -> both done
+ * -> refresh callbacks served.
+ * Failure modes: no pid file / dead pid => DOWN at once (both connections
+ * dropped); the probe misses its deadline while the pid lives => HUNG;
+ * "starting up" / "shutting down" answers => STARTING / STOPPING; a failed
+ * status query only clears query_ok and records the error. A tick never
+ * starts a probe or query while the previous one is in flight. */
+#include "pg/pgmon.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "pg/pgctl.h"
+
+static const char status_sql[] =
+    "SELECT current_setting('server_version_num')::int,"
+    " pg_is_in_recovery(),"
+    " CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn() END,"
+    " pg_last_wal_receive_lsn(),"
+    " pg_last_wal_replay_lsn(),"
+    " (extract(epoch FROM pg_last_xact_replay_timestamp()) * 1000)::bigint,"
+    " CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() ELSE false END,"
+    " CASE WHEN pg_is_in_recovery() THEN COALESCE("
+    "(SELECT received_tli FROM pg_stat_wal_receiver WHERE received_tli > 0),"
+    " (SELECT timeline_id FROM pg_control_checkpoint()))::bigint"
+    " ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::bigint END,"
+    " (SELECT system_identifier FROM pg_control_system()),"
+    " (extract(epoch FROM pg_postmaster_start_time()) * 1000)::bigint,"
+    " EXISTS (SELECT 1 FROM pg_settings WHERE pending_restart);"
+    "SELECT application_name, usename, client_addr::text, state, sync_state, sync_priority,"
+    " sent_lsn, write_lsn, flush_lsn, replay_lsn FROM pg_stat_replication ORDER BY application_name;"
+    "SELECT status, sender_host, sender_port, slot_name, written_lsn, flushed_lsn, received_tli"
+    " FROM pg_stat_wal_receiver";
+
+const char *pgmon_status_sql(void)
+{
+    return status_sql;
+}
+
+const char *pg_run_state_name(enum pg_run_state s)
+{
+    switch (s) {
+    case PG_RUN_DOWN: return "down";
+    case PG_RUN_STARTING: return "starting";
+    case PG_RUN_RUNNING: return "running";
+    case PG_RUN_STOPPING: return "stopping";
+    case PG_RUN_HUNG: return "hung";
+    case PG_RUN_UNKNOWN:
+    default: return "unknown";
+    }
+}
+
+struct refresh_req {
+    struct refresh_req *next;
+    pgmon_refresh_cb cb;
+    void *ctx;
+    uint64_t want_seq;
+};
+
+struct pgmon {
+    uv_loop_t *loop;
+    char *data_dir;
+    struct pgconn_params params;
+    uint32_t interval_ms, query_timeout_ms, probe_timeout_ms;
+    pgmon_change_cb on_change;
+    void *ctx;
+    uv_timer_t tick_timer;
+    uv_timer_t kick_timer;
+    int open_handles;
+    bool destroyed;
+    struct pgconn *conn;  /* persistent, status query */
+    struct pgconn *probe; /* fresh per tick */
+    bool probe_inflight, query_inflight;
+    uint64_t seq, ops_seq;
+    bool pending_tick;
+    bool round_query_ok; /* the status query of the current round succeeded */
+    struct refresh_req *refreshes;
+    struct pg_status st;
+};
+
+/* ---- state -------------------------------------------------------------- */
+
+static void set_state(struct pgmon *m, enum pg_run_state s, const char *why)
+{
+    m->st.taken_ms = uv_now(m->loop);
+    if (why)
+        snprintf(m->st.error, sizeof m->st.error, "%s", why);
+    else
+        m->st.error[0] = '\0';
+    if (m->st.state == s)
+        return;
+    enum pg_run_state old = m->st.state;
+    m->st.state = s;
+    m->st.state_since_ms = m->st.taken_ms;
+    if (s == PG_RUN_RUNNING)
+        log_info("pg", "PostgreSQL %s -> %s", pg_run_state_name(old), pg_run_state_name(s));
+    else
+        log_warn("pg", "PostgreSQL %s -> %s: %s", pg_run_state_name(old), pg_run_state_name(s),
+                 why ? why : "");
+    if (m->on_change)
+        m->on_change(m, &m->st, old, m->ctx);
+}
+
+/* ---- parsing ---------------------------------------------------------------- */
+
+static const char *val(const PGresult *r, int row, int col)
+{
+    if (col >= PQnfields(r) || PQgetisnull(r, row, col))
+        return NULL;
+    return PQgetvalue(r, row, col);
+}
+
+static bool get_i64(const PGresult *r, int row, int col, int64_t *out)
+{
+    const char *v = val(r, row, col);
+    if (!v)
+        return false;
+    char *end;
+    errno = 0;
+    long long x = strtoll(v, &end, 10);
+    if (errno || end == v || *end)
+        return false;
+    *out = x;
+    return true;
+}
+
+static bool get_bool(const PGresult *r, int row, int col)
+{
+    const char *v = val(r, row, col);
+    return v && v[0] == 't';
+}
+
+static pg_lsn get_lsn(const PGresult *r, int row, int col)
+{
+    const char *v = val(r, row, col);
+    pg_lsn l = 0;
+    if (v)
+        (void)pg_lsn_parse(v, &l);
+    return l;
+}
+
+static void get_str(const PGresult *r, int row, int col, char *out, size_t len)
+{
+    const char *v = val(r, row, col);
+    size_t n = v ? strlen(v) : 0;
+    if (n >= len)
+        n = len - 1;
+    if (n)
+        memcpy(out, v, n);
+    out[n] = '\0';
+}
+
+int pgmon_parse_status(PGresult *const *res, size_t n, struct pg_status *st, char *errbuf,
+                       size_t errlen)
+{
+    if (n < 3) {
+        snprintf(errbuf, errlen, "status query: %zu result sets, expected 3", n);
+        return PGW_EPROTO;
+    }
+    for (size_t i = 0; i < 3; i++) {
+        if (PQresultStatus(res[i]) != PGRES_TUPLES_OK) {
+            snprintf(errbuf, errlen, "status query: statement %zu: %s", i + 1,
+                     PQresultErrorMessage(res[i]));
+            return PGW_EPROTO;
+        }
+    }
+    const PGresult *r = res[0];
+    if (PQntuples(r) != 1 || PQnfields(r) < 11) {
+        snprintf(errbuf, errlen, "status query: unexpected shape (%d rows, %d columns)",
+                 PQntuples(r), PQnfields(r));
+        return PGW_EPROTO;
+    }
+    int64_t x;
+    st->server_version = get_i64(r, 0, 0, &x) ? (int)x : 0;
+    st->in_recovery = get_bool(r, 0, 1);
+    st->received_lsn = get_lsn(r, 0, 3);
+    st->replayed_lsn = get_lsn(r, 0, 4);
+    if (st->in_recovery)
+        st->wal_lsn = st->received_lsn > st->replayed_lsn ? st->received_lsn : st->replayed_lsn;
+    else
+        st->wal_lsn = get_lsn(r, 0, 2);
+    st->has_replay_ts = get_i64(r, 0, 5, &st->last_replay_ts_ms);
+    if (!st->has_replay_ts)
+        st->last_replay_ts_ms = 0;
+    st->replay_paused = get_bool(r, 0, 6);
+    st->timeline = get_i64(r, 0, 7, &x) && x > 0 ? (uint32_t)x : 0;
+    /* bigint in SQL: identifiers above 2^63 come back negative */
+    st->system_identifier = get_i64(r, 0, 8, &x) ? (uint64_t)x : 0;
+    st->postmaster_start_ms = get_i64(r, 0, 9, &x) ? x : 0;
+    st->pending_restart = get_bool(r, 0, 10);
+
+    r = res[1];
+    int rows = PQntuples(r);
+    st->nrepl = 0;
+    for (int i = 0; i < rows && st->nrepl < PG_STATUS_MAX_REPL; i++) {
+        struct pg_repl_row *row = &st->repl[st->nrepl++];
+        memset(row, 0, sizeof *row);
+        get_str(r, i, 0, row->application_name, sizeof row->application_name);
+        get_str(r, i, 1, row->usename, sizeof row->usename);
+        get_str(r, i, 2, row->client_addr, sizeof row->client_addr);
+        get_str(r, i, 3, row->state, sizeof row->state);
+        get_str(r, i, 4, row->sync_state, sizeof row->sync_state);
+        row->sync_priority = get_i64(r, i, 5, &x) ? (int)x : 0;
+        row->sent_lsn = get_lsn(r, i, 6);
+        row->write_lsn = get_lsn(r, i, 7);
+        row->flush_lsn = get_lsn(r, i, 8);
+        row->replay_lsn = get_lsn(r, i, 9);
+    }
+
+    r = res[2];
+    memset(&st->receiver, 0, sizeof st->receiver);
+    if (PQntuples(r) >= 1) {
+        struct pg_wal_receiver *w = &st->receiver;
+        w->present = true;
+        get_str(r, 0, 0, w->status, sizeof w->status);
+        get_str(r, 0, 1, w->sender_host, sizeof w->sender_host);
+        w->sender_port = get_i64(r, 0, 2, &x) ? (int)x : 0;
+        get_str(r, 0, 3, w->slot_name, sizeof w->slot_name);
+        w->written_lsn = get_lsn(r, 0, 4);
+        w->flushed_lsn = get_lsn(r, 0, 5);
+        w->received_tli = get_i64(r, 0, 6, &x) && x > 0 ? (uint32_t)x : 0;
+    }
+    return PGW_OK;
+}
+
+/* ---- tick ------------------------------------------------------------------- */
+
+static void tick(struct pgmon *m);
+
+static void serve_refreshes(struct pgmon *m, uint64_t done_seq, int status)
+{
+    struct refresh_req **pp = &m->refreshes;
+    /* detach the ready ones first: a callback may ask for another refresh */
+    struct refresh_req *ready = NULL, **tail = &ready;
+    while (*pp) {
+        struct refresh_req *r = *pp;
+        if (r->want_seq <= done_seq) {
+            *pp = r->next;
+            r->next = NULL;
+            *tail = r;
+            tail = &r->next;
+        } else {
+            pp = &r->next;
+        }
+    }
+    while (ready) {
+        struct refresh_req *r = ready;
+        ready = r->next;
+        r->cb(m, status, &m->st, r->ctx);
+        free(r);
+    }
+}
+
+static void ops_finished(struct pgmon *m)
+{
+    if (m->probe_inflight || m->query_inflight)
+        return;
+    int status = m->st.state != PG_RUN_DOWN && m->round_query_ok ? PGW_OK : PGW_EUNAVAIL;
+    serve_refreshes(m, m->ops_seq, status);
+    if (m->pending_tick && !m->destroyed) {
+        m->pending_tick = false;
+        tick(m);
+    }
+}
+
+/* Returns true when the postmaster lives; otherwise sets DOWN. */
+static bool check_pid(struct pgmon *m, struct pg_pidfile *pf)
+{
+    char eb[256];
+    int rc = pg_pidfile_read(m->data_dir, pf, eb, sizeof eb);
+    if (rc == PGW_ENOTFOUND) {
+        m->st.postmaster_pid = 0;
+        set_state(m, PG_RUN_DOWN, "not running (no postmaster.pid)");
+        return false;
+    }
+    if (rc != PGW_OK) {
+        /* being written by a starting postmaster, or unreadable */
+        set_state(m, rc == PGW_EPROTO ? PG_RUN_STARTING : PG_RUN_UNKNOWN, eb);
+        return rc == PGW_EPROTO;
+    }
+    if (!pg_pid_alive(pf->pid)) {
+        char why[128];
+        snprintf(why, sizeof why, "postmaster (pid %d) is gone", (int)pf->pid);
+        m->st.postmaster_pid = 0;
+        set_state(m, PG_RUN_DOWN, why);
+        return false;
+    }
+    m->st.postmaster_pid = pf->pid;
+    return true;
+}
+
+static void on_probe(struct pgconn *c, const struct pgconn_result *r, void *ctx)
+{
+    struct pgmon *m = ctx;
+    pgconn_destroy(c);
+    m->probe = NULL;
+    m->probe_inflight = false;
+    struct pg_pidfile pf;
+    if (!check_pid(m, &pf)) {
+        ops_finished(m);
+        return;
+    }
+    if (r->status == PGW_OK) {
+        set_state(m, PG_RUN_RUNNING, NULL);
+    } else if (r->status == PGW_ETIMEDOUT) {
+        char why[300];
+        snprintf(why, sizeof why, "postmaster (pid %d) alive but no answer within %u ms",
+                 (int)pf.pid, (unsigned)m->probe_timeout_ms);
+        set_state(m, PG_RUN_HUNG, why);
+    } else if (strstr(r->error, "starting up") || strstr(r->error, "not yet accepting") ||
+               strstr(r->error, "in recovery mode")) {
+        set_state(m, PG_RUN_STARTING, r->error);
+    } else if (strstr(r->error, "shutting down")) {
+        set_state(m, PG_RUN_STOPPING, r->error);
+    } else if (pf.status == PG_PIDFILE_STARTING) {
+        set_state(m, PG_RUN_STARTING, r->error);
+    } else if (pf.status == PG_PIDFILE_STOPPING) {
+        set_state(m, PG_RUN_STOPPING, r->error);
+    } else if (strstr(r->error, "FATAL") || strstr(r->error, "authentication")) {
+        /* the server answered: alive, but our credentials or hba are wrong */
+        set_state(m, PG_RUN_RUNNING, r->error);
+    } else {
+        set_state(m, PG_RUN_UNKNOWN, r->error);
+    }
+    ops_finished(m);
+}
+
+static void on_status(struct pgconn *c, const struct pgconn_result *r, void *ctx)
+{
+    (void)c;
+    struct pgmon *m = ctx;
+    m->query_inflight = false;
+    if (r->status == PGW_OK) {
+        char eb[256];
+        struct pg_status tmp = m->st;
+        if (pgmon_parse_status(r->results, r->nresults, &tmp, eb, sizeof eb) == PGW_OK) {
+            tmp.query_ok = true;
+            tmp.query_ms = uv_now(m->loop);
+            m->st = tmp;
+            m->round_query_ok = true;
+        } else {
+            m->st.query_ok = false;
+            log_warn("pg", "%s", eb);
+        }
+    } else {
+        m->st.query_ok = false;
+        if (m->st.state == PG_RUN_RUNNING)
+            log_debug("pg", "status query: %s", r->error);
+    }
+    ops_finished(m);
+}
+
+static void tick(struct pgmon *m)
+{
+    m->seq++;
+    struct pg_pidfile pf;
+    bool alive = check_pid(m, &pf);
+    if (!alive) {
+        if (m->conn && pgconn_is_connected(m->conn) && !m->query_inflight)
+            pgconn_disconnect(m->conn);
+        m->st.query_ok = false;
+        if (!m->probe_inflight && !m->query_inflight) {
+            m->ops_seq = m->seq;
+            m->round_query_ok = false;
+            ops_finished(m);
+        }
+        return;
+    }
+    if (pf.status == PG_PIDFILE_STARTING && m->st.state != PG_RUN_RUNNING)
+        set_state(m, PG_RUN_STARTING, "postmaster.pid says starting");
+    if (m->probe_inflight || m->query_inflight)
+        return; /* the previous tick's work has its own deadline */
+    m->ops_seq = m->seq;
+    m->round_query_ok = false;
+    struct pgconn_opts po = {.name = "probe",
+                             .connect_timeout_ms = m->probe_timeout_ms,
+                             .query_timeout_ms = m->probe_timeout_ms};
+    int rc = pgconn_new(m->loop, &m->params, &po, &m->probe);
+    if (rc == PGW_OK) {
+        rc = pgconn_query(m->probe, "SELECT 1", m->probe_timeout_ms, on_probe, m);
+        if (rc != PGW_OK) {
+            pgconn_destroy(m->probe);
+            m->probe = NULL;
+        } else {
+            m->probe_inflight = true;
+        }
+    }
+    if (rc != PGW_OK)
+        log_warn("pg", "cannot start the probe: %s", pgw_strerror(rc));
+    rc = pgconn_query(m->conn, status_sql, m->query_timeout_ms, on_status, m);
+    if (rc == PGW_OK)
+        m->query_inflight = true;
+    if (!m->probe_inflight && !m->query_inflight)
+        ops_finished(m);
+}
+
+static void on_tick(uv_timer_t *t)
+{
+    tick(t->data);
+}
+
+static void on_kick(uv_timer_t *t)
+{
+    struct pgmon *m = t->data;
+    if (m->probe_inflight || m->query_inflight)
+        m->pending_tick = true;
+    else
+        tick(m);
+}
+
+/* ---- public ------------------------------------------------------------------- */
+
+int pgmon_new(uv_loop_t *loop, const struct pgmon_opts *opts, struct pgmon **out)
+{
+    *out = NULL;
+    if (!opts || !opts->data_dir || !opts->conn)
+        return PGW_EINVAL;
+    struct pgmon *m = calloc(1, sizeof *m);
+    if (!m)
+        return PGW_ENOMEM;
+    m->loop = loop;
+    m->data_dir = strdup(opts->data_dir);
+    if (!m->data_dir || pgconn_params_copy(&m->params, opts->conn) != PGW_OK) {
+        free(m->data_dir);
+        free(m);
+        return PGW_ENOMEM;
+    }
+    m->interval_ms = opts->interval_ms ? opts->interval_ms : 1000;
+    m->query_timeout_ms = opts->query_timeout_ms ? opts->query_timeout_ms : m->interval_ms;
+    m->probe_timeout_ms = opts->probe_timeout_ms ? opts->probe_timeout_ms : m->interval_ms;
+    m->on_change = opts->on_change;
+    m->ctx = opts->ctx;
+    struct pgconn_opts co = {.name = "monitor",
+                             .connect_timeout_ms = m->query_timeout_ms,
+                             .query_timeout_ms = m->query_timeout_ms,
+                             .backoff_min_ms = m->interval_ms / 2 ? m->interval_ms / 2 : 1,
+                             .backoff_max_ms = m->interval_ms * 4};
+    int rc = pgconn_new(loop, &m->params, &co, &m->conn);
+    if (rc) {
+        pgconn_params_free(&m->params);
+        free(m->data_dir);
+        free(m);
+        return rc;
+    }
+    uv_timer_init(loop, &m->tick_timer);
+    uv_timer_init(loop, &m->kick_timer);
+    m->tick_timer.data = m;
+    m->kick_timer.data = m;
+    m->open_handles = 2;
+    m->st.state = PG_RUN_UNKNOWN;
+    *out = m;
+    return PGW_OK;
+}
+
+int pgmon_start(struct pgmon *m)
+{
+    return uv_timer_start(&m->tick_timer, on_tick, 0, m->interval_ms) == 0 ? PGW_OK : PGW_EIO;
+}
+
+const struct pg_status *pgmon_status(const struct pgmon *m)
+{
+    return &m->st;
+}
+
+int pgmon_refresh(struct pgmon *m, pgmon_refresh_cb cb, void *ctx)
+{
+    if (!cb)
+        return PGW_EINVAL;
+    struct refresh_req *r = calloc(1, sizeof *r);
+    if (!r)
+        return PGW_ENOMEM;
+    r->cb = cb;
+    r->ctx = ctx;
+    r->want_seq = m->seq + 1;
+    r->next = m->refreshes;
+    m->refreshes = r;
+    uv_timer_start(&m->kick_timer, on_kick, 0, 0);
+    return PGW_OK;
+}
+
+static void on_closed(uv_handle_t *h)
+{
+    struct pgmon *m = h->data;
+    if (--m->open_handles == 0) {
+        pgconn_params_free(&m->params);
+        free(m->data_dir);
+        free(m);
+    }
+}
+
+void pgmon_destroy(struct pgmon *m)
+{
+    if (!m)
+        return;
+    m->destroyed = true;
+    while (m->refreshes) {
+        struct refresh_req *r = m->refreshes;
+        m->refreshes = r->next;
+        free(r);
+    }
+    if (m->probe)
+        pgconn_destroy(m->probe);
+    m->probe = NULL;
+    pgconn_destroy(m->conn);
+    m->conn = NULL;
+    uv_timer_stop(&m->tick_timer);
+    uv_timer_stop(&m->kick_timer);
+    uv_close((uv_handle_t *)&m->tick_timer, on_closed);
+    uv_close((uv_handle_t *)&m->kick_timer, on_closed);
+}

@@ -1,0 +1,140 @@
+/* The local PostgreSQL node: composable, idempotent async steps the HA
+ * agent's state table calls. One step at a time per node (PGW_EBUSY).
+ *
+ * Steps and their happy paths:
+ *  bootstrap:  initdb -> pgpass, pg_hba (+bootstrap lines), managed config as
+ *              primary -> start -> roles (superuser password, replication,
+ *              rewind + grants). Refuses a data dir that already holds data.
+ *  clone:      pg_basebackup from host:port -> standby config -> start.
+ *  configure:  (sync) rewrite postgresql.conf / pg_hba / pgpass for a role.
+ *  follow:     standby config for a new upstream -> reload if running
+ *              (primary_conninfo is reloadable since PG13), start if not.
+ *  demote:     stop (fast|immediate) -> standby config -> start.
+ *  promote:    pg_ctl promote, verified in the control file -> primary config.
+ *  slots:      create missing physical slots for the given members, drop
+ *              physical slots not wanted and not ignored.
+ *  rewind_check / rejoin: timelines + LSNs decide whether pg_rewind is
+ *              needed; rejoin stops the instance, rewinds if needed, writes
+ *              the standby config and starts; on rewind failure it moves the
+ *              data dir aside and re-clones when
+ *              remove_data_directory_on_rewind_failure, else reports
+ *              needs_reinit with the reason.
+ *  adopt:      take over an existing data dir (running or stopped) without
+ *              initdb and without a restart when it runs; roles created if
+ *              missing; never deletes anything.
+ * Failure modes: the message is on the node (pgnode_error), naming the step
+ * and the cause (program output tail, libpq message, errno). */
+#ifndef PGW_PG_PGNODE_H
+#define PGW_PG_PGNODE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "common/cfg.h"
+#include "common/status.h"
+#include "pg/pgconf.h"
+#include "pg/pgctl.h"
+#include "pg/pgrewind.h"
+
+#define PGNODE_ERR_MAX 2048
+
+struct pgnode;
+
+typedef void (*pgnode_done_cb)(struct pgnode *n, int status, void *ctx);
+
+/* cfg and dcs are borrowed: they must stay valid (and unchanged) while a
+ * step runs; swap them between steps with pgnode_set_config(). dcs may be
+ * NULL (defaults). Fails when cfg has no postgresql section, or the
+ * binaries in bin_dir are missing ("postgresql.bin_dir: ... not found"). */
+int pgnode_new(uv_loop_t *loop, const struct cfg *cfg, const struct cfg_dcs *dcs,
+               struct pgnode **out, char *errbuf, size_t errlen) PGW_MUST_CHECK;
+void pgnode_set_config(struct pgnode *n, const struct cfg *cfg, const struct cfg_dcs *dcs);
+/* Drops a pending callback; keep running the loop until handles closed. */
+void pgnode_destroy(struct pgnode *n);
+bool pgnode_busy(const struct pgnode *n);
+const char *pgnode_error(const struct pgnode *n);
+/* The process controller (for start/stop/reload/restart/controldata). */
+struct pgctl *pgnode_ctl(struct pgnode *n);
+/* Superuser libpq parameters for the local instance (for pgmon). */
+int pgnode_local_conn_params(const struct pgnode *n, struct pgconn_params *out) PGW_MUST_CHECK;
+
+enum pgnode_datadir {
+    PGNODE_DATADIR_ABSENT = 0,
+    PGNODE_DATADIR_EMPTY,
+    PGNODE_DATADIR_CLUSTER,   /* PG_VERSION and global/pg_control present */
+    PGNODE_DATADIR_OTHER,     /* non-empty but not a cluster */
+};
+const char *pgnode_datadir_name(enum pgnode_datadir d);
+/* Synchronous look at the data dir. PGW_EIO when it cannot be read
+ * (e.g. owned by another user), message in errbuf. */
+int pgnode_inspect_datadir(const char *data_dir, enum pgnode_datadir *out, char *errbuf,
+                           size_t errlen) PGW_MUST_CHECK;
+/* rename(data_dir, <data_dir>.<YYYYmmddHHMMSS>) within its parent; never
+ * deletes. PGW_EREFUSED with "parent directory ... is not writable" when it
+ * cannot. newpath (may be NULL) receives the new name. */
+int pgnode_move_aside(const char *data_dir, char *newpath, size_t newlen, char *errbuf,
+                      size_t errlen) PGW_MUST_CHECK;
+
+int pgnode_bootstrap(struct pgnode *n, pgnode_done_cb cb, void *ctx) PGW_MUST_CHECK;
+/* Only the role step (idempotent: CREATE or ALTER). Needs a running primary. */
+int pgnode_create_roles(struct pgnode *n, pgnode_done_cb cb, void *ctx) PGW_MUST_CHECK;
+/* Synchronous rewrite of the managed files for a role (idempotent). */
+int pgnode_configure(struct pgnode *n, const struct pgconf_role *role,
+                     struct pgconf_write_result *res) PGW_MUST_CHECK;
+/* The role this node would use to follow host:port (slot from own name
+ * when dcs use_slots). Strings point into n; valid until the next call. */
+struct pgconf_role pgnode_standby_role(struct pgnode *n, const char *host, uint16_t port);
+
+int pgnode_start(struct pgnode *n, pgnode_done_cb cb, void *ctx) PGW_MUST_CHECK;
+int pgnode_stop(struct pgnode *n, enum pgctl_stop_mode mode, pgnode_done_cb cb,
+                void *ctx) PGW_MUST_CHECK;
+int pgnode_clone(struct pgnode *n, const char *host, uint16_t port, pgnode_done_cb cb,
+                 void *ctx) PGW_MUST_CHECK;
+int pgnode_follow(struct pgnode *n, const char *host, uint16_t port, pgnode_done_cb cb,
+                  void *ctx) PGW_MUST_CHECK;
+int pgnode_demote(struct pgnode *n, enum pgctl_stop_mode mode, const char *host, uint16_t port,
+                  pgnode_done_cb cb, void *ctx) PGW_MUST_CHECK;
+int pgnode_promote(struct pgnode *n, pgnode_done_cb cb, void *ctx) PGW_MUST_CHECK;
+
+/* members: member names that should have a slot here (own name is skipped);
+ * ignore: slot names never dropped. Both NULL-terminated (may be NULL). */
+int pgnode_sync_slots(struct pgnode *n, const char *const *members, const char *const *ignore,
+                      pgnode_done_cb cb, void *ctx) PGW_MUST_CHECK;
+
+typedef void (*pgnode_rewind_check_cb)(struct pgnode *n, int status,
+                                       const struct pgrewind_decision *d, void *ctx);
+/* Needs the instance stopped (PGW_ECONFLICT otherwise): reads the control
+ * file (single-user crash recovery first when it was not shut down
+ * cleanly), the end of the last checkpoint record (pg_waldump) and the
+ * primary's timeline history (replication connection as the replication
+ * user), then applies pgrewind_decide(). */
+int pgnode_rewind_check(struct pgnode *n, const char *host, uint16_t port,
+                        pgnode_rewind_check_cb cb, void *ctx) PGW_MUST_CHECK;
+
+struct pgnode_rejoin_result {
+    bool rewound;        /* pg_rewind ran and succeeded */
+    bool recloned;       /* the data dir was moved aside and cloned again */
+    bool needs_reinit;   /* stuck: operator (or reinit) needed; reason says why */
+    char moved_to[512];  /* where the old data dir went, if moved */
+    char reason[512];
+};
+typedef void (*pgnode_rejoin_cb)(struct pgnode *n, int status, const struct pgnode_rejoin_result *r,
+                                 void *ctx);
+int pgnode_rejoin(struct pgnode *n, const char *host, uint16_t port, pgnode_rejoin_cb cb,
+                  void *ctx) PGW_MUST_CHECK;
+
+struct pgnode_adopt_result {
+    bool was_running;
+    bool started;        /* adopt started it (it was stopped) */
+    bool in_recovery;
+    uint64_t system_identifier;
+    char detail[256];
+};
+typedef void (*pgnode_adopt_cb)(struct pgnode *n, int status, const struct pgnode_adopt_result *r,
+                                void *ctx);
+int pgnode_adopt(struct pgnode *n, pgnode_adopt_cb cb, void *ctx) PGW_MUST_CHECK;
+
+#endif

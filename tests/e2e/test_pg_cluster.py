@@ -1,0 +1,174 @@
+"""pg/ end to end against real PostgreSQL 15 run as the postgres user:
+bootstrap, connect, clone with a slot, promote, timeline fork + pg_rewind,
+adopt of a standalone cluster."""
+import os
+import stat
+import pytest
+
+from pg_helpers import (PGBIN, REPL_PASSWORD, SU_PASSWORD, Env, as_postgres, pg_uid,
+                        wait_for)
+
+
+@pytest.fixture
+def env():
+    e = Env()
+    try:
+        yield e
+    finally:
+        e.cleanup()
+
+
+def test_bootstrap_and_connect(env):
+    n1 = env.node("n1")
+    out = n1.ok("bootstrap")
+    assert out["status"] == "success"
+    st = n1.status()
+    assert st["state"] == "running"
+    assert st["in_recovery"] is False
+    assert st["timeline"] == 1
+    assert st["server_version"] >= 150000
+    # cluster-wide value wins; the local max_connections is ignored
+    assert n1.sql("SHOW max_connections") == [("60",)]
+    assert n1.sql("SHOW max_wal_senders") == [("8",)]
+    assert n1.sql("SHOW wal_log_hints") == [("on",)]
+    assert n1.sql("SHOW cluster_name") == [("e2e",)]
+    assert n1.sql("SHOW data_checksums") == [("on",)]
+    assert n1.sql("SHOW server_encoding") == [("UTF8",)]
+    roles = dict(n1.sql("SELECT rolname, rolreplication FROM pg_roles "
+                        "WHERE rolname IN ('replicator', 'rewinder')"))
+    assert roles == {"replicator": True, "rewinder": False}
+    grants = n1.sql("SELECT has_function_privilege('rewinder', 'pg_catalog.pg_ls_dir(text, boolean, boolean)', 'execute'),"
+                    " has_function_privilege('rewinder', 'pg_catalog.pg_read_binary_file(text, bigint, bigint, boolean)', 'execute')")
+    assert grants == [(True, True)]
+    # the roles can log in with their passwords
+    n1.connect(user="rewinder", password="rw-secret").close()
+    # managed files
+    conf = open(os.path.join(n1.data_dir, "postgresql.conf")).read()
+    assert conf.startswith("# managed by pgwarden, do not edit")
+    assert "include 'postgresql.base.conf'" in conf
+    assert f"port = '{n1.port}'" in conf
+    assert os.path.exists(os.path.join(n1.data_dir, "postgresql.base.conf"))
+    hba = open(os.path.join(n1.data_dir, "pg_hba.conf")).read()
+    assert "host replication replicator 127.0.0.1/32 scram-sha-256" in hba
+    pgpass = n1.cfg["postgresql"]["pgpass"]
+    assert stat.S_IMODE(os.stat(pgpass).st_mode) == 0o600
+    assert "*:*:*:postgres:su\\:pass\\\\word" in open(pgpass).read()
+    # passwords never reach the config files
+    assert REPL_PASSWORD not in conf and SU_PASSWORD not in conf
+    # bootstrap is never run over existing data
+    rc, out, _ = n1.tool("bootstrap")
+    assert rc != 0 and "not empty" in out["error"]
+    # fast stop, then idempotent stop and start
+    n1.ok("stop", "fast")
+    assert n1.pid() is None or not os.path.exists(f"/proc/{n1.pid()}")
+    n1.ok("stop", "fast")
+    n1.ok("start")
+    n1.ok("start")
+    assert n1.status()["state"] == "running"
+
+
+def test_clone_promote_rewind(env):
+    n1, n2 = env.node("n1"), env.node("n2")
+    n1.ok("bootstrap")
+    n1.ok("slots", "n1,n2")
+    assert n1.sql("SELECT slot_name FROM pg_replication_slots") == [("n2",)]
+    n1.sql("CREATE TABLE t(x int); INSERT INTO t VALUES (1)")
+    n2.ok("clone", "127.0.0.1", n1.port)
+    assert os.path.exists(os.path.join(n2.data_dir, "standby.signal"))
+    conf = open(os.path.join(n2.data_dir, "postgresql.conf")).read()
+    assert "application_name=''n2''" in conf and "primary_slot_name = 'n2'" in conf
+    assert REPL_PASSWORD not in conf
+
+    def streaming():
+        st = n2.status()
+        w = st.get("wal_receiver")
+        return w and w["status"] == "streaming" and w["slot_name"] == "n2" and st
+    st2 = wait_for(streaming, 20, what="n2 streaming with its slot")
+    assert st2["in_recovery"] is True
+    rows = n1.status()["replication"]
+    assert [r["application_name"] for r in rows] == ["n2"]
+    assert rows[0]["state"] == "streaming"
+    assert n1.sql("SELECT active FROM pg_replication_slots WHERE slot_name = 'n2'") == [(True,)]
+    wait_for(lambda: n2.sql("SELECT count(*) FROM t") == [(1,)], 10, what="row replicated")
+    # slots: idempotent; an unknown inactive slot is dropped, an ignored one kept
+    n1.sql("SELECT pg_create_physical_replication_slot('stale'), pg_create_physical_replication_slot('keepme')")
+    n1.ok("slots", "n1,n2,n3", "keepme")
+    assert sorted(r[0] for r in n1.sql("SELECT slot_name FROM pg_replication_slots")) == ["keepme", "n2", "n3"]
+
+    # promote: verified in the control file
+    n2.ok("promote")
+    cd = n2.ok("controldata")
+    assert cd["state"] == "in production"
+    assert cd["timeline"] == 2  # the checkpoint after promotion made it visible
+    assert not os.path.exists(os.path.join(n2.data_dir, "standby.signal"))
+    st2 = n2.status()
+    assert st2["in_recovery"] is False and st2["timeline"] == 2
+
+    # fork: the old primary keeps writing on timeline 1
+    n1.sql("INSERT INTO t VALUES (2)")
+    n1.sql("SELECT pg_switch_wal()")
+    n1.ok("stop", "immediate")
+    out = n1.ok("rewind-check", "127.0.0.1", n2.port)
+    assert out["verdict"] == "needed", out
+    assert "switch point" in out["reason"]
+    out = n1.ok("rejoin", "127.0.0.1", n2.port)
+    assert out["rewound"] is True and out["needs_reinit"] is False
+    n2.ok("slots", "n1,n2")
+    n2.sql("INSERT INTO t VALUES (3)")
+
+    def following():
+        st = n1.status()
+        w = st.get("wal_receiver")
+        return (w and w["status"] == "streaming" and w["received_tli"] == 2
+                and n1.sql("SELECT array_agg(x ORDER BY x) FROM t") == [([1, 3],)])
+    wait_for(following, 30, what="rewound n1 streaming from n2 with the forked row gone")
+    assert n1.status()["timeline"] == 2
+    # a second rejoin finds nothing to rewind (same timeline)
+    n1.ok("stop", "fast")
+    out = n1.ok("rewind-check", "127.0.0.1", n2.port)
+    assert out["verdict"] == "not_needed", out
+
+
+def test_adopt_standalone(env):
+    n1 = env.node("n1")
+    n1.cfg["postgresql"].pop("pg_hba")
+    n1.write_cfg()
+    uid, _ = pg_uid()
+    # a standalone cluster made by hand, the way an operator would have it
+    p = as_postgres([f"{PGBIN}/initdb", "-D", n1.data_dir, "-U", "postgres", "--auth-local=peer",
+                     "--auth-host=scram-sha-256"])
+    assert p.returncode == 0, p.stderr
+    with open(os.path.join(n1.data_dir, "postgresql.conf"), "a") as f:
+        f.write(f"\nport = {n1.port}\nlisten_addresses = '127.0.0.1'\n"
+                f"unix_socket_directories = '{env.dir}'\nwork_mem = '7MB'\n")
+    p = as_postgres([f"{PGBIN}/pg_ctl", "start", "-w", "-D", n1.data_dir, "-l",
+                     os.path.join(env.dir, "standalone.log")])
+    assert p.returncode == 0, p.stderr
+    sql = ("ALTER ROLE postgres PASSWORD 'su:pass\\word'; CREATE TABLE keep(i int);"
+           " INSERT INTO keep SELECT generate_series(1, 1000);")
+    p = as_postgres(["psql", "-h", env.dir, "-p", str(n1.port), "-U", "postgres", "-v",
+                     "ON_ERROR_STOP=1", "-c", sql])
+    assert p.returncode == 0, p.stderr
+    before = n1.ok("controldata")["system_identifier"]
+    pid_before = n1.pid()
+
+    out = n1.ok("adopt")
+    assert out["was_running"] is True and out["started"] is False
+    assert out["system_identifier"] == before
+    assert n1.pid() == pid_before  # taken over without a restart
+    assert n1.sql("SELECT count(*) FROM keep") == [(1000,)]
+    base = open(os.path.join(n1.data_dir, "postgresql.base.conf")).read()
+    assert "work_mem = '7MB'" in base  # the operator's file is kept and included
+    assert n1.sql("SHOW work_mem") == [("7MB",)]
+    assert n1.sql("SELECT rolreplication FROM pg_roles WHERE rolname = 'replicator'") == [(True,)]
+    # the operator's pg_hba.conf is kept when the configuration has none
+    assert "scram-sha-256" in open(os.path.join(n1.data_dir, "pg_hba.conf")).read()
+
+    # stopped standalone: started, never re-initialised
+    n1.ok("stop", "fast")
+    out = n1.ok("adopt")
+    assert out["was_running"] is False and out["started"] is True
+    assert out["system_identifier"] == before
+    assert n1.sql("SELECT count(*) FROM keep") == [(1000,)]
+    assert n1.ok("controldata")["system_identifier"] == before
+    assert os.stat(n1.data_dir).st_uid == uid
