@@ -146,13 +146,13 @@ const struct cfg_key cfg__keys[] = {
             "cluster-wide dynamic configuration; later edits of it in the file are ignored: "
             "change it with `pgwarden ctl edit-config` (PATCH /config)."),
     SECTION("bootstrap.dcs", NULL),
-    {"bootstrap.dcs.ttl", NULL, KT_DURATION, D(ttl_ms), 0, "3", NULL, CH_CLUSTER, KF_MIN | KF_MAX,
+    {"bootstrap.dcs.ttl", NULL, KT_DURATION, D(ttl_ms), 0, "2", NULL, CH_CLUSTER, KF_MIN | KF_MAX,
      NULL, 1000, 3600000, NULL,
      "Length of the primary's lease: a primary that cannot renew it through a Raft majority "
      "demotes itself, and another node is promoted only after it expired."},
     {"bootstrap.dcs.loop_wait", NULL, KT_DURATION, D(loop_wait_ms), 0, "0.5", NULL, CH_CLUSTER,
      KF_MIN | KF_MAX, NULL, 100, 3600000, NULL, "Period of the HA loop and of lease renewals."},
-    {"bootstrap.dcs.retry_timeout", NULL, KT_DURATION, D(retry_timeout_ms), 0, "1", NULL,
+    {"bootstrap.dcs.retry_timeout", NULL, KT_DURATION, D(retry_timeout_ms), 0, "0.75", NULL,
      CH_CLUSTER, KF_MIN | KF_MAX, NULL, 200, 3600000, NULL,
      "Deadline of one Raft or PostgreSQL operation. loop_wait + 2 * retry_timeout must not "
      "exceed ttl."},

@@ -166,13 +166,46 @@ static void op_end(struct ha *h, int status, const char *what)
     ha_kick(h);
 }
 
+/* An action changed PostgreSQL: look again before deciding anything else,
+ * so the next step never acts on an observation from before the action. */
+struct finish_req {
+    struct ha *h;
+    int status;
+};
+
+static void op_refreshed(struct pgmon *m, int status, const struct pg_status *st, void *ctx)
+{
+    struct finish_req *f = ctx;
+    (void)m;
+    (void)st;
+    struct ha *h = f->h;
+    int op_status = f->status;
+    free(f);
+    if (status == PGW_ECANCELED || h->closing)
+        return;
+    op_end(h, op_status, h->ag.op);
+}
+
+static void op_finish(struct ha *h, int status)
+{
+    struct finish_req *f = malloc(sizeof *f);
+    if (f != NULL) {
+        f->h = h;
+        f->status = status;
+        if (pgmon_refresh(h->ag.mon, op_refreshed, f) == 0)
+            return;
+        free(f);
+    }
+    op_end(h, status, h->ag.op);
+}
+
 static void pg_done(struct pgnode *n, int status, void *ctx)
 {
     struct ha *h = ctx;
     (void)n;
     if (h->closing)
         return;
-    op_end(h, status, h->ag.op);
+    op_finish(h, status);
 }
 
 static void submit_done(void *ctx, int status, const struct fsm_result *res, const char *msg)
@@ -371,13 +404,24 @@ static void act_none(struct ha *h)
     (void)h;
 }
 
+static void bootstrap_done(struct pgnode *n, int status, void *ctx)
+{
+    struct ha *h = ctx;
+    (void)n;
+    if (h->closing)
+        return;
+    if (status == 0)
+        h->ag.founded_epoch = h->fsm->st.primary.epoch;
+    op_finish(h, status);
+}
+
 static void act_bootstrap(struct ha *h)
 {
     if (!lease_holder_valid(&h->ag.lease, &h->timing, ha_now(h)))
         return; /* the lease must be confirmed before a primary starts */
     op_begin(h, "bootstrap", "initializing new cluster");
     log_info("ha", "assigned to create the cluster: running initdb in %s", h->cfg->postgresql.data_dir);
-    if (pgnode_bootstrap(h->ag.node, pg_done, h) != 0)
+    if (pgnode_bootstrap(h->ag.node, bootstrap_done, h) != 0)
         op_end(h, PGW_EIO, "bootstrap");
 }
 
@@ -391,8 +435,10 @@ static void adopt_done(struct pgnode *n, int status, const struct pgnode_adopt_r
         snprintf(h->ag.last_error, sizeof h->ag.last_error,
                  "cannot found the cluster on a standby: start pgwarden on the primary first");
         log_error("ha", "%s", h->ag.last_error);
+    } else if (status == 0) {
+        h->ag.founded_epoch = h->fsm->st.primary.epoch;
     }
-    op_end(h, status, "adopt");
+    op_finish(h, status);
 }
 
 static void act_adopt(struct ha *h)
@@ -474,20 +520,21 @@ static void sync_slots_done(struct pgnode *n, int status, void *ctx)
     ha_kick(h);
 }
 
-static void act_confirm_primary(struct ha *h)
+/* One physical slot per other data member, redone when membership or the
+ * epoch changes. Done before confirming a promotion: replicas re-pointed at
+ * the new primary need their slot there at once. Returns true when it
+ * started work. */
+static bool sync_slots(struct ha *h)
 {
-    set_state(h, "running");
-    confirm_running(h);
     if (h->ag.busy || !h->dcs.use_slots)
-        return;
-    /* one physical slot per other data member; redone when membership changes */
+        return false;
     const struct fsm_state *st = &h->fsm->st;
     uint64_t sig = st->n_members;
     for (unsigned i = 0; i < st->n_members; i++)
         sig = sig * 131 + st->members[i].raft_id + (st->members[i].witness ? 7 : 0);
-    sig ^= h->fsm->st.primary.epoch << 32;
+    sig ^= st->primary.epoch << 32;
     if (sig == h->ag.slots_sig)
-        return;
+        return false;
     const char *names[FSM_MAX_MEMBERS + 1];
     size_t n = 0;
     for (unsigned i = 0; i < st->n_members; i++)
@@ -497,9 +544,17 @@ static void act_confirm_primary(struct ha *h)
     op_begin(h, "replication slots", NULL);
     if (pgnode_sync_slots(h->ag.node, names, NULL, sync_slots_done, h) != 0) {
         h->ag.busy = false;
-        return;
+        return false;
     }
     h->ag.slots_sig = sig;
+    return true;
+}
+
+static void act_confirm_primary(struct ha *h)
+{
+    set_state(h, "running");
+    if (!sync_slots(h))
+        confirm_running(h);
 }
 
 static void act_promote(struct ha *h)
@@ -584,7 +639,7 @@ static void handover_stopped(struct pgnode *n, int status, void *ctx)
     if (h->closing)
         return;
     if (status != 0) {
-        op_end(h, status, "switchover stop");
+        op_finish(h, status);
         return;
     }
     h->ag.busy = false;
@@ -717,7 +772,7 @@ static void rejoin_done(struct pgnode *n, int status, const struct pgnode_rejoin
         if (r->recloned)
             log_info("ha", "re-cloned after a failed rewind (old data kept at %s)", r->moved_to);
     }
-    op_end(h, status, "rejoin");
+    op_finish(h, status);
 }
 
 static void act_rejoin(struct ha *h)
@@ -818,6 +873,14 @@ static void act_start_standby(struct ha *h)
         op_end(h, PGW_EIO, "start as replica");
 }
 
+static void act_founding_primary(struct ha *h)
+{
+    if (h->ag.founded_epoch == h->fsm->st.primary.epoch)
+        confirm_running(h);
+    else
+        act_adopt(h);
+}
+
 /* --- the table ----------------------------------------------------------------- */
 
 typedef void (*agent_action)(struct ha *h);
@@ -832,7 +895,7 @@ struct agent_rule {
 static const struct agent_rule rules[] = {
     {AG_BOOTSTRAP, AL_NO_DATA, act_bootstrap, "create the cluster: initdb, roles, start"},
     {AG_BOOTSTRAP, AL_STOPPED, act_adopt, "found the cluster on the existing stopped data"},
-    {AG_BOOTSTRAP, AL_PRIMARY, act_adopt, "found the cluster on the running server, no restart"},
+    {AG_BOOTSTRAP, AL_PRIMARY, act_founding_primary, "found the cluster on the running server, then confirm"},
     {AG_BOOTSTRAP, AL_REPLICA, act_refuse_bootstrap, "a standby cannot found the cluster"},
     {AG_BOOTSTRAP, AL_BAD_DATA, act_refuse_bootstrap, "the data dir is not a cluster"},
     {AG_PRIMARY, AL_REPLICA, act_promote, "assigned primary: promote"},

@@ -8,8 +8,8 @@
  *  - paused: nothing automatic;
  *  - cluster not initialized: pick the member that founds it (one with
  *    data first, so existing data is adopted, never replaced);
- *  - the primary's lease expired (judged on this node's clock from the
- *    later of its last renewal here and this node's election, plus drift),
+ *  - the primary's lease expired (judged on this node's clock from when
+ *    it applied the last renewal, plus drift: ha/lease.h),
  *    or the role was released: fail over to the best eligible replica,
  *    with positions fetched fresh from each member;
  *  - a switchover is due: ask the primary to stop (PRIMARY_DEMOTE); once it
@@ -369,8 +369,7 @@ void controller_step(struct ha *h)
         return;
     const struct fsm_primary *p = &st->primary;
     uint64_t now = ha_now(h);
-    uint64_t expiry = lease_judged_expiry(h->fsm->local_lease_ms, cluster_leader_since(h->cluster),
-                                          &h->timing);
+    uint64_t expiry = lease_judged_expiry(h->fsm->local_lease_ms, &h->timing);
     bool holding = p->state == FSM_PRIMARY_BOOTSTRAPPING || p->state == FSM_PRIMARY_PROMOTING ||
                    p->state == FSM_PRIMARY_RUNNING || p->state == FSM_PRIMARY_DEMOTING;
     bool expired = holding && now >= expiry;

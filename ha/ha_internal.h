@@ -61,6 +61,7 @@ struct agent {
     unsigned start_failures;
     uint64_t last_start_ms;
     uint64_t slots_sig;       /* membership the slots were last synced for */
+    uint64_t founded_epoch;   /* epoch in which this node ran bootstrap/adopt */
 };
 
 struct peer_status {

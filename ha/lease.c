@@ -66,9 +66,7 @@ bool lease_holder_due(const struct lease_holder *h, const struct lease_timing *t
     return now_ms >= h->confirmed_send_ms + t->loop_wait_ms;
 }
 
-uint64_t lease_judged_expiry(uint64_t last_apply_ms, uint64_t leader_since_ms,
-                             const struct lease_timing *t)
+uint64_t lease_judged_expiry(uint64_t last_apply_ms, const struct lease_timing *t)
 {
-    uint64_t from = last_apply_ms > leader_since_ms ? last_apply_ms : leader_since_ms;
-    return from + (uint64_t)t->ttl_ms + (uint64_t)t->ttl_ms * LEASE_DRIFT_NUM / LEASE_DRIFT_DEN;
+    return last_apply_ms + (uint64_t)t->ttl_ms + (uint64_t)t->ttl_ms * LEASE_DRIFT_NUM / LEASE_DRIFT_DEN;
 }

@@ -9,10 +9,12 @@
  *   - at T + ttl - retry_timeout (the fence deadline) it must already be
  *     stopping PostgreSQL hard (pg_ctl stop -m immediate).
  * Judge side (the controller, on the Raft leader). It measures with its own
- * monotonic clock from the later of (a) when it applied the holder's last
- * renewal or assignment and (b) when it became leader (a renewal committed
- * under an earlier leader was sent before this leader's election), and
- * waits ttl * (1 + LEASE_DRIFT) before it may promote anyone else.
+ * monotonic clock from when it APPLIED the holder's latest renewal (or the
+ * assignment), and waits ttl * (1 + LEASE_DRIFT) before it may promote
+ * anyone else. It decides only once its leader barrier has applied every
+ * committed entry, so every renewal the holder saw confirmed has been
+ * applied here, after it was sent. A newly elected leader therefore needs
+ * no extra wait of its own: the lease already ran while it was elected.
  * Why that is safe: the holder's T precedes any apply time, and it fences
  * retry_timeout before its own ttl is up, so it is down before the judge's
  * ttl * 1.0625 after a later instant, even with clocks running up to
@@ -65,7 +67,6 @@ uint64_t lease_holder_remaining(const struct lease_holder *h, const struct lease
 bool lease_holder_due(const struct lease_holder *h, const struct lease_timing *t, uint64_t now_ms);
 
 /* Judge side: when the current lease expires as this node judges it. */
-uint64_t lease_judged_expiry(uint64_t last_apply_ms, uint64_t leader_since_ms,
-                             const struct lease_timing *t);
+uint64_t lease_judged_expiry(uint64_t last_apply_ms, const struct lease_timing *t);
 
 #endif

@@ -273,9 +273,9 @@ int pgconf_build(const struct pgconf_input *in, struct pgconf_params *out, size_
         snprintf(errbuf, errlen, "PostgreSQL %d is not supported (13 to 17 are)", major);
         return PGW_EINVAL;
     }
-    if (in->role.standby && (!in->role.primary_host || !*in->role.primary_host ||
-                             in->role.primary_port == 0)) {
-        snprintf(errbuf, errlen, "standby configuration needs the primary's host and port");
+    if (in->role.standby && in->role.primary_host && *in->role.primary_host &&
+        in->role.primary_port == 0) {
+        snprintf(errbuf, errlen, "standby configuration needs the primary's port");
         return PGW_EINVAL;
     }
 
@@ -283,6 +283,10 @@ int pgconf_build(const struct pgconf_input *in, struct pgconf_params *out, size_
         rc = param_set(out, cluster_defaults[i][0], cluster_defaults[i][1]);
     if (!rc)
         rc = param_set(out, "wal_keep_size", "128MB");
+    /* A walreceiver that failed (primary gone, slot not created yet) retries
+     * after this long; PostgreSQL's 5 s would dominate a failover. */
+    if (!rc)
+        rc = param_set(out, "wal_retrieve_retry_interval", "1s");
 
     /* local parameters */
     const struct cfg_kvlist *loc = &cfg->postgresql.parameters;
@@ -364,14 +368,19 @@ int pgconf_build(const struct pgconf_input *in, struct pgconf_params *out, size_
 
     /* recovery */
     if (in->role.standby) {
-        char ci[2048];
-        rc = primary_conninfo(in, ci, sizeof ci);
-        if (rc) {
-            snprintf(errbuf, errlen, "primary_conninfo too long or out of memory");
-            goto fail;
+        /* No upstream known yet (no primary in the cluster): a standby that
+         * replays what it has and waits, with no primary_conninfo. */
+        if (in->role.primary_host && *in->role.primary_host) {
+            char ci[2048];
+            rc = primary_conninfo(in, ci, sizeof ci);
+            if (rc) {
+                snprintf(errbuf, errlen, "primary_conninfo too long or out of memory");
+                goto fail;
+            }
+            rc = param_set(out, "primary_conninfo", ci);
         }
-        rc = param_set(out, "primary_conninfo", ci);
-        if (!rc && in->role.primary_slot_name && *in->role.primary_slot_name)
+        if (!rc && in->role.primary_host && *in->role.primary_host && in->role.primary_slot_name &&
+            *in->role.primary_slot_name)
             rc = param_set(out, "primary_slot_name", in->role.primary_slot_name);
         if (!rc)
             rc = param_set(out, "recovery_target_timeline", "latest");

@@ -71,6 +71,15 @@ static void copy_str(char *dst, size_t len, const char *src)
     dst[n] = '\0';
 }
 
+/* Query texts may carry passwords (CREATE/ALTER ROLE): zeroed when freed. */
+static void wipe_free(char *s)
+{
+    if (s) {
+        memset(s, 0, strlen(s));
+        free(s);
+    }
+}
+
 /* ---- parameters ------------------------------------------------------- */
 
 int pgconn_params_set(struct pgconn_params *p, const char *key, const char *value)
@@ -185,7 +194,7 @@ static void maybe_free(struct pgconn *c)
 {
     if (c->destroyed && c->open_handles == 0) {
         pgconn_params_free(&c->params);
-        free(c->sql);
+        wipe_free(c->sql);
         free(c);
     }
 }
@@ -293,7 +302,7 @@ static void deliver(struct pgconn *c, int status)
         pgconn_query_cb cb = c->qcb;
         void *ctx = c->qctx;
         c->qcb = NULL;
-        free(c->sql);
+        wipe_free(c->sql);
         c->sql = NULL;
         struct pgconn_result r = {status, status ? c->err : "", c->res, c->nres};
         PGresult **res = c->res;
@@ -645,7 +654,7 @@ int pgconn_query(struct pgconn *c, const char *sql, uint32_t timeout_ms, pgconn_
     char *copy = strdup(sql);
     if (!copy)
         return PGW_ENOMEM;
-    free(c->sql);
+    wipe_free(c->sql);
     c->sql = copy;
     c->qcb = cb;
     c->qctx = ctx;

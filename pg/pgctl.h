@@ -155,10 +155,10 @@ int pgctl_start(struct pgctl *ctl, const char *options, uint32_t timeout_ms, pgc
 enum pgctl_stop_mode { PGCTL_STOP_FAST = 0, PGCTL_STOP_IMMEDIATE, PGCTL_STOP_SMART };
 const char *pgctl_stop_mode_name(enum pgctl_stop_mode m);
 int pgctl_stop_mode_parse(const char *s, enum pgctl_stop_mode *out) PGW_MUST_CHECK;
-/* Stop. Already stopped is success. IMMEDIATE (the fencing path) first sends
- * SIGQUIT to the postmaster from postmaster.pid itself, then waits with
- * pg_ctl stop -m immediate; if the deadline passes the postmaster gets
- * SIGKILL. */
+/* Stop. Already stopped is success. FAST/SMART: pg_ctl stop -m <mode> -w.
+ * IMMEDIATE (the fencing path) runs no program: SIGQUIT to the postmaster
+ * from postmaster.pid, its pid polled every 20 ms, and SIGKILL after
+ * min(timeout, 3 s) if it still lives (a hung or SIGSTOPped postmaster). */
 int pgctl_stop(struct pgctl *ctl, enum pgctl_stop_mode mode, uint32_t timeout_ms, pgctl_done_cb cb,
                void *ctx) PGW_MUST_CHECK;
 /* stop (mode) then start (options). */

@@ -500,9 +500,12 @@ void pgmon_destroy(struct pgmon *m)
     if (!m)
         return;
     m->destroyed = true;
+    /* Pending refreshes are answered (cancelled) so their owners can
+     * release what they hold for them. */
     while (m->refreshes) {
         struct refresh_req *r = m->refreshes;
         m->refreshes = r->next;
+        r->cb(m, PGW_ECANCELED, &m->st, r->ctx);
         free(r);
     }
     if (m->probe)

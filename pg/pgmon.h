@@ -110,7 +110,7 @@ const struct pg_status *pgmon_status(const struct pgmon *m);
  * timeouts). status is PGW_OK when the status query succeeded. Several
  * refreshes may be pending; each is called once. */
 int pgmon_refresh(struct pgmon *m, pgmon_refresh_cb cb, void *ctx) PGW_MUST_CHECK;
-/* Stop and free; pending refresh callbacks are dropped (not called).
+/* Stop and free; pending refresh callbacks are called with PGW_ECANCELED.
  * Keep running the loop until the handles closed. */
 void pgmon_destroy(struct pgmon *m);
 

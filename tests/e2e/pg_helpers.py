@@ -100,6 +100,8 @@ class Env:
     def tool(self, op, cfg_path, *args, timeout=180):
         p = as_postgres([self.pgtool, op, cfg_path] + [str(a) for a in args], timeout=timeout,
                         cwd=self.dir)
+        for marker in ("AddressSanitizer", "LeakSanitizer", "runtime error:"):
+            assert marker not in p.stderr, f"pgtool {op}: sanitizer report:\n{p.stderr[-6000:]}"
         out = None
         lines = [l for l in p.stdout.splitlines() if l.startswith("{")]
         if lines:

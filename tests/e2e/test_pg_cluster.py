@@ -58,17 +58,28 @@ def test_bootstrap_and_connect(env):
     # bootstrap is never run over existing data
     rc, out, _ = n1.tool("bootstrap")
     assert rc != 0 and "not empty" in out["error"]
+    # a cluster-wide change that needs a restart: flagged, applied at restart
+    n1.cfg["bootstrap"]["dcs"]["postgresql"]["parameters"]["max_connections"] = 70
+    n1.write_cfg()
+    out = n1.ok("reload")
+    assert out["restart_hint"] is True
+    wait_for(lambda: n1.status()["pending_restart"], 10, what="pending_restart after reload")
+    assert n1.sql("SHOW max_connections") == [("60",)]
     # fast stop, then idempotent stop and start
     n1.ok("stop", "fast")
     assert n1.pid() is None or not os.path.exists(f"/proc/{n1.pid()}")
     n1.ok("stop", "fast")
     n1.ok("start")
     n1.ok("start")
-    assert n1.status()["state"] == "running"
+    st = n1.status()
+    assert st["state"] == "running" and st["pending_restart"] is False
+    assert n1.sql("SHOW max_connections") == [("70",)]
 
 
 def test_clone_promote_rewind(env):
     n1, n2 = env.node("n1"), env.node("n2")
+    n2.cfg["postgresql"]["parameters"]["recovery_min_apply_delay"] = "10ms"
+    n2.write_cfg()
     n1.ok("bootstrap")
     n1.ok("slots", "n1,n2")
     assert n1.sql("SELECT slot_name FROM pg_replication_slots") == [("n2",)]
@@ -85,6 +96,7 @@ def test_clone_promote_rewind(env):
         return w and w["status"] == "streaming" and w["slot_name"] == "n2" and st
     st2 = wait_for(streaming, 20, what="n2 streaming with its slot")
     assert st2["in_recovery"] is True
+    assert n2.sql("SHOW recovery_min_apply_delay") == [("10ms",)]  # delayed replica
     rows = n1.status()["replication"]
     assert [r["application_name"] for r in rows] == ["n2"]
     assert rows[0]["state"] == "streaming"
@@ -127,6 +139,52 @@ def test_clone_promote_rewind(env):
     n1.ok("stop", "fast")
     out = n1.ok("rewind-check", "127.0.0.1", n2.port)
     assert out["verdict"] == "not_needed", out
+    n1.ok("start")
+    wait_for(lambda: n2.sql("SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'") == [(1,)],
+             20, what="n1 streaming again")
+
+    # planned switchover: the old primary stops cleanly, the replica is
+    # promoted at the end of its shutdown checkpoint: no rewind needed
+    n2.ok("stop", "fast")
+    n1.ok("promote")
+    out = n2.ok("rewind-check", "127.0.0.1", n1.port)
+    assert out["verdict"] == "not_needed" and "exactly" in out["reason"], out
+    out = n2.ok("rejoin", "127.0.0.1", n1.port)
+    assert out["rewound"] is False and out["recloned"] is False
+    n1.ok("slots", "n1,n2")
+    n1.sql("INSERT INTO t VALUES (4)")
+    wait_for(lambda: n2.sql("SELECT max(x) FROM t") == [(4,)], 30, what="n2 following n1")
+    assert n2.status()["timeline"] == 3
+
+
+def test_rewind_impossible_then_reclone(env):
+    n1, n2 = env.node("n1"), env.node("n2")
+    for n in (n1, n2):
+        n.cfg["bootstrap"]["initdb"] = [{"encoding": "UTF8"}]  # no data checksums
+        n.cfg["bootstrap"]["dcs"]["postgresql"]["parameters"]["wal_log_hints"] = "off"
+        n.write_cfg()
+    n1.ok("bootstrap")
+    n1.ok("slots", "n1,n2")
+    n1.sql("CREATE TABLE t(x int); INSERT INTO t VALUES (1)")
+    n2.ok("clone", "127.0.0.1", n1.port)
+    wait_for(lambda: n2.sql("SELECT count(*) FROM t") == [(1,)], 20, what="replication")
+    n2.ok("promote")
+    n1.sql("INSERT INTO t VALUES (2)")
+    n1.ok("stop", "immediate")
+    rc, out, _ = n1.tool("rejoin", "127.0.0.1", n2.port)
+    assert rc != 0 and out["needs_reinit"] is True, out
+    assert "wal_log_hints" in out["reason"], out
+    assert os.path.exists(os.path.join(n1.data_dir, "PG_VERSION"))  # nothing removed
+    n1.cfg["postgresql"]["remove_data_directory_on_rewind_failure"] = True
+    n1.write_cfg()
+    n2.ok("slots", "n1,n2")
+    out = n1.ok("rejoin", "127.0.0.1", n2.port)
+    assert out["recloned"] is True and out["rewound"] is False, out
+    moved = out["moved_to"]
+    assert moved.startswith(n1.data_dir + ".") and os.path.exists(os.path.join(moved, "PG_VERSION"))
+    n2.sql("INSERT INTO t VALUES (3)")
+    wait_for(lambda: n1.sql("SELECT array_agg(x ORDER BY x) FROM t") == [([1, 3],)], 30,
+             what="re-cloned n1 following n2")
 
 
 def test_adopt_standalone(env):

@@ -321,9 +321,9 @@ static void test_minimal_defaults(void **state)
     assert_false(c.ctl.insecure);
     assert_null(c.raft.password);
     const struct cfg_dcs *d = &c.bootstrap.dcs;
-    assert_int_equal(d->ttl_ms, 3000);
+    assert_int_equal(d->ttl_ms, 2000);
     assert_int_equal(d->loop_wait_ms, 500);
-    assert_int_equal(d->retry_timeout_ms, 1000);
+    assert_int_equal(d->retry_timeout_ms, 750);
     assert_int_equal(d->maximum_lag_on_failover, 1048576);
     assert_int_equal(d->maximum_lag_on_syncnode, -1);
     assert_int_equal(d->primary_start_timeout_ms, 300000);
@@ -628,7 +628,7 @@ static void test_timing_rule(void **state)
 {
     (void)state;
     expect_err_at(BASE PG "bootstrap:\n  dcs:\n    retry_timeout: 2\n", 10, 3, "bootstrap.dcs",
-                  "timing rule loop_wait + 2*retry_timeout <= ttl is broken: 0.5 + 2*2 = 4.5 > 3");
+                  "timing rule loop_wait + 2*retry_timeout <= ttl is broken: 0.5 + 2*2 = 4.5 > 2");
     expect_err_at(BASE PG "bootstrap:\n  dcs:\n    ttl: 10\n    loop_wait: 5\n"
                   "    retry_timeout: 2.75\n", 10, 3, "bootstrap.dcs",
                   "timing rule loop_wait + 2*retry_timeout <= ttl is broken: 5 + 2*2.75 = 10.5 > 10");
@@ -643,7 +643,7 @@ static void test_timing_rule(void **state)
     /* the watchdog needs ttl - safety_margin > 0 */
     expect_err_at(BASE PG "watchdog:\n  mode: required\n  safety_margin: 3\n", 11, 18,
                   "watchdog.safety_margin",
-                  "the watchdog timeout ttl - safety_margin = 3 - 3 is not positive");
+                  "the watchdog timeout ttl - safety_margin = 2 - 3 is not positive");
 }
 
 static void test_structure_errors(void **state)
@@ -947,7 +947,7 @@ static void test_null_values_keep_defaults(void **state)
     if (load(BASE PG "bootstrap:\n  dcs:\n    ttl:\n    loop_wait: ~\ntags:\nlog:\n  level: null\n",
              &c, &e, NULL) != 0)
         fail_msg("%s", e.msg);
-    assert_int_equal(c.bootstrap.dcs.ttl_ms, 3000);
+    assert_int_equal(c.bootstrap.dcs.ttl_ms, 2000);
     assert_int_equal(c.bootstrap.dcs.loop_wait_ms, 500);
     assert_int_equal(c.log.level, LOGL_INFO);
     cfg_free(&c);
@@ -1132,7 +1132,7 @@ static void test_diff(void **state)
                      "tags:\n  zone: a\n";
     const char *yb = BASE PG "restapi:\n  authentication: {username: admin, password: n3w}\n"
                      "  allowlist: [10.0.0.0/8, 192.168.0.0/16]\n"
-                     "bootstrap:\n  dcs:\n    loop_wait: 1\n"
+                     "bootstrap:\n  dcs:\n    loop_wait: 0.25\n"
                      "    postgresql:\n      parameters: {work_mem: 8MB, new: on}\n"
                      "tags:\n  zone: b\n  rack: 1\nlog:\n  level: debug\n";
     if (load(ya, &a, &e, NULL) != 0 || load(yb, &b, &e, NULL) != 0)
@@ -1143,7 +1143,7 @@ static void test_diff(void **state)
         "restapi.authentication.password: (changed)",
         "restapi.allowlist: [10.0.0.0/8] -> [10.0.0.0/8, 192.168.0.0/16]",
         "ctl.authentication.password: (changed)",
-        "bootstrap.dcs.loop_wait: 0.5 -> 1",
+        "bootstrap.dcs.loop_wait: 0.5 -> 0.25",
         "bootstrap.dcs.postgresql.parameters.work_mem: 4MB -> 8MB",
         "bootstrap.dcs.postgresql.parameters.old: 1 -> (unset)",
         "bootstrap.dcs.postgresql.parameters.new: (unset) -> on",

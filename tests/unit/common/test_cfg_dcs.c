@@ -37,7 +37,7 @@ static void test_defaults_to_json(void **state)
     char *s = json_dumps(j, JSON_COMPACT);
     /* Patroni's names and seconds as numbers, in the table's order */
     assert_string_equal(s,
-        "{\"ttl\":3,\"loop_wait\":0.5,\"retry_timeout\":1,\"maximum_lag_on_failover\":1048576,"
+        "{\"ttl\":2,\"loop_wait\":0.5,\"retry_timeout\":0.75,\"maximum_lag_on_failover\":1048576,"
         "\"maximum_lag_on_syncnode\":-1,\"primary_start_timeout\":300,\"primary_stop_timeout\":0,"
         "\"synchronous_mode\":false,\"synchronous_mode_strict\":false,"
         "\"synchronous_node_count\":1,\"member_slots_ttl\":1800,\"check_timeline\":false,"
@@ -115,7 +115,7 @@ static void test_from_json_accepts(void **state)
     /* missing keys take defaults; legacy names; keys of later features ignored;
      * YAML-style values (on, strings of numbers, booleans as parameters) */
     json_t *j = parse_json(
-        "{\"loop_wait\":1,\"master_start_timeout\":30,\"master_stop_timeout\":5,"
+        "{\"ttl\":3,\"loop_wait\":1,\"master_start_timeout\":30,\"master_stop_timeout\":5,"
         "\"pause\":true,\"standby_cluster\":{\"host\":\"x\"},\"slots\":{\"s\":{}},"
         "\"ignore_slots\":[],\"failsafe_mode\":true,\"synchronous_mode\":true,"
         "\"postgresql\":{\"parameters\":{\"hot_standby_feedback\":true,\"work_mem\":4096}}}");
@@ -123,7 +123,7 @@ static void test_from_json_accepts(void **state)
         fail_msg("%s", e.msg);
     assert_int_equal(d.ttl_ms, 3000);
     assert_int_equal(d.loop_wait_ms, 1000);
-    assert_int_equal(d.retry_timeout_ms, 1000);
+    assert_int_equal(d.retry_timeout_ms, 750);
     assert_int_equal(d.primary_start_timeout_ms, 30000);
     assert_int_equal(d.primary_stop_timeout_ms, 5000);
     assert_int_equal(d.synchronous_mode, CFG_SYNC_ON);
@@ -143,7 +143,7 @@ static void test_from_json_accepts(void **state)
 
     j = parse_json("{}");
     assert_int_equal(cfg_dcs_from_json(j, &d, &e), 0);
-    assert_int_equal(d.ttl_ms, 3000);
+    assert_int_equal(d.ttl_ms, 2000);
     cfg_dcs_free(&d);
     json_decref(j);
 }

@@ -168,9 +168,17 @@ static void test_bad_inputs(void **state)
     assert_int_equal(pgconf_build(&in, &p, NULL, eb, sizeof eb), PGW_EINVAL);
     assert_non_null(strstr(eb, "11"));
     in.pg_major = 15;
-    in.role.standby = true; /* no host */
+    in.role.standby = true; /* a host without a port */
+    in.role.primary_host = "10.0.0.1";
     assert_int_equal(pgconf_build(&in, &p, NULL, eb, sizeof eb), PGW_EINVAL);
-    assert_non_null(strstr(eb, "primary"));
+    assert_non_null(strstr(eb, "port"));
+    /* no upstream at all: a standby that waits, without primary_conninfo */
+    in.role.primary_host = NULL;
+    assert_int_equal(pgconf_build(&in, &p, NULL, eb, sizeof eb), 0);
+    assert_null(pgconf_params_get(&p, "primary_conninfo"));
+    assert_null(pgconf_params_get(&p, "primary_slot_name"));
+    assert_string_equal(pgconf_params_get(&p, "recovery_target_timeline"), "latest");
+    pgconf_params_free(&p);
     in.role.standby = false;
     add_local(f, "bad name", "1");
     assert_int_equal(pgconf_build(&in, &p, NULL, eb, sizeof eb), PGW_EINVAL);

@@ -1,0 +1,198 @@
+/* The SQL steps of the node: roles (superuser password, replication role,
+ * rewind role with the grants pg_rewind needs) and physical replication
+ * slots, each one idempotent multi-statement query on a short-lived
+ * superuser connection (see pgnode__do_sql). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "pg/pgnode_internal.h"
+
+/* ---- roles ------------------------------------------------------------------- */
+
+struct sqlbuf {
+    char *s;
+    size_t len, cap;
+    bool oom;
+};
+
+static void sq_add(struct sqlbuf *b, const char *s)
+{
+    size_t n = strlen(s);
+    if (b->oom)
+        return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 1024;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        char *ns = realloc(b->s, cap);
+        if (!ns) {
+            b->oom = true;
+            return;
+        }
+        b->s = ns;
+        b->cap = cap;
+    }
+    memcpy(b->s + b->len, s, n + 1);
+    b->len += n;
+}
+
+static void sq_role(struct sqlbuf *b, const struct cfg_pgauth *a, const char *attrs, bool create)
+{
+    char *id = pgconn_quote_ident(a->username);
+    char *lit = pgconn_quote_literal(a->username);
+    char *pw = a->password ? pgconn_quote_literal(a->password) : NULL;
+    if (!id || !lit || (a->password && !pw)) {
+        b->oom = true;
+        goto out;
+    }
+    if (create) {
+        /* CREATE ROLE has no IF NOT EXISTS */
+        sq_add(b, "DO $pgw$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = ");
+        sq_add(b, lit);
+        sq_add(b, ") THEN CREATE ROLE ");
+        sq_add(b, id);
+        sq_add(b, "; END IF; END $pgw$;\n");
+    }
+    sq_add(b, "ALTER ROLE ");
+    sq_add(b, id);
+    sq_add(b, " WITH ");
+    sq_add(b, attrs);
+    if (pw) {
+        sq_add(b, " PASSWORD ");
+        sq_add(b, pw);
+    }
+    sq_add(b, ";\n");
+out:
+    free(id);
+    free(lit);
+    if (pw) {
+        memset(pw, 0, strlen(pw));
+        free(pw);
+    }
+}
+
+static char *roles_sql(const struct cfg *cfg)
+{
+    struct sqlbuf b = {0};
+    const struct cfg_pgauth *su = &cfg->postgresql.superuser;
+    const struct cfg_pgauth *rep = &cfg->postgresql.replication;
+    const struct cfg_pgauth *rw = &cfg->postgresql.rewind;
+    /* a plain SET: the statements below must not be logged with their passwords */
+    sq_add(&b, "SET log_statement = 'none';\nSET log_min_duration_statement = -1;\n");
+    if (su->username && *su->username)
+        sq_role(&b, su, "SUPERUSER LOGIN", false);
+    if (rep->username && *rep->username &&
+        !(su->username && strcmp(rep->username, su->username) == 0))
+        sq_role(&b, rep, "REPLICATION LOGIN", true);
+    if (rw->username && *rw->username &&
+        !(su->username && strcmp(rw->username, su->username) == 0)) {
+        sq_role(&b, rw, "LOGIN", true);
+        char *id = pgconn_quote_ident(rw->username);
+        if (!id) {
+            free(b.s);
+            return NULL;
+        }
+        /* what pg_rewind needs as a non-superuser (PostgreSQL docs, pg_rewind) */
+        static const char *const fns[] = {
+            "pg_catalog.pg_ls_dir(text, boolean, boolean)",
+            "pg_catalog.pg_stat_file(text, boolean)",
+            "pg_catalog.pg_read_binary_file(text)",
+            "pg_catalog.pg_read_binary_file(text, bigint, bigint, boolean)",
+        };
+        for (size_t i = 0; i < 4; i++) {
+            sq_add(&b, "GRANT EXECUTE ON FUNCTION ");
+            sq_add(&b, fns[i]);
+            sq_add(&b, " TO ");
+            sq_add(&b, id);
+            sq_add(&b, ";\n");
+        }
+        free(id);
+    }
+    if (b.oom) {
+        free(b.s);
+        return NULL;
+    }
+    return b.s;
+}
+
+int pgnode__do_roles(struct pgnode *n)
+{
+    return pgnode__do_sql(n, S_ROLES, roles_sql(n->cfg));
+}
+
+int pgnode_create_roles(struct pgnode *n, pgnode_done_cb cb, void *ctx)
+{
+    int rc = pgnode__begin(n, F_ROLES, ctx);
+    if (rc)
+        return rc;
+    n->cb = cb;
+    rc = pgnode__do_roles(n);
+    if (rc)
+        return pgnode__abort_begin(n, rc);
+    return PGW_OK;
+}
+
+/* ---- slots ------------------------------------------------------------------------------ */
+
+int pgnode_sync_slots(struct pgnode *n, const char *const *members, const char *const *ignore,
+                      pgnode_done_cb cb, void *ctx)
+{
+    int rc = pgnode__begin(n, F_SLOTS, ctx);
+    if (rc)
+        return rc;
+    n->cb = cb;
+    struct sqlbuf b = {0};
+    struct sqlbuf keep = {0};
+    char self[PGCONF_SLOT_MAX];
+    pgconf_slot_name(n->cfg->name, self, sizeof self);
+    sq_add(&keep, "''");
+    for (size_t i = 0; members && members[i]; i++) {
+        char slot[PGCONF_SLOT_MAX];
+        pgconf_slot_name(members[i], slot, sizeof slot);
+        if (!slot[0] || strcmp(slot, self) == 0)
+            continue;
+        char *lit = pgconn_quote_literal(slot);
+        if (!lit) {
+            b.oom = true;
+            break;
+        }
+        /* idempotent: only when missing */
+        sq_add(&b, "SELECT pg_catalog.pg_create_physical_replication_slot(");
+        sq_add(&b, lit);
+        sq_add(&b, ") WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_replication_slots WHERE slot_name = ");
+        sq_add(&b, lit);
+        sq_add(&b, ");\n");
+        sq_add(&keep, ", ");
+        sq_add(&keep, lit);
+        free(lit);
+    }
+    for (size_t i = 0; ignore && ignore[i]; i++) {
+        char *lit = pgconn_quote_literal(ignore[i]);
+        if (!lit) {
+            b.oom = true;
+            break;
+        }
+        sq_add(&keep, ", ");
+        sq_add(&keep, lit);
+        free(lit);
+    }
+    /* drop the others; an active slot (a connected standby, pg_basebackup's
+     * temporary one) is left alone this time */
+    sq_add(&b, "SELECT pg_catalog.pg_drop_replication_slot(slot_name) FROM "
+               "pg_catalog.pg_replication_slots WHERE slot_type = 'physical' AND NOT active "
+               "AND NOT temporary AND slot_name NOT IN (");
+    sq_add(&b, keep.s ? keep.s : "''");
+    sq_add(&b, ")");
+    free(keep.s);
+    if (b.oom || keep.oom) {
+        free(b.s);
+        pgnode__set_err(n, "out of memory");
+        return pgnode__abort_begin(n, PGW_ENOMEM);
+    }
+    rc = pgnode__do_sql(n, S_SLOTS, b.s);
+    if (rc)
+        return pgnode__abort_begin(n, rc);
+    return PGW_OK;
+}
