@@ -5,8 +5,9 @@ PYTHON  ?= /usr/bin/python3
 JOBS    ?= $(shell nproc 2>/dev/null || echo 2)
 RELEASE := build/release
 TESTB   := build/test
+PYTEST  := $(PYTHON) -m pytest -p no:cacheprovider
 
-.PHONY: all deps build build-test test unit e2e lint clean
+.PHONY: all deps build build-test test unit e2e e2e-all lint demo demo-stop bench clean
 
 all: build
 
@@ -25,19 +26,37 @@ build: deps $(RELEASE)/Makefile
 build-test: deps $(TESTB)/Makefile
 	cmake --build $(TESTB) -j $(JOBS)
 
-# Every test: banned-call lint, unit tests (ASan/UBSan build) and end-to-end
-# tests against real PostgreSQL, run as the postgres user.
+# Every test: banned-call lint, unit tests and end-to-end tests (real
+# PostgreSQL, real pgwarden processes as the postgres user), all against the
+# AddressSanitizer/UBSan build.
 test: build build-test lint unit e2e
 
 lint:
 	@./scripts/lint.sh
 
 unit: build-test
-	cd $(TESTB) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	cd $(TESTB) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 		ctest --output-on-failure -j $(JOBS)
 
+# The slowest fault scenarios run in `make e2e-all` (and `make chaos`).
 e2e: build-test
-	PGW_BIN=$(CURDIR)/$(TESTB)/pgwarden $(PYTHON) -m pytest -p no:cacheprovider -v tests/e2e
+	PGW_BIN=$(CURDIR)/$(TESTB)/pgwarden PGW_BUILD=$(CURDIR)/$(TESTB) \
+		$(PYTEST) -v -m "not slow" tests/e2e
+
+e2e-all: build-test
+	PGW_BIN=$(CURDIR)/$(TESTB)/pgwarden PGW_BUILD=$(CURDIR)/$(TESTB) $(PYTEST) -v tests/e2e
+
+# A 3-node cluster on 127.0.0.1 with data under ./demo (owned by postgres).
+demo: build
+	@./scripts/demo.sh start
+
+demo-stop:
+	@./scripts/demo.sh stop
+
+bench: build
+	PGW_BIN=$(CURDIR)/$(RELEASE)/pgwarden bench/raft_failover
+	PGW_BIN=$(CURDIR)/$(RELEASE)/pgwarden bench/failover
 
 clean:
 	rm -rf build

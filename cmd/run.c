@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -25,6 +26,7 @@
 #include "common/httpc.h"
 #include "common/log.h"
 #include "ha/ha.h"
+#include "ha/keeper.h"
 #include "raft/cluster.h"
 #include "raft/fsm.h"
 #include "raft/submit.h"
@@ -38,6 +40,7 @@ struct daemon {
     struct http_server *http;
     struct cluster *cluster;
     struct ha *ha;
+    struct keeper *keeper;
     struct api_ctx api;
     uv_signal_t sigterm, sigint, sighup;
     uv_timer_t watch; /* fatal-error watch */
@@ -339,7 +342,7 @@ static int start_everything(struct daemon *d)
 
     struct ha_opts hao = {
         .loop = &d->loop, .cfg = cfg, .cluster = d->cluster, .fsm = &d->fsm, .sub = d->sub,
-        .clock = &clock_monotonic,
+        .clock = &clock_monotonic, .keeper = d->keeper,
     };
     if (ha_start(&hao, &d->ha, err, sizeof err) != 0) {
         log_error("main", "%s", err);
@@ -411,6 +414,28 @@ int cmd_run(int argc, char **argv)
     log_info("main", "pgwarden %s starting: member %s of cluster %s%s", PGW_VERSION, d->cfgs[0].name,
              d->cfgs[0].scope, d->cfgs[0].witness || !d->cfgs[0].postgresql.present ? " (witness)" : "");
 
+    /* The fence keeper is forked now, before the event loop starts any
+     * thread: it outlives a stopped or killed pgwarden (ha/keeper.h). */
+    const struct cfg *c0 = &d->cfgs[0];
+    if (!c0->witness && c0->postgresql.present) {
+        char kerr[512];
+        if (mkdir(c0->raft.data_dir, 0700) != 0 && errno != EEXIST) {
+            fprintf(stderr, "pgwarden: raft.data_dir %s cannot be created: %s\n", c0->raft.data_dir,
+                    strerror(errno));
+            cfg_free(&d->cfgs[0]);
+            free(d);
+            return 1;
+        }
+        if (keeper_start(c0->raft.data_dir, c0->postgresql.data_dir, &d->keeper, kerr,
+                         sizeof kerr) != 0) {
+            log_error("main", "%s", kerr);
+            cfg_free(&d->cfgs[0]);
+            free(d);
+            return 1;
+        }
+        log_info("main", "fence keeper running as pid %d", (int)keeper_pid(d->keeper));
+    }
+
     /* A peer closing a socket must not kill us (libraft notes, pitfall 1). */
     signal(SIGPIPE, SIG_IGN);
     uv_loop_init(&d->loop);
@@ -434,6 +459,7 @@ int cmd_run(int argc, char **argv)
     uv_run(&d->loop, UV_RUN_DEFAULT);
     if (d->ha != NULL)
         ha_free(d->ha);
+    keeper_stop(d->keeper);
     fsm_close(&d->fsm);
     int rc = uv_loop_close(&d->loop);
     if (rc != 0) {

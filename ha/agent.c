@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "ha/keeper.h"
 #include "pg/pgconf.h"
 
 #define START_BACKOFF_MS 2000
@@ -234,8 +235,21 @@ static bool submit_op(struct ha *h, struct fsm_cmd *c, const char *opname)
 
 /* --- lease ------------------------------------------------------------------ */
 
+/* The keeper kills PostgreSQL a little after the point where this process
+ * fences it itself: it only acts when this process could not. */
+#define KEEPER_GRACE_MS 100
+
+static void keeper_sync(struct ha *h)
+{
+    if (h->keeper == NULL)
+        return;
+    uint64_t d = lease_holder_fence_deadline(&h->ag.lease, &h->timing);
+    keeper_set_deadline(h->keeper, d != 0 ? d + KEEPER_GRACE_MS : 0);
+}
+
 static void lease_file_save(struct ha *h)
 {
+    keeper_sync(h);
     struct agent *ag = &h->ag;
     if (ag->lease_fd < 0)
         return;
@@ -288,6 +302,7 @@ static void lease_file_restore(struct ha *h)
                  "PostgreSQL may keep running while it is renewed", epoch, left);
     else
         lease_holder_reset(&ag->lease, 0);
+    keeper_sync(h);
 }
 
 static void renew_done(void *ctx, int status, const struct fsm_result *res, const char *msg)

@@ -258,6 +258,7 @@ int ha_start(const struct ha_opts *o, struct ha **out, char *err, size_t errlen)
     h->cluster = o->cluster;
     h->fsm = o->fsm;
     h->sub = o->sub;
+    h->keeper = o->keeper;
     h->clock = o->clock != NULL ? o->clock : &clock_monotonic;
     h->witness = o->cfg->witness || !o->cfg->postgresql.present;
     h->ag.lease_fd = -1;

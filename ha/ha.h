@@ -21,6 +21,8 @@
 #include "raft/fsm.h"
 #include "raft/submit.h"
 
+struct keeper;
+
 struct ha;
 
 struct ha_opts {
@@ -30,6 +32,7 @@ struct ha_opts {
     struct fsm *fsm;
     struct submitter *sub;
     const struct clock_src *clock;
+    struct keeper *keeper;       /* fence keeper (data nodes), may be NULL */
 };
 
 /* On failure *out may still be set: close and free it like a started one. */

@@ -101,6 +101,7 @@ struct ha {
     struct fsm *fsm;
     struct submitter *sub;
     const struct clock_src *clock;
+    struct keeper *keeper;
     bool witness;
 
     struct cfg_dcs dcs;

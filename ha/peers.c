@@ -114,6 +114,16 @@ int peers_fetch(struct ha *h, peers_done_cb cb, void *ctx)
         }
         o->r = r;
         o->i = k;
+        /* A member that stopped reporting (dead or cut off) would only make
+         * every decision wait for its HTTP deadline. */
+        uint64_t now = ha_now(h);
+        if (strcmp(m->name, ha_name(h)) != 0 && m->reported && m->local_report_ms != 0 &&
+            now - m->local_report_ms > (uint64_t)h->timing.ttl_ms) {
+            snprintf(r->st[k].error, sizeof r->st[k].error, "no report for %.1f s",
+                     (double)(now - m->local_report_ms) / 1000.0);
+            free(o);
+            continue;
+        }
         r->pending++;
         if (strcmp(m->name, ha_name(h)) == 0 && !h->witness) {
             ha_local_status(h, true, local_done, o);

@@ -43,6 +43,7 @@ struct pgconn {
     void *qctx;
     char *sql;
     uint32_t q_timeout_ms;
+    uint64_t q_deadline; /* uv_now() by which the whole query (connect included) ends */
     PGresult **res;
     size_t nres, capres;
     char err[1024];
@@ -365,6 +366,9 @@ static void connected(struct pgconn *c)
     log_debug("pg", "%s connected to %s (server %d)", c->name, c->where,
               PQserverVersion(c->conn));
     if (c->qcb) {
+        /* the query's own deadline, counted from pgconn_query() */
+        uint64_t now = uv_now(c->loop);
+        uv_timer_start(&c->timer, on_timer, c->q_deadline > now ? c->q_deadline - now : 1, 0);
         send_query(c);
         return;
     }
@@ -570,7 +574,8 @@ static void on_timer(uv_timer_t *t)
         c->deferred = false;
         int st = c->deferred_status;
         if (st == PGW_OK && c->qcb && c->state == CS_READY) {
-            uv_timer_start(&c->timer, on_timer, c->q_timeout_ms, 0);
+            uint64_t now = uv_now(c->loop);
+            uv_timer_start(&c->timer, on_timer, c->q_deadline > now ? c->q_deadline - now : 1, 0);
             send_query(c);
             return;
         }
@@ -659,6 +664,7 @@ int pgconn_query(struct pgconn *c, const char *sql, uint32_t timeout_ms, pgconn_
     c->qcb = cb;
     c->qctx = ctx;
     c->q_timeout_ms = timeout_ms ? timeout_ms : c->opts.query_timeout_ms;
+    c->q_deadline = uv_now(c->loop) + c->q_timeout_ms;
     c->err[0] = '\0';
     c->first_error = 0;
     if (c->state == CS_READY) {

@@ -39,6 +39,13 @@ void pgnode__copy_str(char *dst, size_t len, const char *src)
     dst[l] = '\0';
 }
 
+/* Log a step's failure once: pgctl already logged its own messages. */
+static void log_once(const struct pgnode *n)
+{
+    if (strcmp(n->err, pgctl_error(n->ctl)) != 0)
+        log_error("pg", "%s", n->err);
+}
+
 /* The roles SQL carries passwords: zero it before freeing. */
 static void wipe_sql(struct pgnode *n)
 {
@@ -286,7 +293,7 @@ void pgnode__finish(struct pgnode *n, int status)
     if (status == PGW_OK)
         n->err[0] = '\0';
     else
-        log_error("pg", "%s", n->err);
+        log_once(n);
     switch (f) {
     case F_REWIND_CHECK:
         if (rccb)
@@ -329,7 +336,7 @@ int pgnode__abort_begin(struct pgnode *n, int rc)
     n->rccb = NULL;
     n->rjcb = NULL;
     n->adcb = NULL;
-    log_error("pg", "%s", n->err);
+    log_once(n);
     return rc;
 }
 

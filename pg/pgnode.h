@@ -10,11 +10,14 @@
  *  follow:     standby config for a new upstream -> reload if running
  *              (primary_conninfo is reloadable since PG13), start if not.
  *  demote:     stop (fast|immediate) -> standby config -> start.
- *  promote:    pg_ctl promote, verified in the control file -> primary config.
+ *  promote:    pg_ctl promote, verified in the control file -> CHECKPOINT
+ *              (so that pg_rewind against this new primary sees the new
+ *              timeline in its control file) -> primary config.
  *  slots:      create missing physical slots for the given members, drop
  *              physical slots not wanted and not ignored.
  *  rewind_check / rejoin: timelines + LSNs decide whether pg_rewind is
- *              needed; rejoin stops the instance, rewinds if needed, writes
+ *              needed; rejoin stops the instance (fast), rewinds if needed
+ *              (after a CHECKPOINT on the primary, as the superuser), writes
  *              the standby config and starts; on rewind failure it moves the
  *              data dir aside and re-clones when
  *              remove_data_directory_on_rewind_failure, else reports
@@ -110,7 +113,9 @@ typedef void (*pgnode_rewind_check_cb)(struct pgnode *n, int status,
  * file (single-user crash recovery first when it was not shut down
  * cleanly), the end of the last checkpoint record (pg_waldump) and the
  * primary's timeline history (replication connection as the replication
- * user), then applies pgrewind_decide(). */
+ * user), then applies pgrewind_decide(). Crash recovery removes
+ * standby.signal (single-user mode refuses standby mode): follow a check
+ * by rejoin/follow/configure, which write the role's files again. */
 int pgnode_rewind_check(struct pgnode *n, const char *host, uint16_t port,
                         pgnode_rewind_check_cb cb, void *ctx) PGW_MUST_CHECK;
 
