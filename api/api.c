@@ -3,7 +3,9 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
+#include <strings.h>
 
 static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
@@ -17,18 +19,20 @@ static int b64val(char c)
 static bool b64_decode(const char *in, char *out, size_t cap)
 {
     size_t o = 0;
-    int buf = 0, bits = 0;
+    uint32_t buf = 0;
+    int bits = 0;
     for (const char *p = in; *p && *p != '='; p++) {
         int v = b64val(*p);
         if (v < 0)
             return false;
-        buf = (buf << 6) | v;
+        /* at most 13 significant bits are ever pending: keep only those */
+        buf = ((buf << 6) | (uint32_t)v) & 0x3fffu;
         bits += 6;
         if (bits >= 8) {
             bits -= 8;
             if (o + 1 >= cap)
                 return false;
-            out[o++] = (char)((buf >> bits) & 0xff);
+            out[o++] = (char)((buf >> bits) & 0xffu);
         }
     }
     out[o] = '\0';
@@ -123,5 +127,9 @@ int api_register(struct http_server *s, struct api_ctx *ctx)
         rc = api_register_raft(s, ctx);
     if (rc == 0)
         rc = api_register_actions(s, ctx);
+    if (rc == 0)
+        rc = api_register_ops(s, ctx);
+    if (rc == 0)
+        rc = api_register_metrics(s, ctx);
     return rc;
 }

@@ -24,6 +24,10 @@ struct api_ctx {
     struct ha *ha;
     struct submitter *sub;
     struct http_server *server;
+    /* POST /reload: re-read the configuration file, like SIGHUP. Returns 0
+     * or a negative status with the reason in err. */
+    int (*reload)(void *ctx, char *err, size_t errlen);
+    void *reload_ctx;
 };
 
 int api_register(struct http_server *s, struct api_ctx *ctx) PGW_MUST_CHECK;

@@ -23,5 +23,9 @@ int api_register_health(struct http_server *s, struct api_ctx *ctx) PGW_MUST_CHE
 int api_register_status(struct http_server *s, struct api_ctx *ctx) PGW_MUST_CHECK;
 int api_register_raft(struct http_server *s, struct api_ctx *ctx) PGW_MUST_CHECK;
 int api_register_actions(struct http_server *s, struct api_ctx *ctx) PGW_MUST_CHECK;
+int api_register_ops(struct http_server *s, struct api_ctx *ctx) PGW_MUST_CHECK;
+int api_register_metrics(struct http_server *s, struct api_ctx *ctx) PGW_MUST_CHECK;
+/* Parse an ISO 8601 time with a time zone into wall ms. */
+bool api_parse_iso8601(const char *s, uint64_t *wall_ms);
 
 #endif

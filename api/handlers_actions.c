@@ -25,7 +25,7 @@
 
 /* --- ISO-8601 with a time zone: 2026-11-26T10:00:00+01:00 / ...Z ------------- */
 
-static bool parse_iso8601(const char *s, uint64_t *wall_ms)
+bool api_parse_iso8601(const char *s, uint64_t *wall_ms)
 {
     int Y, M, D, h, m, sec = 0, n = 0;
     if (sscanf(s, "%4d-%2d-%2d%*1[T ]%2d:%2d%n", &Y, &M, &D, &h, &m, &n) != 5)
@@ -263,7 +263,7 @@ static void h_switchover(struct http_exchange *x, const struct http_request *req
     c.u.sw.requested_wall_ms = clock_wall_ms();
     if (sched != NULL && !json_is_null(sched)) {
         uint64_t at;
-        if (!json_is_string(sched) || !parse_iso8601(json_string_value(sched), &at)) {
+        if (!json_is_string(sched) || !api_parse_iso8601(json_string_value(sched), &at)) {
             api_reply_error(x, 400, "scheduled_at: expected an ISO 8601 time with a time zone, "
                             "e.g. 2026-11-26T10:00:00+00:00");
             goto out;

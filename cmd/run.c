@@ -160,37 +160,47 @@ static void diff_line(const char *line, void *ctx)
     log_info("main", "config changed: %s", line);
 }
 
-static void on_hup(uv_signal_t *s, int signum)
+/* Re-read the configuration file (SIGHUP, POST /reload). A bad file keeps
+ * the running configuration. */
+static int do_reload(void *vd, char *errbuf, size_t errlen)
 {
-    struct daemon *d = s->data;
-    (void)signum;
+    struct daemon *d = vd;
     int next = 1 - d->cur;
     struct cfg_error err;
     struct cfg_warnings warn = {0};
     cfg_free(&d->cfgs[next]);
     if (cfg_load(cur_cfg(d)->path, &d->cfgs[next], &err, &warn) != 0) {
-        log_error("main", "SIGHUP: keeping the running configuration: %s", err.msg);
+        log_error("main", "reload: keeping the running configuration: %s", err.msg);
+        snprintf(errbuf, errlen, "%s", err.msg);
         cfg_warnings_free(&warn);
-        return;
+        return PGW_EINVAL;
     }
     for (size_t i = 0; i < warn.n; i++)
         log_warn("cfg", "%s", warn.items[i]);
     cfg_warnings_free(&warn);
     size_t n = cfg_diff(cur_cfg(d), &d->cfgs[next], diff_line, NULL);
     if (n == 0) {
-        log_info("main", "SIGHUP: configuration unchanged");
-        return;
+        log_info("main", "reload: configuration unchanged");
+        return PGW_OK;
     }
     const struct cfg *a = cur_cfg(d), *b = &d->cfgs[next];
     if (strcmp(a->raft.self_addr, b->raft.self_addr) != 0 || strcmp(a->raft.data_dir, b->raft.data_dir) != 0 ||
         strcmp(a->name, b->name) != 0 || strcmp(a->scope, b->scope) != 0)
-        log_warn("main", "SIGHUP: name, scope and raft.* changes take effect only after a restart");
+        log_warn("main", "reload: name, scope and raft.* changes take effect only after a restart");
     d->cur = next;
     (void)log_configure(&cur_cfg(d)->log);
     d->api.cfg = cur_cfg(d);
     if (d->ha != NULL)
         ha_set_config(d->ha, cur_cfg(d));
-    log_info("main", "SIGHUP: %zu setting(s) changed and applied", n);
+    log_info("main", "reload: %zu setting(s) changed and applied", n);
+    return PGW_OK;
+}
+
+static void on_hup(uv_signal_t *s, int signum)
+{
+    (void)signum;
+    char err[CFG_ERR_MAX];
+    (void)do_reload(s->data, err, sizeof err);
 }
 
 /* --- wiring -------------------------------------------------------------------- */
@@ -350,7 +360,7 @@ static int start_everything(struct daemon *d)
     }
     d->api = (struct api_ctx){
         .loop = &d->loop, .cfg = cfg, .cluster = d->cluster, .fsm = &d->fsm, .ha = d->ha,
-        .sub = d->sub, .server = d->http,
+        .sub = d->sub, .server = d->http, .reload = do_reload, .reload_ctx = d,
     };
     if (api_register(d->http, &d->api) != 0) {
         log_error("main", "cannot register the REST routes");

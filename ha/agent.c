@@ -896,6 +896,236 @@ static void act_founding_primary(struct ha *h)
         act_adopt(h);
 }
 
+
+/* --- operator requests and configuration changes ------------------------------- */
+
+static void request_done(ha_action_cb *cbp, void **ctxp, int status, const char *msg)
+{
+    ha_action_cb cb = *cbp;
+    void *ctx = *ctxp;
+    *cbp = NULL;
+    *ctxp = NULL;
+    if (cb != NULL)
+        cb(ctx, status, msg);
+}
+
+static void restart_done(struct pgctl *ctl, int status, void *vctx)
+{
+    struct ha *h = vctx;
+    (void)ctl;
+    if (h->closing)
+        return;
+    struct agent *ag = &h->ag;
+    char msg[HA_ERR_MAX];
+    if (status == 0) {
+        snprintf(msg, sizeof msg, "restarted successfully");
+        log_info("ha", "PostgreSQL restarted on request");
+    } else {
+        snprintf(msg, sizeof msg, "restart failed: %s", pgctl_error(pgnode_ctl(ag->node)));
+    }
+    request_done(&ag->restart_cb, &ag->restart_ctx, status, msg);
+    op_finish(h, status);
+}
+
+static void act_restart(struct ha *h)
+{
+    struct agent *ag = &h->ag;
+    ag->restart_pending = false;
+    const struct pg_status *ps = pgmon_status(ag->mon);
+    if (ag->restart.only_pending && !ps->pending_restart) {
+        request_done(&ag->restart_cb, &ag->restart_ctx, PGW_EREFUSED,
+                     "restart not needed: no setting is pending a restart");
+        return;
+    }
+    uint32_t timeout = ag->restart.timeout_ms ? ag->restart.timeout_ms
+                                              : h->cfg->postgresql.pg_ctl_timeout_ms;
+    op_begin(h, "restart", "restarting");
+    log_info("ha", "restarting PostgreSQL on request");
+    if (pgctl_restart(pgnode_ctl(ag->node), PGCTL_STOP_FAST, NULL, timeout, restart_done, h) != 0) {
+        request_done(&ag->restart_cb, &ag->restart_ctx, PGW_EIO, pgctl_error(pgnode_ctl(ag->node)));
+        op_end(h, PGW_EIO, "restart");
+    }
+}
+
+static void reinit_stopped(struct pgnode *n, int status, void *vctx)
+{
+    struct ha *h = vctx;
+    (void)n;
+    if (h->closing)
+        return;
+    struct agent *ag = &h->ag;
+    if (status != 0) {
+        request_done(&ag->reinit_cb, &ag->reinit_ctx, status, pgnode_error(ag->node));
+        op_finish(h, status);
+        return;
+    }
+    char moved[4096], err[512];
+    if (pgnode_move_aside(h->cfg->postgresql.data_dir, moved, sizeof moved, err, sizeof err) != 0) {
+        request_done(&ag->reinit_cb, &ag->reinit_ctx, PGW_EIO, err);
+        log_error("ha", "reinitialize: %s", err);
+        op_finish(h, PGW_EIO);
+        return;
+    }
+    log_info("ha", "reinitialize: old data directory kept at %s; cloning again", moved);
+    ag->needs_reinit[0] = '\0';
+    ag->last_error[0] = '\0';
+    char msg[4200];
+    snprintf(msg, sizeof msg, "reinitialize started (old data kept at %s)", moved);
+    request_done(&ag->reinit_cb, &ag->reinit_ctx, PGW_OK, msg);
+    op_finish(h, PGW_OK);
+}
+
+static void act_reinit(struct ha *h)
+{
+    struct agent *ag = &h->ag;
+    ag->reinit_pending = false;
+    op_begin(h, "reinitialize", "reinitializing");
+    log_info("ha", "reinitialize requested: stopping PostgreSQL to clone it again");
+    if (pgnode_stop(ag->node, PGCTL_STOP_FAST, reinit_stopped, h) != 0) {
+        request_done(&ag->reinit_cb, &ag->reinit_ctx, PGW_EIO, pgnode_error(ag->node));
+        op_end(h, PGW_EIO, "reinitialize");
+    }
+}
+
+static void reload_done(struct pgctl *ctl, int status, void *vctx)
+{
+    struct ha *h = vctx;
+    (void)ctl;
+    if (h->closing)
+        return;
+    op_finish(h, status);
+}
+
+/* Local or cluster-wide settings changed: rewrite the managed files for the
+ * current role and reload; pending_restart then comes from the server. */
+static void act_apply_config(struct ha *h, enum agent_local local)
+{
+    struct agent *ag = &h->ag;
+    ag->config_applied_gen = ag->config_gen;
+    struct pgconf_role role = {.standby = local == AL_REPLICA};
+    if (role.standby && ag->upstream_host[0] != '\0')
+        role = pgnode_standby_role(ag->node, ag->upstream_host, ag->upstream_port);
+    struct pgconf_write_result wr;
+    if (pgnode_configure(ag->node, &role, &wr) != 0) {
+        snprintf(ag->last_error, sizeof ag->last_error, "write configuration: %s",
+                 pgnode_error(ag->node));
+        log_error("ha", "%s", ag->last_error);
+        return;
+    }
+    if (!wr.changed)
+        return;
+    log_info("ha", "configuration changed (%s): reloading PostgreSQL%s", wr.changed_names,
+             wr.restart_hint ? "; some settings need a restart (pending_restart)" : "");
+    op_begin(h, "reload", NULL);
+    if (pgctl_reload(pgnode_ctl(ag->node), reload_done, h) != 0)
+        op_end(h, PGW_EIO, "reload");
+}
+
+/* Requests handled before the table; true when one started work. */
+static bool operator_step(struct ha *h, enum agent_local local)
+{
+    struct agent *ag = &h->ag;
+    if (ag->reinit_pending) {
+        act_reinit(h);
+        return true;
+    }
+    if (ag->restart_pending && (ag->restart.scheduled_wall_ms == 0 ||
+                                clock_wall_ms() >= ag->restart.scheduled_wall_ms)) {
+        if (local == AL_PRIMARY || local == AL_REPLICA) {
+            act_restart(h);
+            return true;
+        }
+        request_done(&ag->restart_cb, &ag->restart_ctx, PGW_EUNAVAIL, "PostgreSQL is not running");
+        ag->restart_pending = false;
+    }
+    if (ag->config_gen != ag->config_applied_gen && (local == AL_PRIMARY || local == AL_REPLICA)) {
+        act_apply_config(h, local);
+        return ag->busy;
+    }
+    return false;
+}
+
+int ha_request_restart(struct ha *h, const struct ha_restart_req *r, ha_action_cb cb, void *ctx,
+                       char *why, size_t whylen)
+{
+    if (h->witness) {
+        snprintf(why, whylen, "this node is a witness (no PostgreSQL)");
+        return PGW_EREFUSED;
+    }
+    struct agent *ag = &h->ag;
+    if (ag->restart_pending) {
+        snprintf(why, whylen, "a restart is already %s", ag->restart.scheduled_wall_ms ? "scheduled" : "pending");
+        return PGW_EBUSY;
+    }
+    enum agent_local local = agent_local_state(h);
+    if (r->role != NULL && strcmp(r->role, "any") != 0) {
+        bool primary = local == AL_PRIMARY;
+        if ((strcmp(r->role, "primary") == 0 || strcmp(r->role, "master") == 0) != primary) {
+            snprintf(why, whylen, "restart conditions are not satisfied: this node is not a %s", r->role);
+            return PGW_EREFUSED;
+        }
+    }
+    if (r->scheduled_wall_ms == 0 && local != AL_PRIMARY && local != AL_REPLICA) {
+        snprintf(why, whylen, "PostgreSQL is not running (%s)", agent_local_name(local));
+        return PGW_EUNAVAIL;
+    }
+    ag->restart = *r;
+    ag->restart.role = NULL;
+    ag->restart_pending = true;
+    if (r->scheduled_wall_ms != 0) {
+        ag->restart_cb = NULL;
+        ag->restart_ctx = NULL;
+        cb(ctx, PGW_OK, "scheduled");
+    } else {
+        ag->restart_cb = cb;
+        ag->restart_ctx = ctx;
+    }
+    ha_kick(h);
+    return PGW_OK;
+}
+
+int ha_cancel_restart(struct ha *h)
+{
+    struct agent *ag = &h->ag;
+    if (h->witness || !ag->restart_pending || ag->restart.scheduled_wall_ms == 0)
+        return PGW_ENOTFOUND;
+    ag->restart_pending = false;
+    return PGW_OK;
+}
+
+uint64_t ha_scheduled_restart(const struct ha *h)
+{
+    return !h->witness && h->ag.restart_pending ? h->ag.restart.scheduled_wall_ms : 0;
+}
+
+int ha_request_reinit(struct ha *h, bool force, ha_action_cb cb, void *ctx, char *why, size_t whylen)
+{
+    (void)force;
+    if (h->witness) {
+        snprintf(why, whylen, "this node is a witness (no PostgreSQL)");
+        return PGW_EREFUSED;
+    }
+    if (am_holder(h)) {
+        snprintf(why, whylen, "I am the leader: a primary cannot be reinitialized (switch over first)");
+        return PGW_EREFUSED;
+    }
+    const struct fsm_primary *p = &h->fsm->st.primary;
+    if (p->state != FSM_PRIMARY_RUNNING) {
+        snprintf(why, whylen, "the cluster has no running primary to clone from");
+        return PGW_EUNAVAIL;
+    }
+    struct agent *ag = &h->ag;
+    if (ag->reinit_pending || (ag->busy && strcmp(ag->op, "reinitialize") == 0)) {
+        snprintf(why, whylen, "a reinitialize is already in progress");
+        return PGW_EBUSY;
+    }
+    ag->reinit_pending = true;
+    ag->reinit_cb = cb;
+    ag->reinit_ctx = ctx;
+    ha_kick(h);
+    return PGW_OK;
+}
+
 /* --- the table ----------------------------------------------------------------- */
 
 typedef void (*agent_action)(struct ha *h);
@@ -971,10 +1201,27 @@ static void update_state_text(struct ha *h, enum agent_local local)
     }
 }
 
+static void sync_node_config(struct ha *h)
+{
+    struct agent *ag = &h->ag;
+    if (ag->busy || pgnode_busy(ag->node) || ag->node_config_gen == ag->config_gen)
+        return;
+    struct cfg_dcs d;
+    if (cfg_dcs_copy(&d, &h->dcs) != 0)
+        return;
+    if (ag->node_dcs_set)
+        cfg_dcs_free(&ag->node_dcs);
+    ag->node_dcs = d;
+    ag->node_dcs_set = true;
+    pgnode_set_config(ag->node, h->cfg, &ag->node_dcs);
+    ag->node_config_gen = ag->config_gen;
+}
+
 void agent_step(struct ha *h)
 {
     struct agent *ag = &h->ag;
     uint64_t now = ha_now(h);
+    sync_node_config(h);
     lease_step(h);
     enum agent_local local = agent_local_state(h);
     if (local != AL_PRIMARY && local != AL_STARTING && local != AL_HUNG)
@@ -989,6 +1236,11 @@ void agent_step(struct ha *h)
         return;
     }
     update_state_text(h, local);
+    if (ag->busy || h->shutting_down)
+        goto table;
+    if (operator_step(h, local))
+        return;
+table:
     if (ag->busy || h->fsm->st.pause)
         return;
     if (h->shutting_down) {
@@ -1130,7 +1382,12 @@ static void mon_changed(struct pgmon *m, const struct pg_status *st, enum pg_run
 int agent_init(struct ha *h, char *err, size_t errlen)
 {
     struct agent *ag = &h->ag;
-    int rc = pgnode_new(h->loop, h->cfg, &h->dcs, &ag->node, err, errlen);
+    int rc = cfg_dcs_copy(&ag->node_dcs, &h->dcs);
+    if (rc != 0)
+        return rc;
+    ag->node_dcs_set = true;
+    ag->node_config_gen = ag->config_gen;
+    rc = pgnode_new(h->loop, h->cfg, &ag->node_dcs, &ag->node, err, errlen);
     if (rc != 0)
         return rc;
     struct pgconn_params params;
@@ -1180,6 +1437,8 @@ bool agent_idle(const struct ha *h)
 void agent_close(struct ha *h)
 {
     struct agent *ag = &h->ag;
+    request_done(&ag->restart_cb, &ag->restart_ctx, PGW_ECANCELED, "shutting down");
+    request_done(&ag->reinit_cb, &ag->reinit_ctx, PGW_ECANCELED, "shutting down");
     if (ag->mon != NULL)
         pgmon_destroy(ag->mon);
     if (ag->node != NULL)
@@ -1189,4 +1448,7 @@ void agent_close(struct ha *h)
     if (ag->lease_fd >= 0)
         close(ag->lease_fd);
     ag->lease_fd = -1;
+    if (ag->node_dcs_set)
+        cfg_dcs_free(&ag->node_dcs);
+    ag->node_dcs_set = false;
 }

@@ -71,12 +71,11 @@ static void refresh_dcs(struct ha *h)
         cluster_set_election_timeout(h->cluster, et);
     }
     if (had)
-        log_info("ha", "dynamic configuration now version %" PRIu64 " (ttl %.1fs, loop_wait %.1fs, "
-                 "retry_timeout %.1fs)", want == UINT64_MAX ? 0 : want, d.ttl_ms / 1000.0,
+        log_info("ha", "dynamic configuration now version %" PRIu64 " (ttl %gs, loop_wait %gs, "
+                 "retry_timeout %gs)", want == UINT64_MAX ? 0 : want, d.ttl_ms / 1000.0,
                  d.loop_wait_ms / 1000.0, d.retry_timeout_ms / 1000.0);
     uv_timer_set_repeat(&h->tick, d.loop_wait_ms);
-    if (!h->witness && h->ag.node != NULL)
-        pgnode_set_config(h->ag.node, h->cfg, &h->dcs);
+    h->ag.config_gen++; /* the agent hands it to pgnode between actions */
 }
 
 /* --- registration and reports -------------------------------------------- */
@@ -287,8 +286,7 @@ void ha_set_config(struct ha *h, const struct cfg *cfg)
     h->cfg = cfg;
     if (h->dcs_version == UINT64_MAX)
         h->dcs_version = 0; /* re-read bootstrap.dcs from the new file */
-    if (!h->witness && h->ag.node != NULL)
-        pgnode_set_config(h->ag.node, h->cfg, &h->dcs);
+    h->ag.config_gen++; /* the agent hands it to pgnode between actions */
     ha_kick(h);
 }
 

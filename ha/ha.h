@@ -100,6 +100,32 @@ const char *ha_candidate_reason(const struct ha *h, const char *member);
 /* The controller's last explanation when it could not act ("" if none). */
 const char *ha_controller_note(const struct ha *h);
 
+/* --- operator requests (POST /restart, /reinitialize, /reload) --------- */
+
+typedef void (*ha_action_cb)(void *ctx, int status, const char *msg);
+
+struct ha_restart_req {
+    bool only_pending;          /* restart only when a setting needs it */
+    const char *role;           /* NULL/"any", "primary" or "replica": only if the node is that */
+    uint32_t timeout_ms;        /* 0 = pg_ctl_timeout */
+    uint64_t scheduled_wall_ms; /* 0 = now */
+};
+/* Restart PostgreSQL in place (a primary keeps its role and lease). Now:
+ * the callback runs when it is done; scheduled: the callback runs at once
+ * with PGW_OK and msg "scheduled". PGW_EREFUSED (msg says why) when the
+ * conditions do not match, PGW_EBUSY when one is already scheduled. */
+int ha_request_restart(struct ha *h, const struct ha_restart_req *r, ha_action_cb cb, void *ctx,
+                       char *why, size_t whylen) PGW_MUST_CHECK;
+/* Delete a scheduled restart: PGW_ENOTFOUND when there is none. */
+int ha_cancel_restart(struct ha *h) PGW_MUST_CHECK;
+/* Wall ms of the scheduled restart, 0 if none. */
+uint64_t ha_scheduled_restart(const struct ha *h);
+/* Reinitialize this replica: stop, move the data dir aside (never deleted),
+ * clone again from the primary. The callback runs once the old data is out
+ * of the way. Refused on the primary or without a running primary. */
+int ha_request_reinit(struct ha *h, bool force, ha_action_cb cb, void *ctx, char *why,
+                      size_t whylen) PGW_MUST_CHECK;
+
 /* Counters for /metrics. */
 struct ha_stats {
     uint64_t failovers, switchovers, fences, lease_renewals, lease_renew_failures;

@@ -62,6 +62,20 @@ struct agent {
     uint64_t last_start_ms;
     uint64_t slots_sig;       /* membership the slots were last synced for */
     uint64_t founded_epoch;   /* epoch in which this node ran bootstrap/adopt */
+    /* operator requests */
+    bool restart_pending;
+    struct ha_restart_req restart;
+    ha_action_cb restart_cb;
+    void *restart_ctx;
+    bool reinit_pending;
+    ha_action_cb reinit_cb;
+    void *reinit_ctx;
+    uint64_t config_gen, config_applied_gen;
+    /* What pgnode reads during an action: swapped only between actions, so
+     * a configuration change never frees what a running step uses. */
+    struct cfg_dcs node_dcs;
+    bool node_dcs_set;
+    uint64_t node_config_gen;
 };
 
 struct peer_status {

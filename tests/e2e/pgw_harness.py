@@ -245,6 +245,54 @@ class Node:
         except OSError:
             return ""
 
+    # --- added for the fault tests (test_ha_*.py) ---
+
+    def pgwarden_pid(self):
+        return self.proc.pid if self.alive() else None
+
+    def pg_pids(self):
+        """The postmaster and every process it started (backends, walsenders...)."""
+        return process_tree(self.postmaster_pid())
+
+    def node_pids(self):
+        """Everything of this node: pgwarden (and its children) and PostgreSQL."""
+        pids = process_tree(self.pgwarden_pid())
+        return pids + [p for p in self.pg_pids() if p not in pids]
+
+    def stop_all(self):
+        """SIGSTOP the whole node (pgwarden and PostgreSQL); returns the pids to
+        SIGCONT later."""
+        return signal_pids(self.node_pids(), signal.SIGSTOP)
+
+    def kill_all(self, timeout=10):
+        """kill -9 the whole node (pgwarden and its fence keeper, postmaster,
+        every postgres child: a stopped child would otherwise linger) and wait
+        until it is gone."""
+        pg = self.node_pids()
+        if self.alive():
+            self.kill(signal.SIGKILL)
+        pg += [p for p in self.node_pids() if p not in pg]
+        signal_pids(pg, signal.SIGKILL)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and (any(pid_alive(p) for p in pg) or self.postmaster_pid()):
+            time.sleep(0.05)
+        assert not any(pid_alive(p) for p in pg), f"{self.name}: postgres processes survived kill -9"
+
+    def walsender_pid(self, member):
+        """pid of the walsender on this node that serves `member`."""
+        rows = self.query("SELECT pid FROM pg_stat_replication WHERE application_name = %s", (member,))
+        return rows[0][0] if rows else None
+
+    def view(self, path, timeout=1.0):
+        status, body = self.get(path, timeout=timeout)
+        return body if status in (200, 503) and isinstance(body, dict) else None
+
+    def is_streaming_replica(self):
+        """This node's own view: PostgreSQL running in recovery and streaming."""
+        body = self.view("/patroni", timeout=0.5)
+        return bool(body and body.get("role") == "replica" and
+                    body.get("replication_state") == "streaming")
+
 
 class Cluster:
     def __init__(self, n=3, scope=None, dcs=None, witnesses=(), node_opts=None):
@@ -366,6 +414,41 @@ class Cluster:
             out.append(f"----- {n.name} -----\n" + "\n".join(lines))
         return "\n".join(out)
 
+    # --- added for the fault tests (test_ha_*.py) ---
+
+    def live_nodes(self):
+        return [n for n in self.nodes if n.alive() and not any(p in STOPPED for p in [n.proc.pid])]
+
+    def primary_record(self, node=None):
+        """(member, epoch, state) of the replicated primary record, from `node`
+        or any live node; None if nobody answers."""
+        for n in ([node] if node else self.live_nodes()):
+            v = n.view("/cluster")
+            if v and "primary" in v:
+                p = v["primary"]
+                return p.get("member"), p.get("epoch"), p.get("state")
+        return None
+
+    def raft_leader(self):
+        """Name of the Raft leader as a live node sees it (None if unknown)."""
+        for n in self.live_nodes():
+            status, body = n.get("/raft", timeout=1.0)
+            if status == 200 and isinstance(body, dict):
+                name = (body.get("leader") or {}).get("name")
+                if name:
+                    return name
+        return None
+
+    def leader_view(self):
+        """/cluster from the Raft leader (it holds the controller's per-member
+        reasons); falls back to any live node."""
+        name = self.raft_leader()
+        if name:
+            v = self.node(name).view("/cluster")
+            if v:
+                return v
+        return self.cluster_view()
+
 
 class Prober(threading.Thread):
     """Invariant 1: at most one node answers 200 on /primary in any round."""
@@ -395,6 +478,14 @@ class Prober(threading.Thread):
         self.join(10)
         self.pool.shutdown(wait=False)
         return self.violations
+
+
+def cut_session(conn):
+    """Shut the socket of a psycopg2 connection down from another thread."""
+    try:
+        socket.socket(fileno=os.dup(conn.fileno())).shutdown(socket.SHUT_RDWR)
+    except (OSError, psycopg2.Error):
+        pass
 
 
 class Writer(threading.Thread):
@@ -449,15 +540,20 @@ class Writer(threading.Thread):
             conn = self._primary()
             if conn is not None:
                 i = self.next_id
+                # A frozen server never answers: cut the session after 2 s,
+                # as a load balancer's on-marked-down shutdown-sessions does.
+                guard = threading.Timer(2.0, cut_session, (conn,))
+                guard.start()
                 try:
                     with conn.cursor() as cur:
-                        cur.execute("SET statement_timeout = '2s'")
                         cur.execute(f"INSERT INTO {self.table}(id) VALUES (%s)", (i,))
                     self.acked.append((i, time.monotonic(), self.conn_node.name))
                     self.next_id += 1
                 except psycopg2.Error:
                     self.errors += 1
                     self._close()
+                finally:
+                    guard.cancel()
             time.sleep(self.interval)
         self._close()
 
@@ -475,3 +571,234 @@ class Writer(threading.Thread):
         rows = node.query(f"SELECT id FROM {self.table}")
         present = {r[0] for r in rows}
         return sorted(i for i, _, _ in self.acked if i not in present)
+
+
+# --- fault-injection helpers (added for tests/e2e/test_ha_*.py) -------------
+#
+# Processes are always addressed by pid. Every pid a test SIGSTOPs is kept in
+# STOPPED so a fixture can SIGCONT it whatever happened (continue_all()).
+
+STOPPED = set()
+
+
+def _ppid_map():
+    """{ppid: [pid, ...]} for every process visible in /proc now."""
+    children = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                s = f.read()
+            ppid = int(s[s.rindex(")") + 2:].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(d))
+    return children
+
+
+def process_tree(root):
+    """root and its descendants, alive now ([] if root is gone)."""
+    if not root or not pid_alive(root):
+        return []
+    children = _ppid_map()
+    out, todo = [], [root]
+    while todo and len(out) < 10000:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def pid_alive(pid):
+    """True while pid exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            s = f.read()
+        return s[s.rindex(")") + 2] != "Z"
+    except (OSError, ValueError, IndexError):
+        return False
+
+
+def signal_pids(pids, sig):
+    """Send sig to each pid (ignoring the ones already gone); returns the pids
+    signalled. SIGSTOP/SIGCONT keep STOPPED up to date."""
+    done = []
+    for p in pids:
+        try:
+            os.kill(p, sig)
+            done.append(p)
+        except OSError:
+            continue
+        if sig == signal.SIGSTOP:
+            STOPPED.add(p)
+        elif sig in (signal.SIGCONT, signal.SIGKILL):
+            STOPPED.discard(p)
+    return done
+
+
+def continue_all():
+    """SIGCONT every process a test stopped and has not continued."""
+    for p in list(STOPPED):
+        try:
+            os.kill(p, signal.SIGCONT)
+        except OSError:
+            pass
+        STOPPED.discard(p)
+
+
+class RecordingProber(Prober):
+    """A Prober that also remembers, per node, when it answered 200, so a test
+    can check that nobody else became primary."""
+
+    def __init__(self, cluster, path="/primary"):
+        super().__init__(cluster, path)
+        self.seen = {}           # name -> [first, last] monotonic time of a 200
+
+    def run(self):
+        while not self.stop_event.is_set():
+            t0 = time.monotonic()
+            futs = [self.pool.submit(http, n.api + self.path, "GET", None, 0.3)
+                    for n in self.cluster.nodes]
+            codes = [f.result()[0] for f in futs]
+            self.rounds += 1
+            ok = [n.name for n, c in zip(self.cluster.nodes, codes) if c == 200]
+            now = time.monotonic()
+            for name in ok:
+                self.seen.setdefault(name, [now, now])[1] = now
+            if len(ok) > 1:
+                self.violations.append((time.time(), ok))
+            time.sleep(max(0, PROBE_MS / 1000 - (time.monotonic() - t0)))
+
+
+class Session(threading.Thread):
+    """One PostgreSQL session opened on `node` now (before any fault) that
+    tries to commit an insert every `interval` s and records when each commit
+    was acknowledged. It never reconnects: it is the client a fence must cut."""
+
+    def __init__(self, node, table="fence_probe", interval=0.05):
+        super().__init__(daemon=True)
+        self.node, self.table, self.interval = node, table, interval
+        self.stop_event = threading.Event()
+        self.ok = []             # monotonic times of acknowledged commits
+        self.errors = []         # (monotonic time, message)
+        node.query(f"CREATE TABLE IF NOT EXISTS {table} (id bigserial PRIMARY KEY, "
+                   "t timestamptz DEFAULT clock_timestamp())")
+        self.conn = node.connect(timeout=2)
+        self.conn.autocommit = True
+        with self.conn.cursor() as cur:
+            cur.execute("SET statement_timeout = '1s'")
+
+    def run(self):
+        deadline = time.monotonic() + 600
+        while not self.stop_event.is_set() and time.monotonic() < deadline:
+            try:
+                with self.conn.cursor() as cur:
+                    cur.execute(f"INSERT INTO {self.table} DEFAULT VALUES")
+                self.ok.append(time.monotonic())
+            except psycopg2.Error as e:
+                self.errors.append((time.monotonic(), str(e).strip().splitlines()[0] if str(e) else
+                                    type(e).__name__))
+            time.sleep(self.interval)
+        try:
+            self.conn.close()
+        except psycopg2.Error:
+            pass
+
+    def stop(self):
+        self.stop_event.set()
+        self.join(10)
+
+    def last_ok(self):
+        return self.ok[-1] if self.ok else None
+
+
+class FencingViolation(AssertionError):
+    """A session opened on an old primary committed after it should have been
+    fenced (DESIGN.md invariant 2). Its own type so that a test can be marked
+    xfail for exactly this failure and no other."""
+
+
+def managed_clusters(request):
+    """Body of a pytest fixture: yields make(**Cluster kwargs) -> a started
+    Cluster. Whatever happens, every process a test stopped is continued,
+    every cluster cleaned up (which fails the test on sanitizer reports), and
+    the node logs are printed when the test failed."""
+    made = []
+    failed_before = request.session.testsfailed
+
+    def make(**kw):
+        c = Cluster(**kw)
+        made.append(c)
+        return c.start()
+
+    try:
+        yield make
+    finally:
+        continue_all()
+        problems = []
+        for c in made:
+            if request.session.testsfailed > failed_before:
+                print(c.dump_logs(tail=150))
+            try:
+                c.cleanup()
+            except AssertionError as e:
+                problems.append(str(e))
+        if problems:
+            raise AssertionError("\n".join(problems))
+
+
+def watch_rejoin(node, want_timeline=None, timeout=90, every=0.05):
+    """Probe node's /primary every `every` s until it reports itself a
+    streaming replica (on want_timeline if given). Returns (seconds it took,
+    [(t, body) of every 200 answer seen meanwhile])."""
+    t0 = time.monotonic()
+    bad = []
+    last = None
+    while time.monotonic() - t0 < timeout:
+        code, body = http(node.api + "/primary", timeout=0.5)
+        if code == 200:
+            bad.append((round(time.monotonic() - t0, 3), body))
+        if isinstance(body, dict):
+            last = body
+            if (body.get("role") == "replica" and body.get("replication_state") == "streaming"
+                    and (want_timeline is None or body.get("timeline") == want_timeline)):
+                return time.monotonic() - t0, bad
+        time.sleep(every)
+    raise AssertionError(f"{node.name} did not become a streaming replica within {timeout}s "
+                         f"(last status {last!r}); 200 answers meanwhile: {bad}")
+
+
+def node_timeline(node):
+    body = node.view("/patroni")
+    return body.get("timeline") if body else None
+
+
+def write_wal(node, mbytes, table="walfill"):
+    """Generate about `mbytes` MB of WAL on the primary `node`."""
+    node.query(f"CREATE TABLE IF NOT EXISTS {table} (id bigint, pad text)")
+    rows = int(mbytes * 1024 * 1024 / 1100)
+    node.query(f"INSERT INTO {table} SELECT g, repeat(md5(g::text), 32) "
+               f"FROM generate_series(1, {rows}) g")
+
+
+def hold_no_promotion(cluster, record, seconds, every=0.2, old=None, grace=1.0):
+    """For `seconds`: the primary record keeps (member, epoch) and no node
+    answers 200 on /primary, except `old` (the primary whose PostgreSQL just
+    died) during its first `grace` seconds: the health endpoints answer from
+    the status of the last monitor tick (loop_wait). Returns the last record
+    seen."""
+    t0 = time.monotonic()
+    deadline = t0 + seconds
+    last = record
+    while time.monotonic() < deadline:
+        rec = cluster.primary_record()
+        if rec is not None:
+            last = rec
+            assert rec[:2] == record[:2], f"primary record changed from {record} to {rec}"
+        up = cluster.primaries(timeout=0.5)
+        late = time.monotonic() - t0
+        assert all(n is old and late < grace for n in up), \
+            f"{[n.name for n in up]} answered 200 on /primary {late:.2f}s into the hold"
+        time.sleep(every)
+    return last

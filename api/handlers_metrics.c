@@ -1,0 +1,140 @@
+/* GET /metrics: Prometheus text format, Patroni's metric names with the
+ * labels {scope, name}, plus pgwarden_* for Raft, the lease and counters. */
+#include "api/api_internal.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "build_info.h"
+
+struct buf {
+    char *p;
+    size_t len, cap;
+    const char *labels;
+};
+
+static void put(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void put(struct buf *b, const char *fmt, ...)
+{
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
+        va_end(ap);
+        if (n < 0)
+            return;
+        if ((size_t)n < b->cap - b->len) {
+            b->len += (size_t)n;
+            return;
+        }
+        size_t cap = b->cap * 2 + (size_t)n;
+        char *np = realloc(b->p, cap);
+        if (np == NULL)
+            return;
+        b->p = np;
+        b->cap = cap;
+    }
+}
+
+static void metric(struct buf *b, const char *name, const char *type, const char *help, double v)
+{
+    put(b, "# HELP %s %s\n# TYPE %s %s\n%s{%s} %.17g\n", name, help, name, type, name, b->labels, v);
+}
+
+static void h_metrics(struct http_exchange *x, const struct http_request *req, void *vctx)
+{
+    (void)req;
+    const struct api_ctx *ctx = vctx;
+    struct ha_view v;
+    ha_get_view(ctx->ha, &v);
+    const struct fsm_state *st = &ctx->fsm->st;
+    struct cluster_info ci;
+    cluster_get_info(ctx->cluster, &ci);
+    struct ha_stats hs;
+    ha_get_stats(ctx->ha, &hs);
+    struct http_server_stats ws;
+    http_server_get_stats(ctx->server, &ws);
+    struct submit_stats ss;
+    submitter_get_stats(ctx->sub, &ss);
+
+    char labels[256];
+    snprintf(labels, sizeof labels, "scope=\"%s\",name=\"%s\"", ctx->cfg->scope, ctx->cfg->name);
+    struct buf b = {malloc(8192), 0, 8192, labels};
+    if (b.p == NULL) {
+        http_reply_text(x, 500, "out of memory");
+        return;
+    }
+    const struct ha_pg_view *p = &v.pg;
+    bool primary = v.lease_serving && p->running && !p->in_recovery;
+    int major = 0, minor = 0, patch = 0;
+    sscanf(PGW_VERSION, "%d.%d.%d", &major, &minor, &patch);
+    metric(&b, "patroni_version", "gauge", "Version of pgwarden, as major*10000+minor*100+patch.",
+           major * 10000 + minor * 100 + patch);
+    metric(&b, "patroni_postgres_running", "gauge", "1 if PostgreSQL is running.", p->running);
+    metric(&b, "patroni_postmaster_start_time", "gauge", "Epoch seconds of the postmaster start.",
+           p->postmaster_start_ms / 1000.0);
+    metric(&b, "patroni_primary", "gauge", "1 if this node is the primary.", primary);
+    metric(&b, "patroni_xlog_location", "counter", "Current WAL location (primary).",
+           primary ? (double)p->wal_lsn : 0);
+    metric(&b, "patroni_standby_leader", "gauge", "1 if this node is a standby leader.", 0);
+    metric(&b, "patroni_replica", "gauge", "1 if this node is a running replica.",
+           p->running && p->in_recovery);
+    metric(&b, "patroni_sync_standby", "gauge", "1 if this node is a synchronous standby.",
+           fsm_in_sync_set(st, ctx->cfg->name));
+    metric(&b, "patroni_xlog_received_location", "counter", "WAL received (replica).",
+           p->in_recovery ? (double)p->received_lsn : 0);
+    metric(&b, "patroni_xlog_replayed_location", "counter", "WAL replayed (replica).",
+           p->in_recovery ? (double)p->replayed_lsn : 0);
+    metric(&b, "patroni_xlog_replayed_timestamp", "gauge", "Epoch seconds of the last replayed transaction.",
+           p->has_replay_ts ? p->replay_ts_ms / 1000.0 : 0);
+    metric(&b, "patroni_xlog_paused", "gauge", "1 if WAL replay is paused.", p->replay_paused);
+    metric(&b, "patroni_postgres_streaming", "gauge", "1 if streaming from the primary.",
+           strcmp(p->repl_state, "streaming") == 0);
+    metric(&b, "patroni_postgres_in_archive_recovery", "gauge", "1 if replaying from the archive.",
+           strcmp(p->repl_state, "in archive recovery") == 0);
+    metric(&b, "patroni_postgres_server_version", "gauge", "PostgreSQL version number.", p->server_version);
+    metric(&b, "patroni_cluster_unlocked", "gauge", "1 if no member holds the primary role.",
+           st->primary.state == FSM_PRIMARY_NONE);
+    metric(&b, "patroni_postgres_timeline", "counter", "PostgreSQL timeline.", p->timeline);
+    metric(&b, "patroni_pending_restart", "gauge", "1 if a setting needs a restart.", p->pending_restart);
+    metric(&b, "patroni_is_paused", "gauge", "1 if the cluster is in maintenance mode.", st->pause);
+    const struct fsm_member *me = fsm_member_find(st, ctx->cfg->name);
+    metric(&b, "patroni_failover_priority", "gauge", "failover_priority tag.",
+           me != NULL ? fsm_member_failover_priority(me) : 0);
+    metric(&b, "pgwarden_raft_term", "counter", "Current Raft term.", (double)ci.term);
+    metric(&b, "pgwarden_raft_leader", "gauge", "1 if this node leads Raft.", ci.role == CLUSTER_LEADER);
+    metric(&b, "pgwarden_raft_commit_index", "counter", "Raft commit index.", (double)ci.commit_index);
+    metric(&b, "pgwarden_raft_applied_index", "counter", "Raft index applied here.", (double)ci.last_applied);
+    metric(&b, "pgwarden_raft_voters", "gauge", "Voters in the Raft configuration.", ci.n_servers);
+    metric(&b, "pgwarden_lease_held", "gauge", "1 if this node holds a valid primary lease.", v.lease_serving);
+    metric(&b, "pgwarden_lease_expires_in_seconds", "gauge", "Seconds until this node must fence.",
+           v.lease_expires_in_ms / 1000.0);
+    metric(&b, "pgwarden_primary_epoch", "counter", "Epoch of the primary record.", (double)st->primary.epoch);
+    metric(&b, "pgwarden_lease_renewals_total", "counter", "Lease renewals confirmed.", (double)hs.lease_renewals);
+    metric(&b, "pgwarden_lease_renew_failures_total", "counter", "Lease renewals refused or timed out.",
+           (double)hs.lease_renew_failures);
+    metric(&b, "pgwarden_fences_total", "counter", "Times this node fenced PostgreSQL.", (double)hs.fences);
+    metric(&b, "pgwarden_failovers_total", "counter", "Failovers decided or performed here.", (double)hs.failovers);
+    metric(&b, "pgwarden_switchovers_total", "counter", "Switchovers decided or performed here.",
+           (double)hs.switchovers);
+    metric(&b, "pgwarden_commands_forwarded_total", "counter", "Commands forwarded to the Raft leader.",
+           (double)ss.forwarded);
+    metric(&b, "pgwarden_command_retries_total", "counter", "Command submissions retried.", (double)ss.retries);
+    metric(&b, "pgwarden_http_requests_total", "counter", "REST requests served.", (double)ws.requests);
+    metric(&b, "pgwarden_http_timeouts_total", "counter", "REST clients dropped for being slow.",
+           (double)ws.timeouts);
+    http_reply(x, 200, "text/plain; version=0.0.4", b.p, b.len);
+    free(b.p);
+}
+
+static const struct http_route routes[] = {
+    {"/metrics", HTTP_M_GET, false, h_metrics},
+};
+
+int api_register_metrics(struct http_server *s, struct api_ctx *ctx)
+{
+    return http_server_add_routes(s, routes, sizeof routes / sizeof routes[0], ctx);
+}

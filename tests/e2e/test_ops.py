@@ -1,0 +1,140 @@
+"""Operator endpoints: restart (now, scheduled, refused), reload, a
+cluster-wide parameter change reaching every node, pending_restart,
+reinitialize of a replica (old data moved aside, never deleted), metrics,
+basic auth on write methods, bad request bodies."""
+import glob
+import os
+import time
+
+import pytest
+
+from pgw_harness import Cluster, http, wait_for
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    c = Cluster(n=3, node_opts={n: {"extra": {"restapi": {"authentication": {
+        "username": "admin", "password": "op-Secret-9"}}}} for n in ("n1", "n2", "n3")})
+    try:
+        c.start()
+        c.wait_healthy(timeout=90)
+        yield c
+    finally:
+        c.cleanup()
+
+
+AUTH = ("admin", "op-Secret-9")
+
+
+def test_write_methods_need_auth(cluster):
+    p = cluster.wait_healthy()
+    assert http(p.api + "/switchover", "POST", {"leader": p.name})[0] == 401
+    assert http(p.api + "/switchover", "POST", {"leader": p.name}, auth=("admin", "wrong"))[0] == 401
+    assert http(p.api + "/restart", "POST", {})[0] == 401
+    assert http(p.api + "/config", "PATCH", {"ttl": 3})[0] == 401
+    # read methods never need it
+    assert http(p.api + "/cluster")[0] == 200
+    # with credentials the request is judged on its merits
+    status, body = http(p.api + "/switchover", "POST", {"leader": "nobody"}, auth=AUTH)
+    assert status == 412 and "not the running primary" in body["error"]
+
+
+def test_bad_bodies_are_refused_and_change_nothing(cluster):
+    p = cluster.wait_healthy()
+    before = http(p.api + "/config")[1]
+    import urllib.request
+    req = urllib.request.Request(p.api + "/config", data=b"{not json", method="PATCH")
+    import base64
+    req.add_header("Authorization", "Basic " + base64.b64encode(b"admin:op-Secret-9").decode())
+    try:
+        urllib.request.urlopen(req, timeout=2)
+        raise AssertionError("malformed JSON accepted")
+    except urllib.error.HTTPError as e:
+        assert e.code == 400 and b"malformed JSON" in e.read()
+    status, body = http(p.api + "/config", "PATCH", {"ttl": "abc"}, auth=AUTH)
+    assert status == 400 and "ttl" in body["error"]
+    status, body = http(p.api + "/config", "PATCH", {"loop_wait": 5}, auth=AUTH)
+    assert status == 400 and "timing rule" in body["error"]
+    status, body = http(p.api + "/config", "PATCH", {"no_such_key": 1}, auth=AUTH)
+    assert status == 400 and "no_such_key" in body["error"]
+    assert http(p.api + "/config")[1] == before
+    assert http(p.api + "/restart", "POST", {"role": "bogus"}, auth=AUTH)[0] == 400
+    assert http(p.api + "/failover", "POST", {}, auth=AUTH)[0] == 400
+
+
+def test_parameter_change_reaches_every_node(cluster):
+    p = cluster.wait_healthy()
+    status, body = http(p.api + "/config", "PATCH",
+                        {"postgresql": {"parameters": {"work_mem": "7MB"}}}, auth=AUTH)
+    assert status == 200, body
+    assert body["postgresql"]["parameters"]["work_mem"] == "7MB"
+    for n in cluster.nodes:
+        wait_for(lambda: n.query("SHOW work_mem")[0][0] == "7MB", 20,
+                 what=f"work_mem reloaded on {n.name}")
+
+
+def test_pending_restart_then_restart(cluster):
+    p = cluster.wait_healthy()
+    status, _ = http(p.api + "/config", "PATCH",
+                     {"postgresql": {"parameters": {"max_connections": 120}}}, auth=AUTH)
+    assert status == 200
+    replica = next(n for n in cluster.nodes if n is not p)
+    wait_for(lambda: replica.get("/patroni")[1].get("pending_restart") is True, 20,
+             what="pending_restart on a replica")
+    # a role mismatch is refused
+    status, body = http(replica.api + "/restart", "POST", {"role": "primary"}, auth=AUTH)
+    assert status == 503 and "not a primary" in body["error"]
+    started = replica.get("/patroni")[1]["postmaster_start_time"]
+    status, body = http(replica.api + "/restart", "POST", {"restart_pending": True}, auth=AUTH,
+                        timeout=60)
+    assert status == 200 and "restarted" in body["message"], body
+    wait_for(lambda: replica.get("/patroni")[1].get("postmaster_start_time", started) != started
+             and replica.get("/patroni")[1].get("pending_restart") is False, 20,
+             what="restarted replica without pending restart")
+    assert replica.query("SHOW max_connections")[0][0] == "120"
+    cluster.wait_healthy(timeout=60)
+
+
+def test_scheduled_restart_and_delete(cluster):
+    p = cluster.wait_healthy()
+    r = next(n for n in cluster.nodes if n is not p)
+    at = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(time.time() + 3600))
+    status, body = http(r.api + "/restart", "POST", {"schedule": at}, auth=AUTH)
+    assert status == 202, body
+    assert http(r.api + "/restart", "POST", {"schedule": at}, auth=AUTH)[0] == 409
+    assert http(r.api + "/restart", "DELETE", auth=AUTH)[0] == 200
+    assert http(r.api + "/restart", "DELETE", auth=AUTH)[0] == 404
+    past = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(time.time() - 60))
+    assert http(r.api + "/restart", "POST", {"schedule": past}, auth=AUTH)[0] == 422
+
+
+def test_reload(cluster):
+    p = cluster.wait_healthy()
+    status, body = http(p.api + "/reload", "POST", auth=AUTH)
+    assert status == 202 and body["message"] == "reload scheduled"
+
+
+def test_reinitialize_replica_keeps_old_data(cluster):
+    p = cluster.wait_healthy()
+    status, body = http(p.api + "/reinitialize", "POST", {}, auth=AUTH)
+    assert status == 503 and "leader" in body["error"]
+    r = next(n for n in cluster.nodes if n is not p)
+    status, body = http(r.api + "/reinitialize", "POST", {"force": True}, auth=AUTH, timeout=60)
+    assert status == 200 and "reinitialize started" in body["message"], body
+    assert glob.glob(r.data_dir + ".*"), "the old data directory must be moved aside, not deleted"
+    cluster.wait_healthy(timeout=90)
+    assert r.query("SELECT pg_is_in_recovery()")[0][0] is True
+
+
+def test_metrics(cluster):
+    p = cluster.wait_healthy()
+    status, text = http(p.api + "/metrics")
+    assert status == 200
+    labels = f'scope="{cluster.scope}",name="{p.name}"'
+    assert f"patroni_primary{{{labels}}} 1" in text
+    assert f"patroni_postgres_running{{{labels}}} 1" in text
+    assert f"pgwarden_lease_held{{{labels}}} 1" in text
+    r = next(n for n in cluster.nodes if n is not p)
+    text = http(r.api + "/metrics")[1]
+    assert f'patroni_replica{{scope="{cluster.scope}",name="{r.name}"}} 1' in text
+    assert "# TYPE pgwarden_raft_term counter" in text
