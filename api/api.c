@@ -1,5 +1,6 @@
 #include "api/api_internal.h"
 
+#include <arpa/inet.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,9 +51,77 @@ static bool secret_equal(const char *given, const char *expected)
     return diff == 0;
 }
 
+/* "10.0.0.0/8", "192.168.1.7", "::1", "fd00::/8": does ip fall inside? */
+static bool cidr_match(const char *entry, const char *ip)
+{
+    char net[INET6_ADDRSTRLEN + 8];
+    snprintf(net, sizeof net, "%s", entry);
+    int bits = -1;
+    char *slash = strchr(net, '/');
+    if (slash != NULL) {
+        *slash = '\0';
+        char *end;
+        long b = strtol(slash + 1, &end, 10);
+        if (*end != '\0' || b < 0 || b > 128)
+            return false;
+        bits = (int)b;
+    }
+    unsigned char a[16], c[16];
+    int fam = strchr(net, ':') != NULL ? AF_INET6 : AF_INET;
+    if (inet_pton(fam, net, a) != 1 || inet_pton(fam, ip, c) != 1)
+        return strcmp(entry, ip) == 0;
+    int len = fam == AF_INET ? 32 : 128;
+    if (bits < 0 || bits > len)
+        bits = len;
+    for (int i = 0; i < bits / 8; i++)
+        if (a[i] != c[i])
+            return false;
+    if (bits % 8 != 0) {
+        unsigned char mask = (unsigned char)(0xff << (8 - bits % 8));
+        if ((a[bits / 8] & mask) != (c[bits / 8] & mask))
+            return false;
+    }
+    return true;
+}
+
+/* Members talk to each other's write endpoints (forwarded commands, joins):
+ * their addresses are always allowed. */
+static bool is_member_host(const struct api_ctx *ctx, const char *ip)
+{
+    const struct fsm_state *st = &ctx->fsm->st;
+    for (unsigned i = 0; i < st->n_members; i++) {
+        const struct fsm_member *m = &st->members[i];
+        size_t n = strlen(ip);
+        if (strncmp(m->raft_addr, ip, n) == 0 && m->raft_addr[n] == ':')
+            return true;
+        const char *h = strstr(m->api_url, "://");
+        if (h != NULL && strncmp(h + 3, ip, n) == 0 && (h[3 + n] == ':' || h[3 + n] == '/' || h[3 + n] == '\0'))
+            return true;
+    }
+    return false;
+}
+
+static bool allowed(const struct api_ctx *ctx, const struct http_request *req)
+{
+    const struct cfg_strlist *al = &ctx->cfg->restapi.allowlist;
+    if (al->n == 0)
+        return true;
+    const char *ip = req->client_ip;
+    if (strncmp(ip, "::ffff:", 7) == 0)
+        ip += 7;
+    for (size_t i = 0; i < al->n; i++)
+        if (cidr_match(al->items[i], ip))
+            return true;
+    return is_member_host(ctx, ip);
+}
+
 bool api_check_auth(struct http_exchange *x, const struct http_request *req,
                     const struct api_ctx *ctx)
 {
+    if (!allowed(ctx, req)) {
+        api_reply_error(x, 403, "%s is not in restapi.allowlist", req->client_ip);
+        return false;
+    }
     const char *user = ctx->cfg->restapi.auth_username, *pass = ctx->cfg->restapi.auth_password;
     if (user == NULL || pass == NULL)
         return true;
