@@ -188,7 +188,7 @@ static void start_action(struct http_exchange *x, struct api_ctx *ctx, struct fs
     w->timer.data = w;
     http_exchange_on_abort(x, wait_abort, w);
     uv_timer_start(&w->timer, wait_tick, 100, 100);
-    if (submit_cmd(ctx->sub, c, 5000, action_submitted, w) != 0)
+    if (submit_cmd_applied(ctx->sub, c, 5000, action_submitted, w) != 0)
         finish(w, 503, json_pack("{s:s}", "error", "cannot submit the request"));
     fsm_cmd_free(c);
 }
@@ -290,7 +290,7 @@ static void h_switchover(struct http_exchange *x, const struct http_request *req
         uv_timer_init(ctx->loop, &w->timer);
         w->timer.data = w;
         http_exchange_on_abort(x, wait_abort, w);
-        if (submit_cmd(ctx->sub, &c, 5000, sched_done, w) != 0)
+        if (submit_cmd_applied(ctx->sub, &c, 5000, sched_done, w) != 0)
             finish(w, 503, json_pack("{s:s}", "error", "cannot submit the request"));
         goto out;
     }
@@ -376,7 +376,7 @@ static void h_switchover_delete(struct http_exchange *x, const struct http_reque
     }
     struct fsm_cmd c;
     fsm_cmd_init(&c, FSM_OP_SWITCHOVER_CLEAR, NULL);
-    if (submit_cmd(ctx->sub, &c, 5000, cleared, x) != 0)
+    if (submit_cmd_applied(ctx->sub, &c, 5000, cleared, x) != 0)
         api_reply_error(x, 503, "cannot submit the request");
 }
 
@@ -497,7 +497,7 @@ static void config_write(struct http_exchange *x, const struct http_request *req
         c.u.config.expect_version = st->config_version;
         r->pending++;
         log_info("api", "dynamic configuration change requested");
-        if (submit_cmd(ctx->sub, &c, 5000, config_step_done, r) != 0)
+        if (submit_cmd_applied(ctx->sub, &c, 5000, config_step_done, r) != 0)
             r->pending--;
         fsm_cmd_free(&c);
     } else {
@@ -509,7 +509,7 @@ static void config_write(struct http_exchange *x, const struct http_request *req
         c.u.pause.pause = pause_change == 1;
         r->pending++;
         log_info("api", "%s requested", pause_change == 1 ? "maintenance mode (pause)" : "resume");
-        if (submit_cmd(ctx->sub, &c, 5000, config_step_done, r) != 0)
+        if (submit_cmd_applied(ctx->sub, &c, 5000, config_step_done, r) != 0)
             r->pending--;
     }
     config_step_done(r, 0, NULL, "");

@@ -138,17 +138,18 @@ static void h_member_add(struct http_exchange *x, const struct http_request *req
     p->x = x;
     log_info("api", "adding %s at %s to the Raft configuration", name, addr);
     int rc = cluster_member_add(ctx->cluster, addr, change_done, p);
-    json_decref(j);
     if (rc != 0) {
         free(p);
         api_reply_error(x, change_status_http(rc), "cannot add %s: %s", addr, pgw_strerror(rc));
     }
+    json_decref(j); /* addr points into it */
 }
 
 struct removal {
     struct http_exchange *x;
     struct api_ctx *ctx;
     char name[FSM_NAME_MAX];
+    bool by_id; /* a Raft server with no member record */
 };
 
 static void fsm_remove_done(void *vp, int status, const struct fsm_result *res, const char *msg)
@@ -171,10 +172,15 @@ static void raft_remove_done(void *vp, int status, uint64_t id, const char *msg)
         free(r);
         return;
     }
+    if (r->by_id) {
+        api_reply_json(r->x, 200, json_pack("{s:s}", "removed", r->name));
+        free(r);
+        return;
+    }
     struct fsm_cmd c;
     fsm_cmd_init(&c, FSM_OP_MEMBER_REMOVE, NULL);
     snprintf(c.member, sizeof c.member, "%s", r->name);
-    if (submit_cmd(r->ctx->sub, &c, 5000, fsm_remove_done, r) != 0) {
+    if (submit_cmd_applied(r->ctx->sub, &c, 5000, fsm_remove_done, r) != 0) {
         api_reply_error(r->x, 503, "removed from Raft, but not from the member list");
         free(r);
     }
@@ -188,7 +194,30 @@ static void h_member_remove(struct http_exchange *x, const struct http_request *
     const char *name = req->path + strlen("/raft/members/");
     const struct fsm_member *m = fsm_member_find(&ctx->fsm->st, name);
     if (m == NULL) {
-        api_reply_error(x, 404, "no member named %s", name);
+        /* A server added but never started has no member record: it can be
+         * removed by its Raft id (GET /raft lists it). */
+        char *end;
+        unsigned long long id = strtoull(name, &end, 10);
+        if (*name != '\0' && *end == '\0' && id > 0) {
+            struct removal *r = calloc(1, sizeof *r);
+            if (r == NULL) {
+                api_reply_error(x, 500, "out of memory");
+                return;
+            }
+            r->x = x;
+            r->ctx = ctx;
+            r->by_id = true;
+            snprintf(r->name, sizeof r->name, "%s", name);
+            int rc = cluster_member_remove(ctx->cluster, id, raft_remove_done, r);
+            if (rc != 0) {
+                free(r);
+                api_reply_error(x, change_status_http(rc), "cannot remove server %s: %s", name,
+                                pgw_strerror(rc));
+            }
+            return;
+        }
+        api_reply_error(x, 404, "no member named %s (a server that never registered can be removed "
+                        "by its Raft id)", name);
         return;
     }
     const struct fsm_state *st = &ctx->fsm->st;

@@ -155,14 +155,17 @@ json_t *api_cluster_json(const struct api_ctx *ctx)
                 json_object_set_new(o, "error", json_string(m->report.reason));
         }
         json_object_set_new(o, "tags", json_deep_copy(m->tags));
-        const char *why = ha_candidate_reason(ctx->ha, m->name);
         if (strcmp(role, "leader") != 0) {
-            if (why != NULL && why[0] != '\0')
+            /* the controller's verdict from its last fresh round when this
+             * node runs it, else the same rules on the replicated reports */
+            const char *why = ha_candidate_reason(ctx->ha, m->name);
+            char buf[256] = "";
+            if (why == NULL || why[0] == '\0') {
+                ha_member_eligibility(ctx->ha, m->name, buf, sizeof buf);
+                why = buf;
+            }
+            if (why[0] != '\0')
                 json_object_set_new(o, "not_candidate_reason", json_string(why));
-            else if (m->witness)
-                json_object_set_new(o, "not_candidate_reason", json_string("witness (no PostgreSQL)"));
-            else if (fsm_member_nofailover(m))
-                json_object_set_new(o, "not_candidate_reason", json_string("tagged nofailover (or failover_priority <= 0)"));
         }
         json_object_set_new(o, "raft_id", json_integer((json_int_t)m->raft_id));
         json_array_append_new(members, o);

@@ -4,6 +4,7 @@
 #define PGW_CMD_H
 
 int cmd_run(int argc, char **argv);
+int cmd_ctl(int argc, char **argv);
 int cmd_validate(int argc, char **argv);
 int cmd_version(int argc, char **argv);
 

@@ -12,6 +12,7 @@ struct subcommand {
 
 static const struct subcommand subcommands[] = {
     {"run", cmd_run, "run the supervisor daemon for this node"},
+    {"ctl", cmd_ctl, "operator CLI: list, switchover, failover, ..."},
     {"validate", cmd_validate, "check a configuration file and exit 0 (valid) or 1"},
     {"version", cmd_version, "print pgwarden's version and the library versions it was built with"},
 };

@@ -115,7 +115,9 @@ static int choose(struct ha *h, struct peer_status *ps, size_t n, const struct r
         .timeline = p->timeline,
         .primary_lsn = p->lsn,
         .max_lag = h->dcs.maximum_lag_on_failover,
-        .sync_only = h->dcs.synchronous_mode != CFG_SYNC_OFF && st->n_sync > 0,
+        /* synchronous modes: only a member of the current epoch's set has
+         * every acknowledged commit; an empty set means nobody does */
+        .sync_only = h->dcs.synchronous_mode != CFG_SYNC_OFF,
         .exclude = rc->exclude[0] ? rc->exclude : NULL,
     };
     if (st->sw.pending && st->sw.to[0] != '\0')
@@ -158,6 +160,24 @@ static int choose(struct ha *h, struct peer_status *ps, size_t n, const struct r
     }
     char reasons[FSM_MAX_MEMBERS][CAND_REASON_MAX];
     int best = cand_choose(m, n, &rules, reasons);
+    /* Quorum (ANY k of Q): each acknowledged commit is on k members of Q, so
+     * the most advanced of any |Q|-k+1 of them has it. Fewer answers than
+     * that prove nothing. */
+    if (best >= 0 && h->dcs.synchronous_mode == CFG_SYNC_QUORUM && !rules.ignore_lag &&
+        rc->kind != ROUND_SWITCHOVER_PROMOTE) {
+        unsigned q = fsm_sync_size(st), k = st->sync_count ? st->sync_count : 1, answered = 0;
+        for (size_t i = 0; i < n; i++)
+            if (m[i].in_sync_set && m[i].reachable && m[i].running)
+                answered++;
+        unsigned need = q >= k ? q - k + 1 : 1;
+        if (answered < need) {
+            for (size_t i = 0; i < n; i++)
+                if (reasons[i][0] == '\0')
+                    snprintf(reasons[i], CAND_REASON_MAX, "quorum: %u of %u synchronous members "
+                             "answered, %u needed to prove which has every commit", answered, q, need);
+            best = -1;
+        }
+    }
     struct controller *c = &h->ctl;
     c->n_reasons = 0;
     for (size_t i = 0; i < n; i++) {
@@ -300,6 +320,44 @@ static void start_round(struct ha *h, enum round_kind kind, const char *exclude)
     }
 }
 
+/* Eligibility from the replicated reports alone (no fresh fetch): what any
+ * node can say in GET /cluster about why a member would not be promoted. */
+void ha_member_eligibility(const struct ha *h, const char *name, char *buf, size_t len)
+{
+    const struct fsm_state *st = &h->fsm->st;
+    const struct fsm_member *m = fsm_member_find(st, name);
+    buf[0] = '\0';
+    if (m == NULL)
+        return;
+    uint64_t now = ha_now(h);
+    bool fresh = m->reported && m->local_report_ms != 0 &&
+                 now - m->local_report_ms <= 2 * (uint64_t)h->timing.ttl_ms;
+    struct cand_member cm = {
+        .name = m->name,
+        .witness = m->witness,
+        .nofailover = fsm_member_nofailover(m),
+        .failover_priority = fsm_member_failover_priority(m),
+        .reachable = fresh,
+        .error = m->reported ? "no recent report" : "never reported",
+        .running = strcmp(m->report.state, "running") == 0,
+        .in_recovery = strcmp(m->report.role, "replica") == 0,
+        .sysid = strtoull(m->report.sysid, NULL, 10),
+        .timeline = m->report.timeline,
+        .receive_lsn = m->report.receive_lsn,
+        .replay_lsn = m->report.replay_lsn,
+        .in_sync_set = fsm_in_sync_set(st, m->name),
+        .backoff = in_backoff((struct ha *)h, m->name),
+    };
+    struct cand_rules rules = {
+        .sysid = strtoull(st->sysid, NULL, 10),
+        .timeline = st->primary.timeline,
+        .primary_lsn = st->primary.lsn,
+        .max_lag = h->dcs.maximum_lag_on_failover,
+        .sync_only = h->dcs.synchronous_mode != CFG_SYNC_OFF,
+    };
+    cand_check(&cm, &rules, buf, len);
+}
+
 /* --- founding the cluster --------------------------------------------------------- */
 
 static void choose_founder(struct ha *h)
@@ -365,7 +423,11 @@ void controller_step(struct ha *h)
             c->config_inflight = false;
         fsm_cmd_free(&cmd);
     }
-    if (st->pause || c->fetching || c->submitting)
+    if (c->fetching || c->submitting)
+        return;
+    /* Maintenance mode: nothing automatic; only an operator's request with
+     * a named candidate is carried out (as Patroni does). */
+    if (st->pause && !(st->sw.pending && st->sw.to[0] != '\0'))
         return;
     const struct fsm_primary *p = &st->primary;
     uint64_t now = ha_now(h);

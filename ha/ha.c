@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "ha/keeper.h"
 
 uint64_t ha_now(const struct ha *h)
 {
@@ -212,6 +213,11 @@ static void step(struct ha *h)
     if (h->closing)
         return;
     h->last_tick_ms = ha_now(h);
+    if (h->keeper != NULL && !h->keeper_dead && !keeper_alive(h->keeper)) {
+        h->keeper_dead = true;
+        log_error("ha", "the fence keeper (pid %d) is gone: a stopped or killed pgwarden could no "
+                  "longer fence this node's PostgreSQL; restart pgwarden", (int)keeper_pid(h->keeper));
+    }
     refresh_dcs(h);
     if (cluster_role(h->cluster) == CLUSTER_STARTING || cluster_role(h->cluster) == CLUSTER_STOPPED)
         return;

@@ -73,6 +73,10 @@ struct agent {
     uint64_t config_gen, config_applied_gen;
     /* What pgnode reads during an action: swapped only between actions, so
      * a configuration change never frees what a running step uses. */
+    /* synchronous replication (agent_sync.c) */
+    bool sync_inflight, sync_managed, sync_names_set;
+    char sync_applied[1024];
+    uint64_t sync_change_lsn;
     struct cfg_dcs node_dcs;
     bool node_dcs_set;
     uint64_t node_config_gen;
@@ -116,6 +120,7 @@ struct ha {
     struct submitter *sub;
     const struct clock_src *clock;
     struct keeper *keeper;
+    bool keeper_dead;
     bool witness;
 
     struct cfg_dcs dcs;

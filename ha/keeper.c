@@ -4,9 +4,9 @@
  * 0 or in the future; exit when told to or when another pgwarden owns the
  * page. Failure modes: the page cannot be created (pgwarden refuses to
  * start: a primary without its safety net is not allowed), the keeper dies
- * (pgwarden sees it with waitpid(WNOHANG) on its tick and restarts it),
- * postmaster.pid unreadable at fence time (nothing to kill: PostgreSQL is
- * not running). */
+ * (the in-process fencing still works; keeper_alive() lets the daemon say
+ * so), postmaster.pid unreadable at fence time (nothing to kill: PostgreSQL
+ * is not running). */
 #include "ha/keeper.h"
 
 #include <errno.h>
@@ -195,6 +195,26 @@ uint64_t keeper_deadline(const struct keeper *k)
 uint64_t keeper_fences(const struct keeper *k)
 {
     return k != NULL ? __atomic_load_n(&k->page->fences, __ATOMIC_SEQ_CST) : 0;
+}
+
+bool keeper_alive(const struct keeper *k)
+{
+    if (k == NULL)
+        return false;
+    /* a dead child stays a zombie until reaped, which kill() still finds:
+     * look at its state instead */
+    char path[64], buf[256];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)k->pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return false;
+    buf[n] = '\0';
+    const char *p = strrchr(buf, ')');
+    return p != NULL && p[1] == ' ' && p[2] != 'Z' && p[2] != 'X';
 }
 
 pid_t keeper_pid(const struct keeper *k)

@@ -42,5 +42,7 @@ uint64_t keeper_fences(const struct keeper *k);
 /* Clean stop: clear the deadline, tell the keeper to exit, reap it. */
 void keeper_stop(struct keeper *k);
 pid_t keeper_pid(const struct keeper *k);
+/* The keeper process still runs (not exited, not a zombie). */
+bool keeper_alive(const struct keeper *k);
 
 #endif

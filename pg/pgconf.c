@@ -363,6 +363,9 @@ int pgconf_build(const struct pgconf_input *in, struct pgconf_params *out, size_
         rc = param_set(out, "cluster_name", cfg->scope ? cfg->scope : "");
     if (!rc)
         rc = param_set(out, "hot_standby", "on");
+    if (!rc && in->sync_standby_names != NULL)
+        rc = param_set(out, "synchronous_standby_names",
+                       in->role.standby ? "" : in->sync_standby_names);
     if (rc)
         goto fail;
 

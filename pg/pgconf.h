@@ -59,6 +59,10 @@ struct pgconf_input {
     const struct cfg_dcs *dcs;   /* cluster-wide parameters; may be NULL (defaults) */
     int pg_major;                /* 13..17; 0 = 15 */
     struct pgconf_role role;
+    /* Managed synchronous_standby_names for a primary (synchronous mode);
+     * NULL = not managed (the configured value, if any, is kept). A standby
+     * always gets '' so a promoted node starts from what it is told. */
+    const char *sync_standby_names;
 };
 
 /* Compute the parameter set (no I/O). Warnings (ignored local values) go to

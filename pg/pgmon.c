@@ -83,6 +83,8 @@ struct pgmon {
     bool round_query_ok; /* the status query of the current round succeeded */
     struct refresh_req *refreshes;
     struct pg_status st;
+    uint32_t seen_tli;             /* highest received_tli of this postmaster */
+    int64_t tli_postmaster_start;  /* ...whose start time this is */
 };
 
 /* ---- state -------------------------------------------------------------- */
@@ -341,6 +343,20 @@ static void on_status(struct pgconn *c, const struct pgconn_result *r, void *ctx
         char eb[256];
         struct pg_status tmp = m->st;
         if (pgmon_parse_status(r->results, r->nresults, &tmp, eb, sizeof eb) == PGW_OK) {
+            /* A replica's timeline: the walreceiver's while it streams. Once
+             * the upstream is gone only the last checkpoint's is left, which
+             * lags behind a timeline switch until the next restartpoint; the
+             * timeline seen while streaming stays true for this postmaster. */
+            if (tmp.in_recovery) {
+                if (tmp.postmaster_start_ms != m->tli_postmaster_start) {
+                    m->tli_postmaster_start = tmp.postmaster_start_ms;
+                    m->seen_tli = 0;
+                }
+                if (tmp.receiver.present && tmp.receiver.received_tli > m->seen_tli)
+                    m->seen_tli = tmp.receiver.received_tli;
+                if (m->seen_tli > tmp.timeline)
+                    tmp.timeline = m->seen_tli;
+            }
             tmp.query_ok = true;
             tmp.query_ms = uv_now(m->loop);
             m->st = tmp;

@@ -102,6 +102,16 @@ void pgnode_set_config(struct pgnode *n, const struct cfg *cfg, const struct cfg
     n->dcs = dcs;
 }
 
+int pgnode_set_sync_names(struct pgnode *n, const char *names)
+{
+    char *copy = NULL;
+    if (names != NULL && (copy = strdup(names)) == NULL)
+        return PGW_ENOMEM;
+    free(n->sync_names);
+    n->sync_names = copy;
+    return PGW_OK;
+}
+
 static void on_timer_closed(uv_handle_t *h)
 {
     free(h->data);
@@ -119,6 +129,8 @@ void pgnode_destroy(struct pgnode *n)
         proc_abandon(n->proc);
     pgctl_destroy(n->ctl);
     wipe_sql(n);
+    free(n->sync_names);
+    n->sync_names = NULL;
     uv_timer_stop(&n->timer);
     uv_close((uv_handle_t *)&n->timer, on_timer_closed);
 }
@@ -449,7 +461,7 @@ int pgnode__write_files(struct pgnode *n, const struct pgconf_role *role, bool b
         rc = pgconf_write_hba(n->cfg, n->dcs, bootstrap_hba, eb, sizeof eb);
     if (rc == PGW_OK) {
         struct pgconf_input in = {.cfg = n->cfg, .dcs = n->dcs, .pg_major = pgnode__pg_major(n),
-                                  .role = *role};
+                                  .role = *role, .sync_standby_names = n->sync_names};
         rc = pgconf_write(&in, res, eb, sizeof eb);
     }
     if (rc)

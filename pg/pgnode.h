@@ -55,6 +55,9 @@ typedef void (*pgnode_done_cb)(struct pgnode *n, int status, void *ctx);
 int pgnode_new(uv_loop_t *loop, const struct cfg *cfg, const struct cfg_dcs *dcs,
                struct pgnode **out, char *errbuf, size_t errlen) PGW_MUST_CHECK;
 void pgnode_set_config(struct pgnode *n, const struct cfg *cfg, const struct cfg_dcs *dcs);
+/* synchronous_standby_names written into every configuration of this node
+ * from now on (NULL: not managed). Copied. */
+int pgnode_set_sync_names(struct pgnode *n, const char *names) PGW_MUST_CHECK;
 /* Drops a pending callback; keep running the loop until handles closed. */
 void pgnode_destroy(struct pgnode *n);
 bool pgnode_busy(const struct pgnode *n);

@@ -28,6 +28,7 @@ struct pgnode {
     uv_loop_t *loop;
     const struct cfg *cfg;
     const struct cfg_dcs *dcs;
+    char *sync_names; /* managed synchronous_standby_names, NULL = not managed */
     struct pgctl *ctl;
     char err[PGNODE_ERR_MAX];
     enum flow flow;

@@ -194,6 +194,7 @@ static int prepare_data_dir(struct cluster *c, char *err, size_t errlen)
 /* --- raft instance ------------------------------------------------------------ */
 
 static char *probe_answer(void *ctx);
+static bool admit_peer(void *ctx, uint64_t id, const char *addr);
 static void poll_cb(uv_prepare_t *p);
 static void timer_cb(uv_timer_t *t);
 
@@ -207,6 +208,7 @@ static int transport_start(struct cluster *c, char *err, size_t errlen)
         .user_timeout_ms = c->o.election_timeout_ms * 3 < 2000 ? 2000 : c->o.election_timeout_ms * 3,
         .probe = probe_answer,
         .probe_ctx = c,
+        .admit = admit_peer,
     };
     int rv = transport_setup(&c->transport, &to);
     if (rv != 0) {
@@ -382,6 +384,9 @@ static void handle_probe_answer(struct cluster *c, const char *peer, const char 
         return;
     }
     const char *leader_api = json_string_value(json_object_get(j, "leader_api_url"));
+    /* A stale answer may still name this node (a wiped former leader) */
+    if (leader_api != NULL && c->api_url[0] != '\0' && strcmp(leader_api, c->api_url) == 0)
+        leader_api = NULL;
     if (leader_api == NULL || leader_api[0] == '\0' || c->o.join == NULL) {
         json_decref(j);
         return; /* no leader known yet: next round */
@@ -448,6 +453,20 @@ static void discovery_round(struct cluster *c)
         else
             free(pc);
     }
+}
+
+static bool admit_peer(void *ctx, uint64_t id, const char *addr)
+{
+    struct cluster *c = ctx;
+    const struct raft_configuration *conf = &c->raft.configuration;
+    /* A node that is joining has no configuration yet: the leader adding
+     * it must get through. */
+    if (!c->raft_started || conf->n == 0)
+        return true;
+    for (unsigned i = 0; i < conf->n; i++)
+        if (conf->servers[i].id == id && strcmp(conf->servers[i].address, addr) == 0)
+            return true;
+    return false;
 }
 
 /* What a probing peer learns from us. */
@@ -566,6 +585,10 @@ static void change_done(struct raft_change *req, int status)
         log_warn("raft", "membership change failed: %s", raft_strerror(status));
 }
 
+/* A node added with raft_add is a spare: libraft does not replicate to
+ * spares, so it would never learn who leads. It becomes a standby at once
+ * (replicated, not voting), and a voter once it registered as a member,
+ * which proves it is running and caught up. */
 static void maintain_membership(struct cluster *c)
 {
     if (c->role != CLUSTER_LEADER || !c->leader_ready || c->change_pending)
@@ -575,12 +598,14 @@ static void maintain_membership(struct cluster *c)
         if (s->role == RAFT_VOTER)
             continue;
         const struct fsm_member *m = fsm_member_by_raft_id(&c->o.fsm->st, s->id);
-        if (m == NULL)
-            continue; /* not running yet: registering proves it caught up */
+        int to = s->role == RAFT_SPARE ? RAFT_STANDBY : m != NULL ? RAFT_VOTER : -1;
+        if (to < 0)
+            continue; /* standby not registered yet */
         c->change.data = c;
-        if (raft_assign(&c->raft, &c->change, s->id, RAFT_VOTER, change_done) == 0) {
+        if (raft_assign(&c->raft, &c->change, s->id, to, change_done) == 0) {
             c->change_pending = true;
-            log_info("raft", "promoting %s (id %llu) to voter", m->name, (unsigned long long)s->id);
+            log_info("raft", "server %llu (%s) becomes %s", (unsigned long long)s->id,
+                     m != NULL ? m->name : s->address, to == RAFT_VOTER ? "a voter" : "a standby");
         }
         return;
     }

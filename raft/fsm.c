@@ -66,8 +66,15 @@ static struct fsm_member *member_find_mut(struct fsm_state *st, const char *name
     return (struct fsm_member *)fsm_member_find(st, name);
 }
 
+unsigned fsm_sync_size(const struct fsm_state *st)
+{
+    return st->sync_epoch == st->primary.epoch ? st->n_sync : 0;
+}
+
 bool fsm_in_sync_set(const struct fsm_state *st, const char *name)
 {
+    if (st->sync_epoch != st->primary.epoch)
+        return false;
     for (unsigned i = 0; i < st->n_sync; i++)
         if (strcmp(st->sync[i], name) == 0)
             return true;
@@ -203,7 +210,9 @@ static int op_lease_renew(struct fsm *f, const struct fsm_cmd *c, struct fsm_res
         return stale(r, p, c);
     if (c->u.lease.lsn > p->lsn)
         p->lsn = c->u.lease.lsn;
-    if (c->u.lease.timeline > 0)
+    /* While promoting, the timeline changes with primary_running, which
+     * records the history entry of the switch. */
+    if (c->u.lease.timeline > 0 && p->state == FSM_PRIMARY_RUNNING)
         p->timeline = c->u.lease.timeline;
     p->renewals++;
     f->local_lease_ms = now_ms(f);
@@ -406,6 +415,8 @@ static int op_sync_set(struct fsm *f, const struct fsm_cmd *c, struct fsm_result
     memcpy(st->sync, c->u.sync.members, sizeof st->sync);
     st->n_sync = c->u.sync.n;
     st->sync_epoch = c->u.sync.primary_epoch;
+    st->sync_count = c->u.sync.count;
+    st->sync_quorum = c->u.sync.quorum;
     return 0;
 }
 

@@ -107,6 +107,8 @@ struct fsm_state {
     char sync[FSM_MAX_SYNC][FSM_NAME_MAX];
     unsigned n_sync;
     uint64_t sync_epoch; /* primary epoch the sync set belongs to */
+    unsigned sync_count; /* quorum: commits are acknowledged by ANY sync_count of the set */
+    bool sync_quorum;
     struct fsm_history_entry history[FSM_HISTORY_MAX];
     unsigned n_history;
     struct fsm_rid rids[FSM_RID_WINDOW]; /* ring of recent request ids */
@@ -153,7 +155,10 @@ int fsm_state_load(struct fsm *f, const char *text, size_t len, char *err, size_
 
 const struct fsm_member *fsm_member_find(const struct fsm_state *st, const char *name);
 const struct fsm_member *fsm_member_by_raft_id(const struct fsm_state *st, uint64_t id);
+/* Member of the synchronous set of the CURRENT primary epoch (a set
+ * recorded under an earlier primary says nothing about this one). */
 bool fsm_in_sync_set(const struct fsm_state *st, const char *name);
+unsigned fsm_sync_size(const struct fsm_state *st);
 
 /* Tags helpers (Patroni semantics): failover_priority <= 0 means nofailover. */
 bool fsm_member_nofailover(const struct fsm_member *m);

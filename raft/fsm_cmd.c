@@ -201,6 +201,8 @@ static void decode_sync(struct dec *d, struct fsm_cmd *c)
     }
     c->u.sync.n = (unsigned)json_array_size(arr);
     c->u.sync.primary_epoch = get_u64(d, "primary_epoch", true, I63MAX);
+    c->u.sync.count = (unsigned)get_u64(d, "count", false, FSM_MAX_SYNC);
+    c->u.sync.quorum = get_bool(d, "quorum");
 }
 
 static enum fsm_op op_from_name(const char *s)
@@ -483,6 +485,8 @@ int fsm_cmd_encode(const struct fsm_cmd *c, char **out, size_t *len, char *err, 
             json_array_append_new(arr, json_string(c->u.sync.members[i]));
         json_object_set_new(o, "members", arr);
         set_u64(o, "primary_epoch", c->u.sync.primary_epoch);
+        set_u64(o, "count", c->u.sync.count);
+        json_object_set_new(o, "quorum", json_boolean(c->u.sync.quorum));
         break;
     }
     default:

@@ -128,6 +128,8 @@ struct fsm_cmd {
         struct {
             char members[FSM_MAX_SYNC][FSM_NAME_MAX];
             unsigned n;
+            unsigned count;      /* quorum: ANY count of members; on: every member */
+            bool quorum;
             uint64_t primary_epoch;
         } sync;
     } u;

@@ -91,6 +91,8 @@ char *fsm_state_dump(const struct fsm_state *st)
         json_array_append_new(sy, json_string(st->sync[i]));
     json_object_set_new(root, "sync", sy);
     put_u64(root, "sync_epoch", st->sync_epoch);
+    put_u64(root, "sync_count", st->sync_count);
+    json_object_set_new(root, "sync_quorum", json_boolean(st->sync_quorum));
 
     json_t *hs = json_array();
     for (unsigned i = 0; i < st->n_history; i++) {
@@ -290,6 +292,8 @@ static void ld_state(struct ld *l, const json_t *root, struct fsm_state *st)
         snprintf(st->sync[st->n_sync++], FSM_NAME_MAX, "%s", json_string_value(v));
     }
     st->sync_epoch = ld_u64(l, root, "sync_epoch");
+    st->sync_count = (unsigned)ld_u64(l, root, "sync_count");
+    st->sync_quorum = ld_bool(l, root, "sync_quorum");
 
     const json_t *hs = json_object_get(root, "history");
     if (!json_is_array(hs) || json_array_size(hs) > FSM_HISTORY_MAX) {

@@ -54,6 +54,7 @@ struct sub_req {
     /* read barrier: wait for local applied_index >= target */
     bool barrier;
     uint64_t target_index;
+    struct fsm_result saved; /* the result to report once applied locally */
     submit_cb cb;
     void *ctx;
     struct sub_req *next, *prev;
@@ -154,6 +155,8 @@ static void complete(struct sub_req *r, int status, const struct fsm_result *res
 {
     if (r->barrier && status == 0) {
         r->target_index = res != NULL ? res->index : 0;
+        if (res != NULL)
+            r->saved = *res;
         if (!barrier_reached(r)) {
             /* wait for the local FSM to catch up (checked by the timer) */
             uv_timer_start(&r->timer, retry_timer, 10, 0);
@@ -227,8 +230,7 @@ static void attempt(struct sub_req *r)
     }
     if (r->target_index > 0) { /* read barrier waiting for local apply */
         if (barrier_reached(r)) {
-            struct fsm_result res = {.status = 0, .index = r->target_index};
-            finish(r, 0, &res, "");
+            finish(r, 0, &r->saved, r->saved.msg);
         } else if (now_ms() >= r->deadline_ms) {
             finish(r, PGW_ETIMEDOUT, NULL, "this node did not catch up with the leader in time");
         } else {
@@ -364,6 +366,19 @@ int submit_cmd(struct submitter *s, struct fsm_cmd *cmd, uint32_t timeout_ms, su
     if (rc != 0)
         return rc;
     return start_req(s, buf, len, cmd->op, false, timeout_ms, cb, ctx);
+}
+
+int submit_cmd_applied(struct submitter *s, struct fsm_cmd *cmd, uint32_t timeout_ms, submit_cb cb,
+                       void *ctx)
+{
+    if (s->closing)
+        return PGW_ECANCELED;
+    char *buf;
+    size_t len;
+    int rc = encode(s, cmd, &buf, &len);
+    if (rc != 0)
+        return rc;
+    return start_req(s, buf, len, cmd->op, true, timeout_ms, cb, ctx);
 }
 
 int submit_read_barrier(struct submitter *s, uint32_t timeout_ms, submit_cb cb, void *ctx)

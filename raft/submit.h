@@ -46,6 +46,12 @@ typedef void (*submit_cb)(void *ctx, int status, const struct fsm_result *res, c
 int submit_cmd(struct submitter *s, struct fsm_cmd *cmd, uint32_t timeout_ms, submit_cb cb,
                void *ctx) PGW_MUST_CHECK;
 
+/* Like submit_cmd, but a success is reported only once this node has
+ * applied the entry too, so a reply built from local state afterwards
+ * already shows its effect (REST actions answered by a follower). */
+int submit_cmd_applied(struct submitter *s, struct fsm_cmd *cmd, uint32_t timeout_ms, submit_cb cb,
+                       void *ctx) PGW_MUST_CHECK;
+
 /* Read barrier: completes once this node has applied every entry that was
  * committed when the call was made (a no-op entry through the leader, then
  * wait for the local FSM to reach its index). */

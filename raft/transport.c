@@ -63,6 +63,7 @@ struct tp {
     uint32_t connect_timeout_ms, handshake_timeout_ms, user_timeout_ms;
     transport_probe_fn probe;
     void *probe_ctx;
+    bool (*admit)(void *ctx, uint64_t id, const char *addr);
     raft_id id;
     char address[TRANSPORT_ADDR_MAX + 1];
     uv_tcp_t listener;
@@ -474,6 +475,13 @@ static void acc_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         acc_drop(a, NULL); /* raft not started yet (first-start discovery): the peer retries */
         return;
     }
+    if (tp->admit != NULL && !tp->admit(tp->probe_ctx, h.id, h.addr)) {
+        char why[160];
+        snprintf(why, sizeof why, "server %llu at %s is not in the Raft configuration",
+                 (unsigned long long)h.id, h.addr);
+        acc_drop(a, why);
+        return;
+    }
     tune_socket(a->tcp, tp->user_timeout_ms);
     a->handed_over = true;
     tp->stats.accepted++;
@@ -627,6 +635,7 @@ int transport_setup(struct raft_uv_transport *t, const struct transport_opts *o)
     tp->user_timeout_ms = o->user_timeout_ms;
     tp->probe = o->probe;
     tp->probe_ctx = o->probe_ctx;
+    tp->admit = o->admit;
     if (tp->scope == NULL || strlen(tp->scope) == 0 || strlen(tp->scope) > TRANSPORT_SCOPE_MAX) {
         free(tp->scope);
         free(tp->bind_addr);

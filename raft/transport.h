@@ -56,6 +56,10 @@ struct transport_opts {
     uint32_t user_timeout_ms;       /* TCP_USER_TIMEOUT on established links */
     transport_probe_fn probe;
     void *probe_ctx;
+    /* May a Raft connection from (id, address) reach libraft? libraft 0.15
+     * trusts every byte it is given (a malformed message can crash it), so
+     * only servers of the current configuration are let through. NULL = all. */
+    bool (*admit)(void *ctx, uint64_t id, const char *addr);
 };
 
 /* Fill `t` with our implementation. Release with transport_free() after raft

@@ -274,9 +274,16 @@ class Node:
         pg += [p for p in self.node_pids() if p not in pg]
         signal_pids(pg, signal.SIGKILL)
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and (any(pid_alive(p) for p in pg) or self.postmaster_pid()):
-            time.sleep(0.05)
+        while time.monotonic() < deadline and (any(pid_alive(p) for p in pg) or
+                                               self.postmaster_alive()):
+            time.sleep(0.02)
         assert not any(pid_alive(p) for p in pg), f"{self.name}: postgres processes survived kill -9"
+
+    def postmaster_alive(self):
+        """The pid in postmaster.pid is a live process (a killed postmaster
+        stays a zombie until init reaps it: postmaster_pid() still finds it)."""
+        pid = self.postmaster_pid()
+        return pid if pid and pid_alive(pid) else None
 
     def walsender_pid(self, member):
         """pid of the walsender on this node that serves `member`."""
@@ -417,7 +424,8 @@ class Cluster:
     # --- added for the fault tests (test_ha_*.py) ---
 
     def live_nodes(self):
-        return [n for n in self.nodes if n.alive() and not any(p in STOPPED for p in [n.proc.pid])]
+        """Nodes whose pgwarden runs and is not stopped (SIGSTOP) by a test."""
+        return [n for n in self.nodes if n.alive() and n.proc.pid not in STOPPED]
 
     def primary_record(self, node=None):
         """(member, epoch, state) of the replicated primary record, from `node`
@@ -568,9 +576,12 @@ class Writer(threading.Thread):
 
     def lost(self, node):
         """Acknowledged ids missing on `node` (the final primary)."""
+        # the ledger is read BEFORE the table: a commit acknowledged while the
+        # query runs is not in its snapshot and must not count as lost
+        acked = list(self.acked)
         rows = node.query(f"SELECT id FROM {self.table}")
         present = {r[0] for r in rows}
-        return sorted(i for i, _, _ in self.acked if i not in present)
+        return sorted(i for i, _, _ in acked if i not in present)
 
 
 # --- fault-injection helpers (added for tests/e2e/test_ha_*.py) -------------
@@ -648,12 +659,15 @@ def continue_all():
 
 
 class RecordingProber(Prober):
-    """A Prober that also remembers, per node, when it answered 200, so a test
-    can check that nobody else became primary."""
+    """A Prober that also remembers who answered 200 and when: `seen` maps a
+    name to [first, last] monotonic time of a 200, `changes` lists (round
+    start, names answering 200, round end) each time that set changed: a 200
+    came between the start and the end of its round."""
 
     def __init__(self, cluster, path="/primary"):
         super().__init__(cluster, path)
-        self.seen = {}           # name -> [first, last] monotonic time of a 200
+        self.seen = {}
+        self.changes = []
 
     def run(self):
         while not self.stop_event.is_set():
@@ -663,12 +677,19 @@ class RecordingProber(Prober):
             codes = [f.result()[0] for f in futs]
             self.rounds += 1
             ok = [n.name for n, c in zip(self.cluster.nodes, codes) if c == 200]
-            now = time.monotonic()
             for name in ok:
-                self.seen.setdefault(name, [now, now])[1] = now
+                self.seen.setdefault(name, [t0, t0])[1] = t0
+            if not self.changes or self.changes[-1][1] != tuple(ok):
+                self.changes.append((t0, tuple(ok), time.monotonic()))
             if len(ok) > 1:
                 self.violations.append((time.time(), ok))
             time.sleep(max(0, PROBE_MS / 1000 - (time.monotonic() - t0)))
+
+    def first_200(self, name, after, end=False):
+        """When the round that first saw `name` answer 200 at or after
+        `after` started (ended, with end=True); None if never."""
+        return next((t1 if end else t for t, ok, t1 in self.changes if t >= after and name in ok),
+                    None)
 
 
 class Session(threading.Thread):
@@ -720,22 +741,25 @@ class FencingViolation(AssertionError):
 
 
 def managed_clusters(request):
-    """Body of a pytest fixture: yields make(**Cluster kwargs) -> a started
-    Cluster. Whatever happens, every process a test stopped is continued,
+    """Body of a pytest fixture: yields make(start=True, **Cluster kwargs) ->
+    a Cluster (started unless start=False). Whatever happens, every process a test stopped is continued,
     every cluster cleaned up (which fails the test on sanitizer reports), and
     the node logs are printed when the test failed."""
     made = []
     failed_before = request.session.testsfailed
 
-    def make(**kw):
+    def make(start=True, **kw):
         c = Cluster(**kw)
         made.append(c)
-        return c.start()
+        return c.start() if start else c
 
     try:
         yield make
     finally:
         continue_all()
+        for c in made:
+            for t in getattr(c, "fault_threads", []):
+                t.stop()
         problems = []
         for c in made:
             if request.session.testsfailed > failed_before:
@@ -746,6 +770,39 @@ def managed_clusters(request):
                 problems.append(str(e))
         if problems:
             raise AssertionError("\n".join(problems))
+
+
+def start_prober(cluster, recording=False):
+    """A started Prober (RecordingProber) that managed_clusters stops."""
+    p = (RecordingProber if recording else Prober)(cluster)
+    cluster.__dict__.setdefault("fault_threads", []).append(p)
+    p.start()
+    return p
+
+
+def start_writer(cluster):
+    """A started Writer (table created) that managed_clusters stops."""
+    w = Writer(cluster).setup()
+    cluster.__dict__.setdefault("fault_threads", []).append(w)
+    w.start()
+    return w
+
+
+def start_session(node, **kw):
+    """A started Session on node that managed_clusters stops."""
+    s = Session(node, **kw)
+    node.cluster.__dict__.setdefault("fault_threads", []).append(s)
+    s.start()
+    return s
+
+
+def served_after(prober, node, t0, timeout=3.0, end=False):
+    """Seconds from t0 until the start (end=True: the end) of the first
+    RecordingProber round that saw node answer 200 (waiting a little: that
+    round may end after the caller saw the 200 itself)."""
+    t = wait_for(lambda: prober.first_200(node.name, t0, end), timeout, interval=0.05,
+                 what=f"the prober seeing {node.name} answer 200")
+    return t - t0
 
 
 def watch_rejoin(node, want_timeline=None, timeout=90, every=0.05):

@@ -1,0 +1,62 @@
+/* Shared by the agent's files (agent.c: the state table and lifecycle,
+ * agent_lease.c: lease and fencing, agent_actions.c: the table's actions,
+ * agent_ops.c: operator requests and graceful stop, agent_sync.c:
+ * synchronous replication). Not for other modules. */
+#ifndef PGW_HA_AGENT_INTERNAL_H
+#define PGW_HA_AGENT_INTERNAL_H
+
+#include "ha/ha_internal.h"
+
+/* After a failed start, wait this long (times the failure count) before the next try. */
+#define START_BACKOFF_MS 2000
+
+void agent_set_state(struct ha *h, const char *s);
+const struct fsm_member *agent_primary_member(const struct ha *h);
+bool agent_am_holder(const struct ha *h);
+enum agent_goal agent_compute_goal(const struct ha *h);
+void agent_op_begin(struct ha *h, const char *name, const char *state);
+void agent_op_end(struct ha *h, int status, const char *what);
+void agent_op_finish(struct ha *h, int status);
+void agent_pg_done(struct pgnode *n, int status, void *ctx);
+bool agent_submit_op(struct ha *h, struct fsm_cmd *c, const char *opname);
+bool agent_has_rule(int goal, int local);
+void agent_step(struct ha *h);
+void agent_fill_report(struct ha *h, struct fsm_report *r);
+int agent_init(struct ha *h, char *err, size_t errlen);
+bool agent_idle(const struct ha *h);
+void agent_close(struct ha *h);
+void agent_keeper_sync(struct ha *h);
+void agent_lease_file_save(struct ha *h);
+void agent_lease_file_restore(struct ha *h);
+void agent_lease_step(struct ha *h);
+void agent_fence_now(struct ha *h, const char *why);
+bool agent_must_fence(struct ha *h, enum agent_local local, uint64_t now, const char **why);
+void agent_act_none(struct ha *h);
+void agent_act_bootstrap(struct ha *h);
+void agent_act_adopt(struct ha *h);
+void agent_release(struct ha *h, const char *why);
+void agent_act_refuse_bootstrap(struct ha *h);
+void agent_act_release_nodata(struct ha *h);
+void agent_confirm_running(struct ha *h);
+void agent_act_confirm_primary(struct ha *h);
+void agent_act_promote(struct ha *h);
+void agent_act_start_primary(struct ha *h);
+void agent_act_report_stopped(struct ha *h);
+void agent_act_handover(struct ha *h);
+void agent_act_release_hung(struct ha *h);
+void agent_act_kill_hung(struct ha *h);
+void agent_act_fence_stop(struct ha *h);
+const struct fsm_member *agent_upstream_member(const struct ha *h);
+void agent_act_clone(struct ha *h);
+void agent_act_replace_data(struct ha *h);
+void agent_act_rejoin(struct ha *h);
+void agent_act_follow(struct ha *h);
+void agent_act_start_standby(struct ha *h);
+void agent_act_founding_primary(struct ha *h);
+void agent_request_done(ha_action_cb *cbp, void **ctxp, int status, const char *msg);
+bool agent_operator_step(struct ha *h, enum agent_local local);
+void agent_shutdown_step(struct ha *h);
+/* synchronous replication step on the primary; true when it started work */
+bool agent_sync_step(struct ha *h);
+
+#endif

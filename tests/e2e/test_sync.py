@@ -1,0 +1,148 @@
+"""Synchronous replication (issue 7): failover never loses an acknowledged
+commit, a dead sync standby is replaced quickly, an asynchronous replica is
+never promoted automatically, strict mode makes commits wait."""
+import os
+import time
+
+import psycopg2
+import pytest
+
+from pgw_harness import Cluster, Prober, Writer, http, wait_for
+
+
+def sync_members(c, via=None):
+    view = c.cluster_view(via)
+    return sorted(m["name"] for m in view["members"] if m["role"] == "sync_standby") if view else []
+
+
+@pytest.fixture
+def sync_cluster(request):
+    dcs = {"synchronous_mode": True}
+    param = dict(getattr(request, "param", {}))
+    n, witnesses = param.pop("n", 3), param.pop("witnesses", ())
+    dcs.update(param)
+    c = Cluster(n=n, dcs=dcs, witnesses=witnesses)
+    try:
+        c.start()
+        c.wait_healthy(timeout=90)
+        wait_for(lambda: sync_members(c), 30, what="a synchronous standby")
+        yield c
+    finally:
+        c.cleanup()
+
+
+def kill_node(n):
+    n.kill()
+    n.kill_postmaster()
+
+
+def primary_kill_rounds(c, rounds):
+    writer = Writer(c).setup()
+    prober = Prober(c)
+    prober.start()
+    writer.start()
+    try:
+        for r in range(rounds):
+            old = c.wait_healthy(timeout=120)
+            wait_for(lambda: sync_members(c, old), 30, what="a synchronous standby")
+            time.sleep(1.5)
+            sync_before = sync_members(c, old)
+            t_kill = time.monotonic()
+            kill_node(old)
+            new = c.wait_primary(timeout=30, exclude=old)
+            assert new.name in sync_before, f"round {r}: {new.name} was not synchronous ({sync_before})"
+            wait_for(lambda: any(n == new.name for _, _, n in writer.acked[-5:]), 20,
+                     what="writes on the new primary")
+            lost = writer.lost(new)
+            if lost:
+                around = [(i, round(t - t_kill, 3), n) for i, t, n in writer.acked
+                          if lost[0] - 3 <= i <= lost[-1] + 3]
+                print(f"round {r}: lost {lost}; acked around it (id, s after kill, node): {around}")
+            assert lost == [], f"round {r}: acknowledged commits lost: {lost[:10]}"
+            old.start()
+    finally:
+        writer.stop()
+        violations = prober.stop()
+    assert violations == []
+    assert writer.lost(c.wait_healthy(timeout=120)) == []
+    return writer
+
+
+def test_primary_kills_lose_nothing(sync_cluster):
+    primary_kill_rounds(sync_cluster, 3)
+
+
+@pytest.mark.slow
+def test_ten_primary_kills_lose_nothing(sync_cluster):
+    primary_kill_rounds(sync_cluster, 10)
+
+
+def test_dead_sync_standby_is_replaced_quickly(sync_cluster):
+    c = sync_cluster
+    p = c.wait_healthy()
+    s = sync_members(c, p)[0]
+    writer = Writer(c).setup()
+    writer.start()
+    time.sleep(1.5)
+    t0 = time.monotonic()
+    kill_node(c.node(s))
+    wait_for(lambda: sync_members(c, p) and s not in sync_members(c, p), 20,
+             what="another synchronous standby")
+    time.sleep(1.5)
+    writer.stop()
+    stall = writer.max_gap(t0 - 0.2)
+    print(f"commit stall when the sync standby died: {stall:.3f}s")
+    # replaced within about one HA tick (loop_wait 0.5 s), far below ttl
+    assert stall < 1.5
+    assert writer.lost(p) == []
+
+
+# Two witnesses keep a Raft majority (3 of 5) when two data nodes die.
+@pytest.mark.parametrize("sync_cluster", [{"n": 5, "witnesses": ("n4", "n5")}], indirect=True)
+def test_async_replica_not_promoted_then_override(sync_cluster):
+    c = sync_cluster
+    p = c.wait_healthy()
+    s = sync_members(c, p)[0]
+    other = next(n for n in c.data_nodes() if n.name not in (p.name, s))
+    kill_node(p)
+    kill_node(c.node(s))
+    # well past the lease: the asynchronous replica must not be promoted
+    time.sleep(6)
+    assert other.status("/primary") == 503
+    view = c.cluster_view(other)
+    assert view["primary"]["member"] == p.name
+    reason = next(m for m in view["members"] if m["name"] == other.name).get("not_candidate_reason", "")
+    assert "synchronous" in reason, (reason, view["members"])
+    # refused without the explicit override
+    status, body = http(other.api + "/failover", "POST", {"candidate": other.name}, timeout=70)
+    assert status != 200, body
+    status, body = http(other.api + "/failover", "POST",
+                        {"candidate": other.name, "allow_data_loss": True}, timeout=70)
+    assert status == 200, body
+    assert other.status("/primary") == 200
+    assert "ACCEPTS DATA LOSS" in "".join(n.log() for n in c.nodes)
+
+
+@pytest.mark.parametrize("sync_cluster", [{"synchronous_mode_strict": True, "n": 5,
+                                           "witnesses": ("n4", "n5")}], indirect=True)
+def test_strict_mode_commits_wait_without_standbys(sync_cluster):
+    c = sync_cluster
+    p = c.wait_healthy()
+    p.query("CREATE TABLE strict_t (x int)")
+    for n in c.data_nodes():
+        if n is not p:
+            kill_node(n)
+    time.sleep(2)
+    conn = p.connect()
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("SET statement_timeout = '3s'")
+        t0 = time.monotonic()
+        with pytest.raises(psycopg2.Error):
+            cur.execute("INSERT INTO strict_t VALUES (1)")
+        assert time.monotonic() - t0 >= 2.5
+    conn.close()
+    ssn = p.query("SHOW synchronous_standby_names")[0][0]
+    assert ssn != "" and "FIRST" in ssn
+    status, body = p.get("/patroni")
+    assert status == 200
