@@ -122,6 +122,14 @@ bool api_check_auth(struct http_exchange *x, const struct http_request *req,
         api_reply_error(x, 403, "%s is not in restapi.allowlist", req->client_ip);
         return false;
     }
+    /* restapi.verify_client: optional asks for a client certificate in the
+     * handshake and requires it here, for write methods only (required is
+     * enforced by the handshake itself). */
+    if (http_request_needs_client_cert(req, ctx->cfg->restapi.verify_client)) {
+        api_reply_error(x, 403, "client certificate required for %s %s "
+                        "(restapi.verify_client: optional)", req->method_name, req->path);
+        return false;
+    }
     const char *user = ctx->cfg->restapi.auth_username, *pass = ctx->cfg->restapi.auth_password;
     if (user == NULL || pass == NULL)
         return true;
@@ -201,4 +209,9 @@ int api_register(struct http_server *s, struct api_ctx *ctx)
     if (rc == 0)
         rc = api_register_metrics(s, ctx);
     return rc;
+}
+
+int api_register_probes(struct http_server *s, struct api_ctx *ctx)
+{
+    return api_register_health(s, ctx);
 }

@@ -32,8 +32,15 @@ struct api_ctx {
 
 int api_register(struct http_server *s, struct api_ctx *ctx) PGW_MUST_CHECK;
 
-/* Basic-auth check for write methods (constant-time compare). Replies 401
- * and returns false when credentials are required and wrong. */
+/* Only the health-check routes (GET/HEAD/OPTIONS of /, /primary, /replica,
+ * /read-only, /sync, /async, /health, /liveness, /readiness, ...): for the
+ * plain-HTTP probe listener (restapi.health_listen) next to an HTTPS API. */
+int api_register_probes(struct http_server *s, struct api_ctx *ctx) PGW_MUST_CHECK;
+
+/* Access check for write methods: restapi.allowlist (403), a verified
+ * client certificate when restapi.verify_client is optional (403 "client
+ * certificate required"), then basic auth (constant-time compare; 401).
+ * Replies and returns false when the request is refused. */
 bool api_check_auth(struct http_exchange *x, const struct http_request *req,
                     const struct api_ctx *ctx);
 

@@ -131,10 +131,22 @@ static void wait_tick(uv_timer_t *t)
                                              "epoch", (json_int_t)p->epoch));
         return;
     }
-    if (p->epoch == w->start_epoch && !st->sw.pending && p->state == FSM_PRIMARY_RUNNING) {
+    if (p->epoch == w->start_epoch && !st->sw.pending &&
+        (p->state == FSM_PRIMARY_RUNNING || p->state == FSM_PRIMARY_NONE || w->failover)) {
+        /* The controller dropped the request. Its note is only on the Raft
+         * leader; the candidate's eligibility can be judged anywhere. */
+        char why[512] = "";
         const char *note = ha_controller_note(w->ctx->ha);
-        finish(w, 412, json_pack("{s:s}", "error", note != NULL && note[0] ? note
-                                 : "the controller dropped the request: no eligible candidate"));
+        if (w->to[0] != '\0') {
+            char elig[256];
+            ha_member_eligibility(w->ctx->ha, w->to, elig, sizeof elig);
+            if (elig[0] != '\0')
+                snprintf(why, sizeof why, "%s is not eligible: %s", w->to, elig);
+        }
+        if (why[0] == '\0')
+            snprintf(why, sizeof why, "%s", note != NULL && note[0] ? note
+                     : "the controller dropped the request: no eligible candidate");
+        finish(w, 412, json_pack("{s:s}", "error", why));
         return;
     }
     uint64_t now = clock_now(&clock_monotonic);

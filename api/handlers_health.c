@@ -77,11 +77,21 @@ static int64_t lag_param(const struct http_request *req)
     return (int64_t)v;
 }
 
+/* The lease holder of a standby cluster, running and replicating (from the
+ * remote primary or its archive). */
+static bool is_standby_leader(const struct ha_view *v)
+{
+    return strcmp(v->role, "standby_leader") == 0 && v->lease_serving && v->pg.running &&
+           v->pg.status_known && v->pg.in_recovery;
+}
+
 static bool replica_ok(const struct api_ctx *ctx, const struct ha_view *v,
                        const struct http_request *req, bool allow_noloadbalance)
 {
     if (!v->pg.present || !v->pg.running || !v->pg.status_known || !v->pg.in_recovery)
         return false;
+    if (strcmp(v->role, "standby_leader") == 0)
+        return false; /* the leader endpoints answer for it, as in Patroni */
     if (!allow_noloadbalance && ctx->cfg->tags.noloadbalance)
         return false;
     int64_t lag = lag_param(req);
@@ -123,7 +133,7 @@ static void h_read_only(struct http_exchange *x, const struct http_request *req,
     const struct api_ctx *ctx = vctx;
     struct ha_view v;
     ha_get_view(ctx->ha, &v);
-    answer(x, ctx, is_primary(ctx, &v) || replica_ok(ctx, &v, req, false));
+    answer(x, ctx, is_primary(ctx, &v) || is_standby_leader(&v) || replica_ok(ctx, &v, req, false));
 }
 
 static void h_sync(struct http_exchange *x, const struct http_request *req, void *vctx)
@@ -163,8 +173,21 @@ static void h_health(struct http_exchange *x, const struct http_request *req, vo
 static void h_standby_leader(struct http_exchange *x, const struct http_request *req, void *vctx)
 {
     (void)req;
-    /* No standby cluster configured: nobody is a standby leader. */
-    answer(x, vctx, false);
+    const struct api_ctx *ctx = vctx;
+    struct ha_view v;
+    ha_get_view(ctx->ha, &v);
+    answer(x, ctx, is_standby_leader(&v));
+}
+
+/* Patroni's /leader: the primary or the standby leader (a load balancer
+ * pointed at it needs no change when a standby cluster is promoted). */
+static void h_leader(struct http_exchange *x, const struct http_request *req, void *vctx)
+{
+    (void)req;
+    const struct api_ctx *ctx = vctx;
+    struct ha_view v;
+    ha_get_view(ctx->ha, &v);
+    answer(x, ctx, is_primary(ctx, &v) || is_standby_leader(&v));
 }
 
 static void h_liveness(struct http_exchange *x, const struct http_request *req, void *vctx)
@@ -208,7 +231,7 @@ static const struct http_route routes[] = {
     {"/primary", HTTP_M_PROBE, false, h_primary},
     {"/master", HTTP_M_PROBE, false, h_primary},
     {"/read-write", HTTP_M_PROBE, false, h_primary},
-    {"/leader", HTTP_M_PROBE, false, h_primary},
+    {"/leader", HTTP_M_PROBE, false, h_leader},
     {"/standby-leader", HTTP_M_PROBE, false, h_standby_leader},
     {"/standby_leader", HTTP_M_PROBE, false, h_standby_leader},
     {"/replica", HTTP_M_PROBE, false, h_replica},

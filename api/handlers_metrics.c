@@ -126,6 +126,9 @@ static void h_metrics(struct http_exchange *x, const struct http_request *req, v
     metric(&b, "pgwarden_http_requests_total", "counter", "REST requests served.", (double)ws.requests);
     metric(&b, "pgwarden_http_timeouts_total", "counter", "REST clients dropped for being slow.",
            (double)ws.timeouts);
+    metric(&b, "pgwarden_http_tls_handshake_failures_total", "counter", /* tls */
+           "TLS handshakes refused (bad or missing client certificate, not TLS, no common "
+           "protocol).", (double)ws.tls_handshake_failures);
     http_reply(x, 200, "text/plain; version=0.0.4", b.p, b.len);
     free(b.p);
 }

@@ -100,12 +100,13 @@ static void h_patroni(struct http_exchange *x, const struct http_request *req, v
     api_reply_json(x, 200, api_status_json(vctx));
 }
 
-static const char *member_role(const struct fsm_state *st, const struct fsm_member *m)
+static const char *member_role(const struct fsm_state *st, const struct fsm_member *m,
+                               bool standby_cluster)
 {
     if (strcmp(st->primary.member, m->name) == 0 &&
         (st->primary.state == FSM_PRIMARY_RUNNING || st->primary.state == FSM_PRIMARY_PROMOTING ||
          st->primary.state == FSM_PRIMARY_BOOTSTRAPPING || st->primary.state == FSM_PRIMARY_DEMOTING))
-        return "leader";
+        return standby_cluster ? "standby_leader" : "leader";
     if (m->witness)
         return "witness";
     if (fsm_in_sync_set(st, m->name))
@@ -125,13 +126,14 @@ json_t *api_cluster_json(const struct api_ctx *ctx)
         const struct fsm_member *m = &st->members[i];
         json_t *o = json_object();
         json_object_set_new(o, "name", json_string(m->name));
-        const char *role = member_role(st, m);
+        const char *role = member_role(st, m, cfg_standby_enabled(dcs));
+        bool leader = strcmp(role, "leader") == 0 || strcmp(role, "standby_leader") == 0;
         json_object_set_new(o, "role", json_string(role));
         const char *state = m->reported ? m->report.state : "unknown";
         /* A member whose reports stopped reaching this node is shown so. */
         if (m->reported && m->local_report_ms != 0 && now - m->local_report_ms > 2 * (uint64_t)dcs->ttl_ms)
             state = "unreachable";
-        else if (m->reported && m->report.repl_state[0] != '\0' && strcmp(role, "leader") != 0)
+        else if (m->reported && m->report.repl_state[0] != '\0' && !leader)
             state = m->report.repl_state;
         json_object_set_new(o, "state", json_string(state));
         json_object_set_new(o, "api_url", json_string(m->api_url));
@@ -142,7 +144,7 @@ json_t *api_cluster_json(const struct api_ctx *ctx)
         if (m->reported && !m->witness) {
             json_object_set_new(o, "timeline", json_integer(m->report.timeline));
             json_object_set_new(o, "pending_restart", json_boolean(m->report.pending_restart));
-            if (strcmp(role, "leader") == 0) {
+            if (leader && !cfg_standby_enabled(dcs)) {
                 json_object_set_new(o, "lsn", json_integer((json_int_t)m->report.lsn));
             } else {
                 json_object_set_new(o, "receive_lsn", json_integer((json_int_t)m->report.receive_lsn));
@@ -155,7 +157,7 @@ json_t *api_cluster_json(const struct api_ctx *ctx)
                 json_object_set_new(o, "error", json_string(m->report.reason));
         }
         json_object_set_new(o, "tags", json_deep_copy(m->tags));
-        if (strcmp(role, "leader") != 0) {
+        if (!leader) {
             /* the controller's verdict from its last fresh round when this
              * node runs it, else the same rules on the replicated reports */
             const char *why = ha_candidate_reason(ctx->ha, m->name);

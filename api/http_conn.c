@@ -45,7 +45,11 @@ static void on_timer(uv_timer_t *t)
     switch (m) {
     case TM_FIRST_BYTE:
         c->srv->stats.timeouts++;
-        http_conn_close(c, "no request received in time");
+        /* The TLS handshake runs under this deadline too: a client that
+         * connects and never finishes it gives its slot back here. */
+        http_conn_close(c, c->tls != NULL && http_tls_conn_handshaking(c)
+                               ? "TLS handshake not completed in time"
+                               : "no request received in time");
         break;
     case TM_REQUEST:
         c->srv->stats.timeouts++;
@@ -82,7 +86,6 @@ static void timer_stop(struct http_conn *c)
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
-static void on_shutdown(uv_shutdown_t *req, int status);
 
 static int plain_read_start(struct http_conn *c)
 {
@@ -107,7 +110,7 @@ static int plain_write(struct http_conn *c, uv_write_t *req, const char *data, s
 
 static int plain_shutdown(struct http_conn *c)
 {
-    return uv_shutdown(&c->sreq, (uv_stream_t *)&c->tcp, on_shutdown);
+    return uv_shutdown(&c->sreq, (uv_stream_t *)&c->tcp, http_conn_on_shutdown);
 }
 
 static const struct http_io_ops plain_io = {
@@ -134,6 +137,7 @@ static void on_close(uv_handle_t *h)
     if (c->next != NULL)
         c->next->prev = c->prev;
     s->stats.connections_open--;
+    http_tls_conn_free(c);
     free(c->in);
     free(c->out);
     free(c);
@@ -165,7 +169,7 @@ void http_conn_close(struct http_conn *c, const char *why)
     uv_close((uv_handle_t *)&c->tcp, on_close);
 }
 
-static void on_shutdown(uv_shutdown_t *req, int status)
+void http_conn_on_shutdown(uv_shutdown_t *req, int status)
 {
     struct http_conn *c = req->data;
     if (status < 0 && c->state != CONN_CLOSING)
@@ -184,8 +188,13 @@ static void conn_linger(struct http_conn *c)
         http_conn_close(c, "shutdown failed");
         return;
     }
-    if (!c->reading && c->io->read_start(c) != 0)
-        http_conn_close(c, "cannot read");
+    if (!c->reading && !c->peer_eof) {
+        int rc = c->io->read_start(c);
+        if (rc == HTTP_IO_EOF)
+            http_conn_close(c, "peer closed its side");
+        else if (rc != 0)
+            http_conn_close(c, "cannot read");
+    }
 }
 
 /* --- writing --------------------------------------------------------- */
@@ -463,9 +472,8 @@ static const llhttp_settings_t parser_settings = {
 
 /* --- reading and parsing ------------------------------------------------ */
 
-static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+bool http_conn_input_reserve(struct http_conn *c, char **p, size_t *len)
 {
-    struct http_conn *c = h->data;
     if (c->state == CONN_LINGER || c->in_len == 0)
         c->in_off = c->in_len = 0;
     size_t tail = c->in_cap - c->in_off - c->in_len;
@@ -478,18 +486,50 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
         size_t cap = c->in_cap == 0 ? HTTP_IN_INITIAL : c->in_cap * 2;
         if (cap > HTTP_IN_MAX)
             cap = HTTP_IN_MAX;
-        char *p = realloc(c->in, cap);
-        if (p != NULL) {
-            c->in = p;
+        char *grown = realloc(c->in, cap);
+        if (grown != NULL) {
+            c->in = grown;
             c->in_cap = cap;
         }
     }
-    /* A full buffer yields len 0, which libuv reports as UV_ENOBUFS. */
-    buf->base = c->in != NULL ? c->in + c->in_off + c->in_len : NULL;
-    buf->len = c->in != NULL ? c->in_cap - c->in_off - c->in_len : 0;
+    *p = c->in != NULL ? c->in + c->in_off + c->in_len : NULL;
+    *len = c->in != NULL ? c->in_cap - c->in_off - c->in_len : 0;
+    return *len > 0;
 }
 
-static void conn_on_eof(struct http_conn *c)
+void http_conn_input_commit(struct http_conn *c, size_t n)
+{
+    c->in_len += n;
+}
+
+void http_conn_input_ready(struct http_conn *c)
+{
+    if (c->state == CONN_READING)
+        conn_process(c);
+}
+
+bool http_conn_linger_input(struct http_conn *c, size_t n)
+{
+    if (c->state != CONN_LINGER)
+        return false;
+    c->linger_bytes += n;
+    if (c->linger_bytes > HTTP_LINGER_MAX_BYTES)
+        http_conn_close(c, "too much input after the final reply");
+    return true;
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    struct http_conn *c = h->data;
+    char *p;
+    size_t len;
+    /* A full buffer yields len 0, which libuv reports as UV_ENOBUFS. */
+    (void)http_conn_input_reserve(c, &p, &len);
+    buf->base = p;
+    buf->len = len;
+}
+
+void http_conn_input_eof(struct http_conn *c)
 {
     c->reading = false; /* libuv stops reading at EOF */
     switch (c->state) {
@@ -516,17 +556,13 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     }
     if (nread < 0) {
         if (nread == UV_EOF)
-            conn_on_eof(c);
+            http_conn_input_eof(c);
         else
             http_conn_close(c, uv_strerror((int)nread));
         return;
     }
-    if (c->state == CONN_LINGER) {
-        c->linger_bytes += (size_t)nread;
-        if (c->linger_bytes > HTTP_LINGER_MAX_BYTES)
-            http_conn_close(c, "too much input after the final reply");
+    if (http_conn_linger_input(c, (size_t)nread))
         return;
-    }
     c->in_len += (size_t)nread;
     if (c->state == CONN_READING)
         conn_process(c);
@@ -543,12 +579,14 @@ static void conn_dispatch(struct http_conn *c)
         http_conn_close(c, "out of memory");
         return;
     }
+    x->req.tls = c->tls != NULL;
+    x->req.client_verified = c->tls != NULL && http_tls_conn_verified(c);
     x->dispatched = true;
     c->srv->stats.requests++;
     http_server_dispatch(c->srv, x);
 }
 
-static void conn_process(struct http_conn *c)
+static void conn_parse(struct http_conn *c)
 {
     while (c->state == CONN_READING && c->in_len > 0) {
         const char *d = c->in + c->in_off;
@@ -565,11 +603,29 @@ static void conn_process(struct http_conn *c)
             conn_refuse(c, e);
         }
     }
-    if (c->state != CONN_READING)
-        return;
-    if (!c->reading && !c->peer_eof && c->io->read_start(c) != 0) {
-        http_conn_close(c, "cannot read");
-        return;
+}
+
+static void conn_process(struct http_conn *c)
+{
+    for (;;) {
+        conn_parse(c);
+        if (c->state != CONN_READING)
+            return;
+        if (c->reading || c->peer_eof)
+            break;
+        /* TLS may hand over input it had buffered (read_start's contract):
+         * parse it in this loop rather than from inside read_start. */
+        int rc = c->io->read_start(c);
+        if (rc < 0) {
+            http_conn_close(c, "cannot read");
+            return;
+        }
+        if (rc == HTTP_IO_EOF && c->in_len == 0) {
+            http_conn_input_eof(c);
+            return;
+        }
+        if (c->in_len == 0)
+            break;
     }
     if (!c->in_message && c->tmode != TM_IDLE && c->tmode != TM_FIRST_BYTE)
         timer_arm(c, TM_IDLE, c->srv->opts.idle_timeout_ms);
@@ -639,8 +695,15 @@ int http_conn_accept(struct http_server *s)
      * reply back waiting for an ACK. */
     (void)uv_tcp_nodelay(&c->tcp, 1);
     timer_arm(c, TM_FIRST_BYTE, s->opts.request_timeout_ms);
+    if (s->tls_ctx != NULL) {
+        rc = http_tls_conn_attach(c);
+        if (rc != 0) {
+            http_conn_close(c, uv_strerror(rc));
+            return 0;
+        }
+    }
     rc = c->io->read_start(c);
-    if (rc != 0)
+    if (rc < 0)
         http_conn_close(c, uv_strerror(rc));
     return 0;
 }

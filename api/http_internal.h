@@ -43,6 +43,8 @@ struct http_route_row {
 };
 
 struct http_conn;
+struct ssl_ctx_st; /* OpenSSL's SSL_CTX, kept out of this header */
+struct http_tls_conn;
 
 struct http_server {
     uv_loop_t *loop;
@@ -65,6 +67,13 @@ struct http_server {
 
     struct http_server_stats stats;
     uint64_t last_reject_log; /* uv_now() of the last "max_connections" warning */
+
+    /* TLS (api/http_tls.c): NULL for plain HTTP. New connections take a
+     * reference to the current context, so a reload never affects them. */
+    struct ssl_ctx_st *tls_ctx;
+    char *tls_rbuf; /* ciphertext read buffer shared by the connections */
+    uint64_t last_tls_log; /* uv_now() of the last handshake-failure line */
+    uint64_t tls_failures_unlogged;
 };
 
 enum http_conn_state {
@@ -84,11 +93,16 @@ enum http_timer_mode {
     TM_LINGER,
 };
 
-/* The byte-stream layer between the socket and the parser. Plain TCP is the
- * only implementation today; TLS will be a second one that decrypts into the
- * connection's input buffer (http_conn_input_reserve/commit) and encrypts in
- * write. */
+/* The byte-stream layer between the socket and the parser: plain TCP
+ * (api/http_conn.c) or TLS (api/http_tls.c, which decrypts into the
+ * connection's input buffer with http_conn_input_reserve/commit and encrypts
+ * in write). */
+#define HTTP_IO_EOF 1 /* read_start: the peer has finished sending */
 struct http_io_ops {
+    /* Start reading. May append input that was already received (and
+     * buffered below the parser) to c->in synchronously: the caller parses
+     * it. Returns 0, HTTP_IO_EOF when the peer's input is over and all of it
+     * has been delivered, or a negative libuv error. */
     int (*read_start)(struct http_conn *c);
     void (*read_stop)(struct http_conn *c);
     /* Write one buffer; cb runs later with 0 or a negative libuv error. */
@@ -101,6 +115,7 @@ struct http_conn {
     struct http_server *srv;
     struct http_conn *prev, *next;
     const struct http_io_ops *io;
+    struct http_tls_conn *tls; /* NULL for plain HTTP */
 
     uv_tcp_t tcp;
     uv_timer_t timer;
@@ -162,6 +177,31 @@ int http_conn_accept(struct http_server *s); /* after on_connection: 0 or negati
 void http_conn_close(struct http_conn *c, const char *why);
 /* Queue a serialized reply (ownership of `data` passes to the connection). */
 void http_conn_send(struct http_conn *c, char *data, size_t len, bool close_after);
+/* For the TLS layer: where decrypted input goes. reserve returns false when
+ * the backlog is full (then read_stop, and wait for read_start); commit adds
+ * n bytes written at the reserved place; input_ready parses when the
+ * connection is reading; input_eof is the peer's end of input. */
+bool http_conn_input_reserve(struct http_conn *c, char **p, size_t *len);
+void http_conn_input_commit(struct http_conn *c, size_t n);
+void http_conn_input_ready(struct http_conn *c);
+void http_conn_input_eof(struct http_conn *c);
+/* Raw bytes arriving after the final reply: true when the connection is
+ * lingering (the bytes are discarded and counted). */
+bool http_conn_linger_input(struct http_conn *c, size_t n);
+void http_conn_on_shutdown(uv_shutdown_t *req, int status);
+
+/* http_tls.c */
+/* Build a server context; verify_client NULL means "none". */
+int http_tls_ctx_new(const char *certfile, const char *keyfile, const char *cafile,
+                     const char *verify_client, struct ssl_ctx_st **out, char *errbuf,
+                     size_t errlen);
+void http_tls_ctx_free(struct ssl_ctx_st *ctx);
+/* Make an accepted connection speak TLS with the server's current context
+ * (c->io and c->tls set). 0 or a negative libuv error. */
+int http_tls_conn_attach(struct http_conn *c);
+void http_tls_conn_free(struct http_conn *c); /* from the close callback */
+bool http_tls_conn_verified(const struct http_conn *c);
+bool http_tls_conn_handshaking(const struct http_conn *c);
 
 /* http_reply.c */
 struct http_exchange *http_exchange_new(struct http_conn *c);

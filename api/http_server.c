@@ -30,6 +30,8 @@
 
 static void server_free(struct http_server *s)
 {
+    http_tls_ctx_free(s->tls_ctx);
+    free(s->tls_rbuf);
     free(s->routes);
     free(s->host);
     free(s->server_name);
@@ -251,6 +253,23 @@ int http_server_start(uv_loop_t *loop, const struct http_server_opts *opts,
         s->opts.max_body_bytes = 1024 * 1024;
     if (s->opts.max_connections == 0)
         s->opts.max_connections = 1024;
+    /* TLS files are read now, so a bad one is an error of this call; the
+     * paths are not kept (a reload passes them again). */
+    if (opts->tls_certfile != NULL || opts->tls_keyfile != NULL) {
+        int trc = http_tls_ctx_new(opts->tls_certfile, opts->tls_keyfile, opts->tls_cafile,
+                                   opts->tls_verify_client, &s->tls_ctx, errbuf, errlen);
+        if (trc != PGW_OK) {
+            server_free(s);
+            return trc;
+        }
+    } else if (opts->tls_verify_client != NULL && strcmp(opts->tls_verify_client, "none") != 0) {
+        server_free(s);
+        snprintf(errbuf, errlen, "verify_client %s needs TLS (a certificate and a key file)",
+                 opts->tls_verify_client);
+        return PGW_EINVAL;
+    }
+    s->opts.tls_certfile = s->opts.tls_keyfile = s->opts.tls_cafile = NULL;
+    s->opts.tls_verify_client = NULL;
 
     int fd = -1;
     int rc = open_listener(&ss, where, &s->port, &fd, errbuf, errlen);
@@ -280,7 +299,7 @@ int http_server_start(uv_loop_t *loop, const struct http_server_opts *opts,
     }
     s->live = 1;
     fmt_hostport(where, sizeof where, s->host, s->port);
-    log_info("http", "listening on %s", where);
+    log_info("http", "listening on %s%s", where, s->tls_ctx != NULL ? " (HTTPS)" : "");
     *out = s;
     return PGW_OK;
 }

@@ -51,6 +51,10 @@ struct http_request {
     const struct http_header *headers;
     size_t n_headers;
     char client_ip[64];        /* peer address as text */
+    bool tls;                  /* arrived over TLS */
+    /* TLS only: the client presented a certificate that verified against
+     * the server's CA file (see http_request_client_verified). */
+    bool client_verified;
 };
 
 typedef void (*http_handler_fn)(struct http_exchange *x, const struct http_request *req, void *ctx);
@@ -71,6 +75,12 @@ struct http_server_opts {
     size_t max_body_bytes;       /* default 1 MiB -> 413 */
     unsigned max_connections;    /* default 1024; beyond it new connections are closed at once */
     const char *server_name;     /* Server: header; default "pgwarden" */
+    /* HTTPS: set tls_certfile and tls_keyfile (PEM; the certificate file may
+     * hold the chain). TLS 1.2 and newer only; the handshake must complete
+     * within request_timeout_ms of accept. The files are read at start. */
+    const char *tls_certfile, *tls_keyfile;
+    const char *tls_cafile;        /* CAs that verify client certificates */
+    const char *tls_verify_client; /* "none" (default), "optional", "required" */
 };
 
 /* Create and start listening. Errors (bad address, port in use) are returned
@@ -82,6 +92,29 @@ int http_server_start(uv_loop_t *loop, const struct http_server_opts *opts,
  * to every handler of these rows. Later rows do not override earlier ones. */
 int http_server_add_routes(struct http_server *s, const struct http_route *routes, size_t n,
                            void *ctx) PGW_MUST_CHECK;
+
+/* Load new TLS files (certificate reload on SIGHUP): new connections use
+ * them, established ones keep what they were accepted with. On any error the
+ * running settings stay and errbuf says what was wrong (file, OpenSSL's
+ * reason). Refused (PGW_EINVAL) on a server started without TLS: turning TLS
+ * on or off needs a restart. verify_client: NULL or "none", "optional",
+ * "required" ("optional" and "required" need cafile). */
+int http_server_reload_tls(struct http_server *s, const char *certfile, const char *keyfile,
+                           const char *cafile, const char *verify_client, char *errbuf,
+                           size_t errlen) PGW_MUST_CHECK;
+
+/* Whether the server speaks TLS. */
+bool http_server_is_tls(const struct http_server *s);
+
+/* True when the request came over TLS with a client certificate that
+ * verified against tls_cafile (verify_client optional or required). */
+bool http_request_client_verified(const struct http_request *req);
+
+/* The verify_client "optional" policy: true when a request must be refused
+ * for want of a client certificate, i.e. verify_client is "optional", the
+ * method writes (anything but GET, HEAD, OPTIONS) and no verified
+ * certificate came with it. ("required" is enforced by the handshake.) */
+bool http_request_needs_client_cert(const struct http_request *req, const char *verify_client);
 
 /* The port actually bound (useful when opts.port was 0). */
 uint16_t http_server_port(const struct http_server *s);
@@ -121,6 +154,7 @@ const char *http_query_param(const struct http_request *req, const char *name, c
 /* Counters for /metrics and tests. */
 struct http_server_stats {
     uint64_t connections_accepted, connections_rejected, requests, timeouts, bad_requests;
+    uint64_t tls_handshake_failures; /* refused certificates, not TLS, protocol errors */
     unsigned connections_open;
 };
 void http_server_get_stats(const struct http_server *s, struct http_server_stats *out);

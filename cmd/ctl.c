@@ -73,6 +73,16 @@ static const struct ctl_sub subs[] = {
     {"resume", ctl_cmd_resume, "leave maintenance mode",
      "Usage: pgwarden ctl resume [CLUSTER] [--wait]\n\n"
      "      --wait   wait until no member's GET /config shows pause any more\n"},
+    {"demote-cluster", ctl_cmd_demote_cluster, "make this a standby cluster of a remote primary",
+     "Usage: pgwarden ctl demote-cluster [CLUSTER] --host HOST [--port PORT]\n"
+     "                                   [--restore-command CMD] [--primary-slot-name SLOT] [--force]\n\n"
+     "Sets standby_cluster in the dynamic configuration: the primary stops and runs again as\n"
+     "the standby leader, replicating from HOST:PORT (create SLOT there first) and/or\n"
+     "restore_command; the other members cascade from it. Waits until it runs.\n"},
+    {"promote-cluster", ctl_cmd_promote_cluster, "make a standby cluster a normal one",
+     "Usage: pgwarden ctl promote-cluster [CLUSTER] [--force]\n\n"
+     "Removes standby_cluster from the dynamic configuration: the standby leader is promoted\n"
+     "and becomes the primary. Waits until it runs as primary.\n"},
     {"show-config", ctl_cmd_show_config, "print the dynamic (cluster-wide) configuration",
      "Usage: pgwarden ctl show-config [CLUSTER]\n\n"
      "Prints GET /config as YAML (-f json for JSON).\n"},
@@ -118,11 +128,18 @@ static void usage(FILE *out)
             "  -c, --config FILE     read restapi.connect_address and the credentials\n"
             "                        (ctl.authentication, else restapi.authentication) from a\n"
             "                        node's configuration file\n"
-            "      --endpoint URL    a node's REST API, e.g. http://10.0.0.1:8008 (repeatable:\n"
-            "                        tried in order); default $PGWARDEN_CTL_ENDPOINT\n"
-            "                        (comma-separated), else the -c file's connect_address\n"
+            "      --endpoint URL    a node's REST API, e.g. http://10.0.0.1:8008 or\n"
+            "                        https://10.0.0.1:8008 (repeatable: tried in order);\n"
+            "                        default $PGWARDEN_CTL_ENDPOINT (comma-separated), else\n"
+            "                        the -c file's connect_address (https when it sets\n"
+            "                        restapi.certfile)\n"
             "  -f, --format FMT      pretty (default), json, yaml or tsv\n"
-            "      --insecure        accepted for patronictl compatibility (no TLS yet)\n"
+            "      --cacert FILE     CA certificates that verify the API's certificate\n"
+            "                        (default: ctl.cacert, else restapi.cafile of -c, else\n"
+            "                        the system's)\n"
+            "      --certfile FILE   client certificate to present (default ctl.certfile)\n"
+            "      --keyfile FILE    its private key (default ctl.keyfile)\n"
+            "  -k, --insecure        do not verify the API's certificate (tests only)\n"
             "  -h, --help            this help; 'pgwarden ctl COMMAND --help' for a command\n"
             "\nCredentials for --endpoint without -c: $PGWARDEN_CTL_USERNAME and\n"
             "$PGWARDEN_CTL_PASSWORD.\n"
@@ -134,7 +151,8 @@ void ctl_sub_help(FILE *out, const char *sub)
     for (size_t i = 0; i < N_SUBS; i++) {
         if (strcmp(subs[i].name, sub) == 0) {
             fputs(subs[i].help, out);
-            fprintf(out, "\nGlobal options: -c FILE, --endpoint URL, -f pretty|json|yaml|tsv "
+            fprintf(out, "\nGlobal options: -c FILE, --endpoint URL, -f pretty|json|yaml|tsv, "
+                         "--cacert FILE, --certfile FILE, --keyfile FILE, -k/--insecure "
                          "(see 'pgwarden ctl --help').\n");
             return;
         }
@@ -143,12 +161,15 @@ void ctl_sub_help(FILE *out, const char *sub)
 
 /* --- options ------------------------------------------------------------------- */
 
-enum { G_CONFIG = 900, G_ENDPOINT, G_FORMAT, G_INSECURE };
+enum { G_CONFIG = 900, G_ENDPOINT, G_FORMAT, G_CACERT, G_CERTFILE, G_KEYFILE, G_INSECURE };
 
 static const struct ctl_opt global_opts[] = {
     {"config", 'c', true, G_CONFIG},
     {"endpoint", 0, true, G_ENDPOINT},
     {"format", 'f', true, G_FORMAT},
+    {"cacert", 0, true, G_CACERT},
+    {"certfile", 0, true, G_CERTFILE},
+    {"keyfile", 0, true, G_KEYFILE},
     {"insecure", 'k', false, G_INSECURE},
     {NULL, 0, false, 0},
 };
@@ -203,7 +224,18 @@ static int global_opt(struct ctl *c, int id, const char *val)
             return CTL_ARG_ERROR;
         }
         return 0;
+    case G_CACERT:
+    case G_CERTFILE:
+    case G_KEYFILE: {
+        char **dst = id == G_CACERT ? &c->cli_cacert : id == G_CERTFILE ? &c->cli_certfile
+                                                                        : &c->cli_keyfile;
+        free(*dst);
+        *dst = strdup(val);
+        return *dst != NULL ? 0 : CTL_ARG_ERROR;
+    }
     case G_INSECURE:
+        c->insecure = true;
+        return 0;
     default:
         return 0;
     }
@@ -273,7 +305,8 @@ int ctl_next_arg(struct ctl *c, struct ctl_iter *it, const struct ctl_opt *opts,
 
 /* --- endpoints ------------------------------------------------------------------- */
 
-static int add_endpoint(struct ctl *c, const char *raw, size_t len)
+/* scheme: used when raw has none ("http" or "https"). */
+static int add_endpoint(struct ctl *c, const char *raw, size_t len, const char *scheme_dflt)
 {
     while (len > 0 && (*raw == ' ' || *raw == '\t')) {
         raw++;
@@ -290,18 +323,14 @@ static int add_endpoint(struct ctl *c, const char *raw, size_t len)
     }
     const char *scheme = strstr(raw, "://");
     if (scheme != NULL && (size_t)(scheme - raw) < len) {
-        if (strncmp(raw, "https://", 8) == 0) {
-            ctl_err(c, "endpoint %.*s: TLS is not supported yet (https); use http:// on a trusted network",
-                    (int)len, raw);
-            return CTL_FAILED;
-        }
-        if (strncmp(raw, "http://", 7) != 0) {
-            ctl_err(c, "endpoint %.*s: expected http://HOST:PORT", (int)len, raw);
+        if (strncmp(raw, "http://", 7) != 0 && strncmp(raw, "https://", 8) != 0) {
+            ctl_err(c, "endpoint %.*s: expected http://HOST:PORT or https://HOST:PORT", (int)len,
+                    raw);
             return CTL_USAGE;
         }
         snprintf(url, sizeof url, "%.*s", (int)len, raw);
     } else {
-        snprintf(url, sizeof url, "http://%.*s", (int)len, raw);
+        snprintf(url, sizeof url, "%s://%.*s", scheme_dflt, (int)len, raw);
     }
     char **p = realloc(c->endpoints, (c->n_endpoints + 1) * sizeof *p);
     if (p == NULL)
@@ -334,7 +363,22 @@ int ctl_ready(struct ctl *c)
         const char *pw = conf.ctl.auth_username ? conf.ctl.auth_password : conf.restapi.auth_password;
         c->user = dup_or_null(u);
         c->password = dup_or_null(pw);
+        /* ctl.cacert defaults to restapi.cafile (cfg computes it) */
+        c->cacert = dup_or_null(conf.ctl.cacert);
+        c->certfile = dup_or_null(conf.ctl.certfile);
+        c->keyfile = dup_or_null(conf.ctl.keyfile);
+        c->insecure = c->insecure || conf.ctl.insecure;
     }
+    struct { char **dst, *src; } over[] = {
+        {&c->cacert, c->cli_cacert}, {&c->certfile, c->cli_certfile}, {&c->keyfile, c->cli_keyfile},
+    };
+    for (size_t i = 0; i < sizeof over / sizeof over[0]; i++) {
+        if (over[i].src == NULL)
+            continue;
+        free(*over[i].dst);
+        *over[i].dst = strdup(over[i].src);
+    }
+    const char *scheme = have_conf && conf.restapi.certfile != NULL ? "https" : "http";
     if (c->user == NULL && getenv("PGWARDEN_CTL_USERNAME") != NULL) {
         c->user = dup_or_null(getenv("PGWARDEN_CTL_USERNAME"));
         c->password = dup_or_null(getenv("PGWARDEN_CTL_PASSWORD") ? getenv("PGWARDEN_CTL_PASSWORD") : "");
@@ -343,13 +387,13 @@ int ctl_ready(struct ctl *c)
     const char *env = getenv("PGWARDEN_CTL_ENDPOINT");
     if (c->n_cli_endpoints > 0) {
         for (size_t i = 0; i < c->n_cli_endpoints && rc == CTL_OK; i++)
-            rc = add_endpoint(c, c->cli_endpoints[i], strlen(c->cli_endpoints[i]));
+            rc = add_endpoint(c, c->cli_endpoints[i], strlen(c->cli_endpoints[i]), scheme);
     } else if (env != NULL && env[0] != '\0') {
         const char *p = env;
         while (rc == CTL_OK && *p != '\0') {
             const char *comma = strchr(p, ',');
             size_t n = comma != NULL ? (size_t)(comma - p) : strlen(p);
-            rc = add_endpoint(c, p, n);
+            rc = add_endpoint(c, p, n, scheme);
             p += n + (comma != NULL ? 1 : 0);
         }
     } else if (have_conf) {
@@ -364,7 +408,7 @@ int ctl_ready(struct ctl *c)
             snprintf(url, sizeof url, "[%s]:%u", host, ca->port);
         else
             snprintf(url, sizeof url, "%s:%u", host, ca->port);
-        rc = add_endpoint(c, url, strlen(url));
+        rc = add_endpoint(c, url, strlen(url), scheme);
     }
     if (have_conf)
         cfg_free(&conf);
@@ -398,6 +442,12 @@ static void ctl_cleanup(struct ctl *c)
     free(c->cli_endpoints);
     free(c->user);
     free(c->password);
+    free(c->cacert);
+    free(c->certfile);
+    free(c->keyfile);
+    free(c->cli_cacert);
+    free(c->cli_certfile);
+    free(c->cli_keyfile);
 }
 
 int cmd_ctl(int argc, char **argv)

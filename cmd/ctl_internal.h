@@ -31,6 +31,11 @@ struct ctl {
     char **cli_endpoints; /* --endpoint, as given */
     size_t n_cli_endpoints;
     char *user, *password;
+    /* TLS for https:// endpoints: ctl.cacert/certfile/keyfile/insecure from
+     * -c, overridden by --cacert/--certfile/--keyfile/--insecure */
+    char *cacert, *certfile, *keyfile;
+    char *cli_cacert, *cli_certfile, *cli_keyfile;
+    bool insecure;
     enum ctl_format format;
     bool force;    /* the subcommand's --force, when it has one */
     bool loop_ready;
@@ -58,8 +63,8 @@ enum { CTL_ARG_END = -1, CTL_ARG_ERROR = -2, CTL_ARG_POSITIONAL = 0, CTL_ARG_HEL
 /* Next argument: an option id from `opts` (value in *val when it takes
  * one), CTL_ARG_POSITIONAL with the word in *val, CTL_ARG_HELP for -h/--help,
  * CTL_ARG_END, or CTL_ARG_ERROR after printing why (exit 2). The global
- * options (-c, --endpoint, -f, --insecure) are accepted anywhere and stored
- * in c. */
+ * options (-c, --endpoint, -f, --insecure, --cacert, --certfile, --keyfile)
+ * are accepted anywhere and stored in c. */
 int ctl_next_arg(struct ctl *c, struct ctl_iter *it, const struct ctl_opt *opts, const char **val);
 
 /* Load -c, resolve the endpoints and start the loop. Returns CTL_OK or the
@@ -149,6 +154,8 @@ int ctl_cmd_reload(struct ctl *c, struct ctl_iter *it);
 int ctl_cmd_reinit(struct ctl *c, struct ctl_iter *it);
 int ctl_cmd_pause(struct ctl *c, struct ctl_iter *it);
 int ctl_cmd_resume(struct ctl *c, struct ctl_iter *it);
+int ctl_cmd_demote_cluster(struct ctl *c, struct ctl_iter *it);
+int ctl_cmd_promote_cluster(struct ctl *c, struct ctl_iter *it);
 int ctl_cmd_show_config(struct ctl *c, struct ctl_iter *it);
 int ctl_cmd_edit_config(struct ctl *c, struct ctl_iter *it);
 int ctl_cmd_members(struct ctl *c, struct ctl_iter *it);

@@ -100,7 +100,8 @@ static void topo_visit(const json_t *members, const char *parent, int level, con
     json_array_foreach(members, i, m) {
         const char *name = json_string_value(json_object_get(m, "name"));
         const char *role = json_string_value(json_object_get(m, "role"));
-        if (name == NULL || (role != NULL && strcmp(role, "leader") == 0))
+        if (name == NULL || (role != NULL && (strcmp(role, "leader") == 0 ||
+                                              strcmp(role, "standby_leader") == 0)))
             continue;
         const char *up = json_string_value(json_object_get(json_object_get(m, "tags"), "replicatefrom"));
         const json_t *upm = NULL;
@@ -110,7 +111,8 @@ static void topo_visit(const json_t *members, const char *parent, int level, con
             json_array_foreach(members, j, x) {
                 const char *xn = json_string_value(json_object_get(x, "name"));
                 const char *xr = json_string_value(json_object_get(x, "role"));
-                if (xn != NULL && strcmp(xn, up) == 0 && (xr == NULL || strcmp(xr, "leader") != 0))
+                if (xn != NULL && strcmp(xn, up) == 0 && (xr == NULL || (strcmp(xr, "leader") != 0 &&
+                                                                strcmp(xr, "standby_leader") != 0)))
                     upm = x;
             }
         }

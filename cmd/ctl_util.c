@@ -128,6 +128,8 @@ int ctl_request(struct ctl *c, const char *method, const char *url, const json_t
         .auth_user = c->user,
         .auth_password = c->password,
         .timeout_ms = timeout_ms,
+        .tls = {.cafile = c->cacert, .certfile = c->certfile, .keyfile = c->keyfile,
+                .insecure = c->insecure},
     };
     struct call call = {.r = r};
     char err[384] = "";

@@ -25,11 +25,13 @@
 #include "common/cfg.h"
 #include "common/httpc.h"
 #include "common/log.h"
+#include "common/sdnotify.h"
 #include "ha/ha.h"
 #include "ha/keeper.h"
 #include "raft/cluster.h"
 #include "raft/fsm.h"
 #include "raft/submit.h"
+#include "raft/tls_link.h" /* raft TLS */
 
 struct daemon {
     uv_loop_t loop;
@@ -38,12 +40,16 @@ struct daemon {
     struct fsm fsm;
     struct submitter *sub;
     struct http_server *http;
+    struct http_server *health_http; /* tls: restapi.health_listen (plain HTTP probes) */
+    struct httpc_tls_opts tls;       /* tls: for calls to other members' APIs */
     struct cluster *cluster;
+    struct tls_link_ctx *raft_tls; /* raft TLS: NULL = plain TCP on the Raft port */
     struct ha *ha;
     struct keeper *keeper;
     struct api_ctx api;
     uv_signal_t sigterm, sigint, sighup;
     uv_timer_t watch; /* fatal-error watch */
+    uv_timer_t sd_watchdog; /* sdnotify: WATCHDOG=1 keep-alives */
     int exit_code;
     bool stopping;
     int stage;
@@ -115,6 +121,10 @@ static void next_stage(struct daemon *d)
     case 4:
         d->stage = 5;
         d->cluster = NULL;
+        if (d->health_http != NULL) { /* tls: closes with the loop's other handles */
+            http_server_close(d->health_http, NULL, NULL);
+            d->health_http = NULL;
+        }
         if (d->http != NULL) {
             http_server_close(d->http, stage_done, d);
             return;
@@ -128,6 +138,7 @@ static void next_stage(struct daemon *d)
         uv_close((uv_handle_t *)&d->sigint, handle_closed);
         uv_close((uv_handle_t *)&d->sighup, handle_closed);
         uv_close((uv_handle_t *)&d->watch, handle_closed);
+        uv_close((uv_handle_t *)&d->sd_watchdog, handle_closed); /* sdnotify */
         log_info("main", "stopped");
         return;
     default:
@@ -143,6 +154,7 @@ static void begin_stop(struct daemon *d, int exit_code, const char *why)
         return;
     d->stopping = true;
     log_info("main", "stopping: %s", why);
+    sdnotify_stopping(); /* sdnotify */
     next_stage(d);
 }
 
@@ -158,6 +170,61 @@ static void diff_line(const char *line, void *ctx)
 {
     (void)ctx;
     log_info("main", "config changed: %s", line);
+}
+
+/* tls: re-read restapi.certfile/keyfile/cafile for new connections (also
+ * when the configuration is unchanged: a certificate renewed in place). A
+ * failure keeps the running certificate and refuses the whole reload. */
+static int reload_tls(struct daemon *d, const struct cfg *next, char *errbuf, size_t errlen)
+{
+    const struct cfg_restapi *ra = &next->restapi;
+    if (d->http == NULL)
+        return PGW_OK;
+    if (http_server_is_tls(d->http) != (ra->certfile != NULL)) {
+        log_warn("main", "reload: restapi.certfile: turning HTTPS %s takes effect only after a "
+                 "restart", ra->certfile != NULL ? "on" : "off");
+        return PGW_OK;
+    }
+    if (ra->certfile == NULL)
+        return PGW_OK;
+    char err[768];
+    if (http_server_reload_tls(d->http, ra->certfile, ra->keyfile, ra->cafile, ra->verify_client,
+                               err, sizeof err) != 0) {
+        log_error("main", "reload: keeping the running configuration and certificate: "
+                  "restapi TLS: %s", err);
+        snprintf(errbuf, errlen, "restapi TLS: %s", err);
+        return PGW_EINVAL;
+    }
+    return PGW_OK;
+}
+
+static bool same_path(const char *a, const char *b)
+{
+    return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+/* raft TLS: re-read the running raft.certfile/keyfile/cafile (certificates
+ * renewed in place) for new Raft connections; other paths, or turning TLS
+ * on or off, need a restart. A failure keeps the running certificate and
+ * refuses the whole reload, as for restapi TLS. */
+static int reload_raft_tls(struct daemon *d, const struct cfg *next, char *errbuf, size_t errlen)
+{
+    const struct cfg_raft *a = &cur_cfg(d)->raft, *b = &next->raft;
+    if (!same_path(a->certfile, b->certfile) || !same_path(a->keyfile, b->keyfile) ||
+        !same_path(a->cafile, b->cafile))
+        log_warn("main", "reload: raft.certfile/keyfile/cafile changes take effect only after a "
+                 "restart");
+    if (d->raft_tls == NULL)
+        return PGW_OK;
+    char err[768];
+    if (tls_link_ctx_reload(d->raft_tls, err, sizeof err) != 0) {
+        log_error("main", "reload: keeping the running configuration and certificate: raft TLS: "
+                  "%s", err);
+        snprintf(errbuf, errlen, "raft TLS: %s", err);
+        return PGW_EINVAL;
+    }
+    log_info("main", "reload: raft TLS files re-read for new connections");
+    return PGW_OK;
 }
 
 /* Re-read the configuration file (SIGHUP, POST /reload). A bad file keeps
@@ -178,6 +245,10 @@ static int do_reload(void *vd, char *errbuf, size_t errlen)
     for (size_t i = 0; i < warn.n; i++)
         log_warn("cfg", "%s", warn.items[i]);
     cfg_warnings_free(&warn);
+    if (reload_tls(d, &d->cfgs[next], errbuf, errlen) != 0) /* tls */
+        return PGW_EINVAL;
+    if (reload_raft_tls(d, &d->cfgs[next], errbuf, errlen) != 0) /* raft TLS */
+        return PGW_EINVAL;
     size_t n = cfg_diff(cur_cfg(d), &d->cfgs[next], diff_line, NULL);
     if (n == 0) {
         log_info("main", "reload: configuration unchanged");
@@ -190,6 +261,7 @@ static int do_reload(void *vd, char *errbuf, size_t errlen)
     d->cur = next;
     (void)log_configure(&cur_cfg(d)->log);
     d->api.cfg = cur_cfg(d);
+    httpc_tls_from_cfg(cur_cfg(d), &d->tls); /* tls: strings of the current cfg */
     if (d->ha != NULL)
         ha_set_config(d->ha, cur_cfg(d));
     log_info("main", "reload: %zu setting(s) changed and applied", n);
@@ -200,7 +272,9 @@ static void on_hup(uv_signal_t *s, int signum)
 {
     (void)signum;
     char err[CFG_ERR_MAX];
+    sdnotify_reloading(); /* sdnotify: around the reload */
     (void)do_reload(s->data, err, sizeof err);
+    sdnotify_ready(NULL);
 }
 
 /* --- wiring -------------------------------------------------------------------- */
@@ -224,6 +298,13 @@ static void on_cluster_event(struct cluster *c, enum cluster_role role, void *ct
     (void)role;
     if (d->ha != NULL)
         ha_kick(d->ha);
+}
+
+/* sdnotify: the loop turns, tell systemd (WatchdogSec=) */
+static void sd_watchdog_cb(uv_timer_t *t)
+{
+    (void)t;
+    sdnotify_watchdog();
 }
 
 static void watch_cb(uv_timer_t *t)
@@ -279,6 +360,7 @@ static int join_cluster(struct cluster *c, const char *leader_api, const char *n
         .method = "POST", .url = url, .body = text, .body_len = text ? strlen(text) : 0,
         .auth_user = cur_cfg(d)->restapi.auth_username,
         .auth_password = cur_cfg(d)->restapi.auth_password, .timeout_ms = 5000,
+        .tls = d->tls, /* tls */
     };
     char err[256];
     int rc = httpc_request_start(&d->loop, &o, join_http_done, j, NULL, err, sizeof err);
@@ -286,6 +368,33 @@ static int join_cluster(struct cluster *c, const char *leader_api, const char *n
     if (rc != 0)
         free(j);
     return rc;
+}
+
+/* tls: restapi.health_listen, plain HTTP with the health routes only. */
+static int start_health_listener(struct daemon *d)
+{
+    const struct cfg *cfg = cur_cfg(d);
+    if (cfg->restapi.health_listen.host == NULL)
+        return 0;
+    struct http_server_opts ho = {
+        .host = cfg->restapi.health_listen.host,
+        .port = cfg->restapi.health_listen.port,
+        .request_timeout_ms = cfg->restapi.request_timeout_ms,
+        .max_connections = cfg->restapi.max_connections,
+        .server_name = "pgwarden/" PGW_VERSION,
+    };
+    char err[1024];
+    if (http_server_start(&d->loop, &ho, &d->health_http, err, sizeof err) != 0) {
+        log_error("main", "restapi.health_listen: %s", err);
+        return 1;
+    }
+    if (api_register_probes(d->health_http, &d->api) != 0) {
+        log_error("main", "cannot register the health-check routes");
+        return 1;
+    }
+    log_info("main", "health checks (plain HTTP) on %s:%u", ho.host,
+             http_server_port(d->health_http));
+    return 0;
 }
 
 static int start_everything(struct daemon *d)
@@ -298,8 +407,9 @@ static int start_everything(struct daemon *d)
 
     struct submitter_opts so = {
         .loop = &d->loop, .member = cfg->name, .auth_user = cfg->restapi.auth_username,
-        .auth_password = cfg->restapi.auth_password,
+        .auth_password = cfg->restapi.auth_password, .tls = &d->tls, /* tls */
     };
+    httpc_tls_from_cfg(cfg, &d->tls); /* tls */
     if (submitter_create(&so, &d->sub) != 0) {
         log_error("main", "out of memory");
         return 1;
@@ -311,6 +421,9 @@ static int start_everything(struct daemon *d)
         .request_timeout_ms = cfg->restapi.request_timeout_ms,
         .max_connections = cfg->restapi.max_connections,
         .server_name = "pgwarden/" PGW_VERSION,
+        /* tls: HTTPS when restapi.certfile/keyfile are set */
+        .tls_certfile = cfg->restapi.certfile, .tls_keyfile = cfg->restapi.keyfile,
+        .tls_cafile = cfg->restapi.cafile, .tls_verify_client = cfg->restapi.verify_client,
     };
     if (http_server_start(&d->loop, &ho, &d->http, err, sizeof err) != 0) {
         log_error("main", "restapi.listen: %s", err);
@@ -326,7 +439,8 @@ static int start_everything(struct daemon *d)
         partners[i] = cfg->raft.partner_addrs.items[i];
     char api_url[300];
     const struct cfg_hostport *ca = &cfg->restapi.connect_address;
-    snprintf(api_url, sizeof api_url, "http://%s:%u", ca->host, ca->port);
+    snprintf(api_url, sizeof api_url, "%s://%s:%u", cfg->restapi.certfile != NULL ? "https" : "http",
+             ca->host, ca->port); /* tls: as ha/ha.c registers it */
     struct cluster_opts co = {
         .loop = &d->loop,
         .scope = cfg->scope,
@@ -336,6 +450,8 @@ static int start_everything(struct daemon *d)
         .partners = partners,
         .n_partners = np,
         .api_url = api_url,
+        .sec = {.secret = (const uint8_t *)cfg->raft.password,
+                .secret_len = cfg->raft.password != NULL ? strlen(cfg->raft.password) : 0},
         .election_timeout_ms = et,
         .heartbeat_ms = hb,
         .fsm = &d->fsm,
@@ -344,6 +460,17 @@ static int start_everything(struct daemon *d)
         .join = join_cluster,
         .ctx = d,
     };
+    if (cfg->raft.certfile != NULL) { /* raft TLS */
+        char terr[768];
+        if (tls_link_ctx_new(cfg->raft.certfile, cfg->raft.keyfile, cfg->raft.cafile,
+                             &d->raft_tls, terr, sizeof terr) != 0) {
+            log_error("main", "raft TLS (raft.certfile/keyfile/cafile): %s", terr);
+            return 1;
+        }
+        co.sec.tls = d->raft_tls;
+        log_info("main", "raft TLS on: certificate %s, CA %s", cfg->raft.certfile,
+                 cfg->raft.cafile);
+    }
     if (cluster_start(&co, &d->cluster, err, sizeof err) != 0) {
         log_error("main", "%s", err);
         return 1;
@@ -366,6 +493,8 @@ static int start_everything(struct daemon *d)
         log_error("main", "cannot register the REST routes");
         return 1;
     }
+    if (start_health_listener(d) != 0) /* tls */
+        return 1;
     return 0;
 }
 
@@ -459,14 +588,24 @@ int cmd_run(int argc, char **argv)
     uv_timer_init(&d->loop, &d->watch);
     d->watch.data = d;
     uv_timer_start(&d->watch, watch_cb, 200, 200);
+    uv_timer_init(&d->loop, &d->sd_watchdog); /* sdnotify */
 
     if (start_everything(d) != 0) {
         d->exit_code = 1;
         d->stopping = true;
         d->stage = 1; /* nothing to hand over: close what was started */
         next_stage(d);
+    } else {
+        /* sdnotify: REST API listening, Raft started */
+        char status[256];
+        snprintf(status, sizeof status, "member %s of cluster %s", d->cfgs[0].name, d->cfgs[0].scope);
+        sdnotify_ready(status);
+        uint64_t wd_ms = sdnotify_watchdog_interval_ms();
+        if (wd_ms > 0)
+            uv_timer_start(&d->sd_watchdog, sd_watchdog_cb, 0, wd_ms);
     }
     uv_run(&d->loop, UV_RUN_DEFAULT);
+    tls_link_ctx_free(d->raft_tls); /* raft TLS: after the cluster (and its links) closed */
     if (d->ha != NULL)
         ha_free(d->ha);
     keeper_stop(d->keeper);

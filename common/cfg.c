@@ -183,9 +183,9 @@ int cfg__walk_map(struct cfg__walk *w, const struct ynode *map, const char *path
         const struct cfg_key *k = lookup(path, kn->text, &via_alias);
         void *dst = k && k->type != KT_SECTION ? cfg__field(k, w->c, w->dcs) : NULL;
         if (k == NULL || (k->type != KT_SECTION && dst == NULL)) {
-            int rc = (w->c != NULL && strcmp(path, "tags") == 0)
-                         ? custom_tag(w, kn, vn, full)
-                         : unknown_key(w, kn, path, full);
+            int rc = (w->c != NULL && strcmp(path, "tags") == 0) ? custom_tag(w, kn, vn, full)
+                     : cfg__method_candidate(w, path, vn) ? cfg__method_stash(w, kn, vn, path)
+                                                          : unknown_key(w, kn, path, full);
             if (rc != 0)
                 return rc;
             continue;
@@ -561,6 +561,30 @@ static int finalize(struct loader *x)
         return fail_at(x, c->restapi.auth_username ? "restapi.authentication.username"
                                                    : "restapi.authentication.password",
                        "restapi.authentication needs both username and password");
+    /* HTTPS (api/http_tls.c): the pair of files, and what verify_client needs. */
+    const struct cfg_restapi *ra = &c->restapi;
+    if ((ra->certfile == NULL) != (ra->keyfile == NULL))
+        return fail_at(x, ra->certfile != NULL ? "restapi.certfile" : "restapi.keyfile",
+                       "HTTPS needs both restapi.certfile and restapi.keyfile");
+    if (ra->verify_client != NULL && strcmp(ra->verify_client, "none") != 0 &&
+        (ra->certfile == NULL || ra->cafile == NULL))
+        return fail_at(x, "restapi.verify_client", "verify_client %s needs HTTPS "
+                       "(restapi.certfile and keyfile) and restapi.cafile to verify client "
+                       "certificates with", ra->verify_client);
+    /* TLS on the Raft port (raft/tls_link.c): the three files or none */
+    const struct cfg_raft *rf = &c->raft;
+    if (rf->certfile != NULL || rf->keyfile != NULL || rf->cafile != NULL) {
+        const char *missing = rf->certfile == NULL  ? "raft.certfile"
+                              : rf->keyfile == NULL ? "raft.keyfile"
+                              : rf->cafile == NULL  ? "raft.cafile"
+                                                    : NULL;
+        const char *given = rf->certfile != NULL  ? "raft.certfile"
+                            : rf->keyfile != NULL ? "raft.keyfile"
+                                                  : "raft.cafile";
+        if (missing != NULL)
+            return fail_at(x, given, "raft TLS needs raft.certfile, raft.keyfile and raft.cafile "
+                           "together: %s is missing", missing);
+    }
     if (c->watchdog.mode != CFG_WD_OFF && c->watchdog.safety_margin_s >= 0 &&
         (uint64_t)c->watchdog.safety_margin_s * 1000 >= c->bootstrap.dcs.ttl_ms) {
         char ttl[32];
@@ -571,6 +595,9 @@ static int finalize(struct loader *x)
                        c->watchdog.safety_margin_s);
     }
     if ((rc = check_ports(x)) != 0)
+        return rc;
+    if ((rc = cfg__methods_finalize(&x->w, x->w.seen[key_index("postgresql.create_replica_methods")],
+                                    x->w.seen[key_index("bootstrap.method")], x->root)) != 0)
         return rc;
     if ((rc = computed_defaults(c)) != 0) {
         cfg__error(x->w.err, x->w.file, NULL, NULL, "out of memory");
@@ -635,8 +662,14 @@ int cfg_load_buffer(const char *name, const char *text, size_t len, struct cfg *
     x->w.err = err;
     x->w.warn = warn;
     x->root = t.root;
-    if ((rc = cfg__walk_map(&x->w, t.root, "")) != 0 || (rc = apply_env(x)) != 0 ||
-        (rc = finalize(x)) != 0)
+    if ((rc = cfg__walk_map(&x->w, t.root, "")) != 0)
+        goto fail;
+    /* before the environment: a secret written in the file is there even
+     * when a variable overrides it */
+    for (size_t i = 0; i < cfg__nkeys && out->file_secret_key == NULL; i++)
+        if ((cfg__keys[i].flags & KF_SECRET) && x->w.seen[i] != NULL)
+            out->file_secret_key = cfg__keys[i].path;
+    if ((rc = apply_env(x)) != 0 || (rc = finalize(x)) != 0)
         goto fail;
     ytree_free(&t);
     free(x);
@@ -693,7 +726,28 @@ int cfg_load(const char *path, struct cfg *out, struct cfg_error *err, struct cf
     }
     close(fd);
     int rc = cfg_load_buffer(path, buf, len, out, err, warn);
+    if (len > 0)
+        memset(buf, 0, len); /* the text may hold passwords */
     free(buf);
+    if (rc == 0 && out->file_secret_key != NULL && (st.st_mode & (S_IRGRP | S_IROTH))) {
+        /* Passwords in a file others can read: refuse when every user can,
+         * warn when the group can (a deliberate shared-group setup). */
+        if (st.st_mode & S_IROTH) {
+            cfg__error(err, path, NULL, NULL,
+                       "holds secrets (%s) and every user can read it (mode %04o): "
+                       "chmod 600 it, or give the secrets through PGWARDEN_* environment "
+                       "variables (see docs/configuration.md)",
+                       out->file_secret_key, (unsigned)(st.st_mode & 07777));
+            cfg_free(out);
+            return PGW_EINVAL;
+        }
+        if (cfg__warn(warn, "%s: holds secrets (%s) and its group can read it (mode %04o): "
+                      "chmod 600 it unless that is intended",
+                      path, out->file_secret_key, (unsigned)(st.st_mode & 07777)) != 0) {
+            cfg_free(out);
+            return PGW_ENOMEM;
+        }
+    }
     return rc;
 }
 
@@ -707,6 +761,8 @@ void cfg_free(struct cfg *c)
             cfg__free_value(k, cfg__field(k, c, &c->bootstrap.dcs));
     }
     cfg__kvlist_free(&c->tags.custom);
+    cfg__methods_free(&c->postgresql.replica_methods);
+    cfg__methods_free(&c->bootstrap.methods);
     free(c->path);
     memset(c, 0, sizeof *c);
 }

@@ -66,6 +66,52 @@ struct cfg_pgauth {
 
 enum cfg_sync_mode { CFG_SYNC_OFF = 0, CFG_SYNC_ON, CFG_SYNC_QUORUM };
 
+/* A permanent replication slot of the dynamic configuration (`slots:`):
+ * created and kept on the primary (physical ones on replicas too). */
+struct cfg_slot {
+    char *name;         /* [a-z0-9_]{1,63} */
+    char *type;         /* "physical" or "logical" */
+    char *database;     /* logical only (required there) */
+    char *plugin;       /* logical only (required there) */
+    char *cluster_type; /* Patroni's any|primary|standby; NULL = any */
+};
+
+struct cfg_slots {
+    struct cfg_slot *items;
+    size_t n;
+};
+
+/* One entry of `ignore_slots:`: a slot matching every field given (NULL =
+ * any) is never dropped by pgwarden. */
+struct cfg_slot_matcher {
+    char *name, *type, *database, *plugin;
+};
+
+struct cfg_slot_matchers {
+    struct cfg_slot_matcher *items;
+    size_t n;
+};
+
+/* A custom replica-creation method (postgresql.<name>, listed in
+ * postgresql.create_replica_methods) or bootstrap method (bootstrap.<name>,
+ * named by bootstrap.method), with Patroni's keys. */
+struct cfg_method {
+    char *name;
+    char *command;        /* split like a shell splits words (quotes, backslashes); no shell runs */
+    bool keep_data;       /* replica: do not empty the data directory before running */
+    bool no_params;       /* do not append --scope, --datadir, --role, --connstring */
+    bool no_leader;       /* replica: may run with no running primary (legacy no_master) */
+    uint32_t timeout_ms;  /* deadline of one run (pgwarden's key `timeout`); default 24 h */
+    bool keep_existing_recovery_conf; /* bootstrap: keep the restored recovery settings */
+    struct cfg_kvlist recovery_conf;  /* bootstrap: settings of the recovery after the command */
+    struct cfg_kvlist params;         /* any other key: passed as --key=value */
+};
+
+struct cfg_methods {
+    struct cfg_method *items;
+    size_t n;
+};
+
 /* The dynamic configuration (bootstrap.dcs / the cluster-wide config held in
  * Raft). Durations are milliseconds; YAML and JSON give them in seconds and
  * accept decimals (loop_wait: 0.5). */
@@ -87,7 +133,26 @@ struct cfg_dcs {
     bool use_slots;     /* default true */
     struct cfg_kvlist pg_parameters; /* cluster-wide parameters; win over local ones */
     struct cfg_strlist pg_hba;       /* cluster-wide pg_hba lines (optional) */
+    struct cfg_slots slots;                /* permanent slots */
+    struct cfg_slot_matchers ignore_slots; /* slots never dropped */
+    /* standby_cluster: the whole cluster replicates from a remote primary;
+     * the lease holder is a standby leader. On when host or restore_command
+     * is set (cfg_standby_enabled). */
+    struct cfg_standby {
+        char *host;
+        uint32_t port; /* default 5432 */
+        char *primary_slot_name;
+        char *restore_command;
+        char *archive_cleanup_command;
+        char *recovery_min_apply_delay; /* as PostgreSQL takes it: "5min", "300000" */
+    } standby;
 };
+
+static inline bool cfg_standby_enabled(const struct cfg_dcs *d)
+{
+    return (d->standby.host != NULL && d->standby.host[0] != '\0') ||
+           (d->standby.restore_command != NULL && d->standby.restore_command[0] != '\0');
+}
 
 struct cfg_restapi {
     struct cfg_hostport listen;          /* default 0.0.0.0:8008 */
@@ -98,6 +163,9 @@ struct cfg_restapi {
     struct cfg_strlist allowlist;
     uint32_t request_timeout_ms; /* per-request read deadline; default 5000 */
     uint32_t max_connections;    /* default 1024 */
+    /* restapi.health_listen: a second, plain-HTTP listener serving only the
+     * health checks (for probes that cannot speak TLS); host NULL = none */
+    struct cfg_hostport health_listen;
 };
 
 struct cfg_raft {
@@ -105,6 +173,7 @@ struct cfg_raft {
     struct cfg_strlist partner_addrs; /* the OTHER nodes */
     char *data_dir;                  /* required */
     char *password;                  /* raft.password: transport secret (issue 10) */
+    char *certfile, *keyfile, *cafile; /* raft TLS (raft/tls_link.h): all three or none */
 };
 
 struct cfg_bootstrap {
@@ -112,8 +181,9 @@ struct cfg_bootstrap {
     /* bootstrap.initdb: list of "opt" or "opt=value" (data-checksums, encoding=UTF8) */
     struct cfg_strlist initdb;
     struct cfg_strlist pg_hba;
-    char *method;          /* "initdb" (the only one implemented; others refused) */
+    char *method;          /* "initdb" or the name of a section bootstrap.<method> */
     char *post_bootstrap;  /* alias post_init */
+    struct cfg_methods methods; /* the custom method's section (n is 0 or 1) */
 };
 
 struct cfg_callbacks {
@@ -134,6 +204,7 @@ struct cfg_postgresql {
     struct cfg_strlist pg_hba;
     struct cfg_kvlist recovery_conf;
     struct cfg_strlist create_replica_methods; /* default [basebackup] */
+    struct cfg_methods replica_methods;        /* sections of the custom ones, in list order */
     struct cfg_strlist basebackup;             /* long options "max-rate=100M" / "checkpoint=fast" */
     bool use_pg_rewind;                        /* default true */
     bool use_pg_rewind_set;                    /* given locally (overrides dcs) */
@@ -182,6 +253,8 @@ struct cfg {
     struct cfg_tags tags;
     struct cfg_watchdog watchdog;
     struct log_settings log; /* log.{level, format, dir}; dir points into owned storage */
+    const char *file_secret_key; /* first secret key written in the file (not the environment),
+                                    e.g. "raft.password"; NULL when the file holds none */
     char *log_dir_storage;
 };
 
@@ -207,8 +280,8 @@ size_t cfg_diff(const struct cfg *a, const struct cfg *b,
  * served by GET /config). from_json validates every key and names the bad
  * one in err->msg ("ttl: expected a number of seconds >= 1, got \"x\"");
  * unknown keys are an error here (PATCH /config must not silently drop them).
- * Missing keys take their defaults; "pause", "standby_cluster", "slots",
- * "ignore_slots" and "failsafe_mode" are accepted and ignored. from_json and
+ * Missing keys take their defaults; "pause", "standby_cluster" and
+ * "failsafe_mode" are accepted and ignored. from_json and
  * copy overwrite *out / *dst without freeing it (cfg_dcs_free it first if it
  * held a configuration); from_json leaves *out untouched on failure. */
 void cfg_dcs_defaults(struct cfg_dcs *d);
@@ -225,6 +298,16 @@ int cfg_dcs_check_timing(const struct cfg_dcs *d, struct cfg_error *err) PGW_MUS
  * that also drives parsing and defaults; docs/configuration.md is exactly
  * this output (`pgwarden validate --print-reference`). */
 void cfg_print_reference(FILE *out);
+
+/* The section of a custom method by name (NULL when none). */
+const struct cfg_method *cfg_method_find(const struct cfg_methods *m, const char *name);
+/* Split a command line into words the way a POSIX shell would without
+ * expanding anything: blanks separate words, '...' and "..." quote, a
+ * backslash escapes the next character (inside "..." only before " \ $ `).
+ * PGW_EINVAL with the reason in why (unterminated quote, empty command). */
+int cfg_split_command(const char *s, struct cfg_strlist *out, char *why, size_t whylen)
+    PGW_MUST_CHECK;
+void cfg_strlist_free(struct cfg_strlist *l);
 
 /* Parse "a.b.c.d:port" (IPv4 only, port 1..65535). */
 int cfg_parse_ipv4_addr(const char *s, char *host_out, size_t host_len, uint16_t *port_out);

@@ -164,6 +164,10 @@ static json_t *value_json(const struct cfg_key *k, const void *v)
         return json_integer(n > (uint64_t)INT64_MAX ? INT64_MAX : (json_int_t)n);
     }
     case KT_LAG: return json_integer(*(const int64_t *)v);
+    case KT_STR: {
+        const char *str = *(const char *const *)v;
+        return str != NULL ? json_string(str) : NULL;
+    }
     case KT_BOOL: return json_boolean(*(const bool *)v);
     case KT_SYNCMODE: {
         enum cfg_sync_mode m = *(const enum cfg_sync_mode *)v;
@@ -207,6 +211,21 @@ json_t *cfg_dcs_to_json(const struct cfg_dcs *d)
         if (!is_dcs_leaf(k))
             continue;
         const char *name = k->path + strlen(DCS_PREFIX);
+        if (k->type == KT_SLOTS || k->type == KT_SLOTMATCH) {
+            /* left out while empty, as Patroni's /config does */
+            json_t *sv = cfg__slots_value_json(k, (const char *)d + k->off);
+            if (sv != NULL && json_object_set_new(root, name, sv) != 0)
+                goto fail;
+            continue;
+        }
+        if (strncmp(name, "standby_cluster.", 16) == 0) {
+            /* the section exists in /config only while it is on, and shows
+             * only the keys that are set (Patroni's form) */
+            if (!cfg_standby_enabled(d))
+                continue;
+            if (k->type == KT_STR && *(char *const *)((const char *)d + k->off) == NULL)
+                continue;
+        }
         json_t *parent = root;
         const char *dot = strchr(name, '.');
         if (dot != NULL) {

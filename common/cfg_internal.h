@@ -36,6 +36,8 @@ enum cfg_ktype {
     KT_WDMODE,     /* enum cfg_watchdog_mode */
     KT_LOGLEVEL,   /* enum log_level */
     KT_LOGFORMAT,  /* enum log_format */
+    KT_SLOTS,      /* struct cfg_slots: mapping name: {type, database, plugin} (cfg_slots.c) */
+    KT_SLOTMATCH,  /* struct cfg_slot_matchers: list of {name, type, database, plugin} */
 };
 
 enum cfg_change {
@@ -77,6 +79,7 @@ extern const struct cfg_key cfg__keys[];
 extern const size_t cfg__nkeys;
 
 #define CFG__MAX_KEYS 192
+#define CFG__MAX_EXTRA 32
 
 /* Paths of keys accepted but ignored in the dynamic configuration (features
  * not implemented yet); NULL-terminated. */
@@ -138,9 +141,41 @@ struct cfg__walk {
     struct cfg_warnings *warn;
     const struct ynode *seen[CFG__MAX_KEYS];     /* value node of each key given */
     const struct ynode *seen_key[CFG__MAX_KEYS]; /* its key node */
+    /* Mappings under postgresql / bootstrap the table does not know: the
+     * sections of custom methods, sorted out once the whole file is read
+     * (cfg_methods.c); the others become unknown-key warnings, inserted
+     * at warn_pos to keep the file's order. */
+    struct {
+        const struct ynode *key, *val;
+        const char *section; /* "postgresql" or "bootstrap" */
+        size_t warn_pos;
+    } extra[CFG__MAX_EXTRA];
+    size_t n_extra;
 };
 
 int cfg__walk_map(struct cfg__walk *w, const struct ynode *map, const char *path);
+
+/* cfg_methods.c: custom replica / bootstrap method sections. */
+bool cfg__method_candidate(const struct cfg__walk *w, const char *path, const struct ynode *vn);
+int cfg__method_stash(struct cfg__walk *w, const struct ynode *kn, const struct ynode *vn,
+                      const char *path);
+/* After the walk and the environment: parse the referenced sections, warn
+ * about the others. `seq` is the create_replica_methods node (may be NULL),
+ * `method` the bootstrap.method node (may be NULL), `root` for positions. */
+int cfg__methods_finalize(struct cfg__walk *w, const struct ynode *seq, const struct ynode *method,
+                          const struct ynode *root);
+void cfg__methods_free(struct cfg_methods *m);
+void cfg__print_methods_reference(FILE *out);
+
+/* cfg_slots.c: the KT_SLOTS and KT_SLOTMATCH value types. */
+int cfg__slots_parse_value(const struct cfg_key *k, const struct ynode *v, void *dst,
+                           struct cfg__perr *pe);
+void cfg__slots_free_value(const struct cfg_key *k, void *dst);
+int cfg__slots_copy_value(const struct cfg_key *k, void *dst, const void *src);
+bool cfg__slots_value_equal(const struct cfg_key *k, const void *a, const void *b);
+void cfg__slots_format_value(const struct cfg_key *k, const void *v, char *buf, size_t len);
+/* JSON form; NULL when the value is empty (left out of GET /config). */
+json_t *cfg__slots_value_json(const struct cfg_key *k, const void *v);
 
 __attribute__((format(printf, 5, 6)))
 void cfg__error(struct cfg_error *e, const char *file, const struct ynode *at, const char *path,

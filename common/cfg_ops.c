@@ -33,6 +33,10 @@ void cfg__free_value(const struct cfg_key *k, void *dst)
     case KT_PARAMS:
         cfg__kvlist_free(dst);
         break;
+    case KT_SLOTS:
+    case KT_SLOTMATCH:
+        cfg__slots_free_value(k, dst);
+        break;
     default:
         break;
     }
@@ -110,6 +114,9 @@ int cfg__copy_value(const struct cfg_key *k, void *dst, const void *src)
         *(struct cfg_kvlist *)dst = l;
         return PGW_OK;
     }
+    case KT_SLOTS:
+    case KT_SLOTMATCH:
+        return cfg__slots_copy_value(k, dst, src);
     case KT_SECTION:
         return PGW_OK;
     default:
@@ -159,6 +166,9 @@ bool cfg__value_equal(const struct cfg_key *k, const void *a, const void *b)
         }
         return true;
     }
+    case KT_SLOTS:
+    case KT_SLOTMATCH:
+        return cfg__slots_value_equal(k, a, b);
     case KT_SECTION:
         return true;
     default:
@@ -248,6 +258,10 @@ void cfg__format_value(const struct cfg_key *k, const void *v, char *buf, size_t
     }
     case KT_LOGFORMAT:
         snprintf(buf, len, "%s", *(const enum log_format *)v == LOGF_JSON ? "json" : "plain");
+        break;
+    case KT_SLOTS:
+    case KT_SLOTMATCH:
+        cfg__slots_format_value(k, v, buf, len);
         break;
     case KT_SECTION:
         snprintf(buf, len, "(section)");

@@ -153,6 +153,8 @@ static void type_cell(FILE *out, const struct cfg_key *k)
     case KT_WDMODE: fputs("`off`, `automatic`, `required`", out); break;
     case KT_LOGLEVEL: fputs("`debug`, `info`, `warning`, `error`, `critical`", out); break;
     case KT_LOGFORMAT: fputs("`plain`, `json`", out); break;
+    case KT_SLOTS: fputs("mapping slot name: {type, database, plugin}", out); break;
+    case KT_SLOTMATCH: fputs("list of {name, type, database, plugin}", out); break;
     case KT_SECTION: fputs("mapping", out); break;
     }
 }
@@ -209,6 +211,7 @@ void cfg_print_reference(FILE *out)
         cell(out, k->doc);
         fputs(" |\n", out);
     }
+    cfg__print_methods_reference(out);
     fputs("\n## Environment variables\n\n"
           "Read at start, after the file; each overrides one key. An empty variable counts as\n"
           "unset. Setting `PGWARDEN_POSTGRESQL_LISTEN` or `PGWARDEN_POSTGRESQL_DATA_DIR` makes\n"

@@ -79,16 +79,23 @@ const struct cfg_key cfg__keys[] = {
     {"restapi.authentication.password", NULL, KT_STR, C(restapi.auth_password), 0, NULL, "none",
      CH_RELOAD, KF_SECRET, "PGWARDEN_RESTAPI_PASSWORD", 0, 0, NULL,
      "Its password (secret: never logged)."},
-    {"restapi.certfile", NULL, KT_STR, C(restapi.certfile), 0, NULL, "none", CH_RESTART, 0, NULL,
-     0, 0, NULL, "Server certificate (PEM); setting it turns on HTTPS."},
-    {"restapi.keyfile", NULL, KT_STR, C(restapi.keyfile), 0, NULL, "none", CH_RESTART, 0, NULL, 0,
-     0, NULL, "Private key of certfile."},
-    {"restapi.cafile", NULL, KT_STR, C(restapi.cafile), 0, NULL, "none", CH_RESTART, 0, NULL, 0, 0,
-     NULL, "CA certificates used to verify client certificates."},
+    {"restapi.certfile", NULL, KT_STR, C(restapi.certfile), 0, NULL, "none", CH_RELOAD, 0, NULL,
+     0, 0, NULL,
+     "Server certificate (PEM, may hold the chain); setting it (with keyfile) turns on HTTPS, "
+     "TLS 1.2 and newer, and members then publish `https://` API URLs. The files are read "
+     "again on SIGHUP (a renewed certificate applies to new connections); turning HTTPS on or "
+     "off needs a restart. With verify_client, the node also presents this certificate to "
+     "the other members, so it needs both serverAuth and clientAuth key usages."},
+    {"restapi.keyfile", NULL, KT_STR, C(restapi.keyfile), 0, NULL, "none", CH_RELOAD, 0, NULL, 0,
+     0, NULL, "Private key of certfile (PEM, not passphrase-protected)."},
+    {"restapi.cafile", NULL, KT_STR, C(restapi.cafile), 0, NULL, "none", CH_RELOAD, 0, NULL, 0, 0,
+     NULL, "CA certificates that verify client certificates, and the other members' server "
+     "certificates when this node calls their API."},
     {"restapi.verify_client", NULL, KT_CHOICE, C(restapi.verify_client), 0, "none", NULL,
-     CH_RESTART, 0, NULL, 0, 0, "none|optional|required",
-     "Client certificates: `optional` requires them for write endpoints only, `required` for "
-     "every request."},
+     CH_RELOAD, 0, NULL, 0, 0, "none|optional|required",
+     "Client certificates (needs certfile and cafile): `optional` asks for one and requires it "
+     "for write endpoints only (403 otherwise), `required` refuses the TLS handshake without "
+     "one. A certificate that does not verify against cafile is refused in both."},
     {"restapi.allowlist", NULL, KT_STRLIST, C(restapi.allowlist), 0, NULL, "empty (everyone)",
      CH_RESTART, 0, NULL, 0, 0, NULL,
      "Addresses, CIDR ranges or host names allowed to call the write endpoints."},
@@ -99,6 +106,12 @@ const struct cfg_key cfg__keys[] = {
      CH_RESTART, KF_MIN | KF_MAX, NULL, 1, 1000000, NULL,
      "Open connections beyond this are refused, so a flood of probes cannot exhaust the "
      "process."},
+    {"restapi.health_listen", NULL, KT_HOSTPORT, C(restapi.health_listen), 0, NULL, "none",
+     CH_RESTART, 0, "PGWARDEN_RESTAPI_HEALTH_LISTEN", 0, 0, NULL,
+     "A second listener, always plain HTTP, that serves only the health checks (GET, HEAD "
+     "and OPTIONS of `/`, `/primary`, `/replica`, `/read-only`, `/sync`, `/async`, `/health`, "
+     "`/liveness`, `/readiness`, ...): for load-balancer probes that cannot speak TLS (GCP "
+     "health checks) while the API itself uses HTTPS."},
 
     /* ---- ctl ---- */
     SECTION("ctl", "Settings of `pgwarden ctl` as a client of the REST API."),
@@ -138,7 +151,25 @@ const struct cfg_key cfg__keys[] = {
      "rejoin under a new identity."},
     {"raft.password", NULL, KT_STR, C(raft.password), 0, NULL, "none", CH_RESTART, KF_SECRET,
      "PGWARDEN_RAFT_PASSWORD", 0, 0, NULL,
-     "Shared secret of the Raft transport (secret: never logged)."},
+     "Shared secret of the Raft transport (secret: never logged). When set, every connection "
+     "on the Raft port proves it with an HMAC-SHA256 challenge/response in both directions "
+     "before libraft sees a byte; all nodes need the same value (a mismatch is logged with the "
+     "peer's address). Give it through the environment to keep it out of the file."},
+    {"raft.certfile", NULL, KT_STR, C(raft.certfile), 0, NULL, "none", CH_RESTART, 0, NULL, 0, 0,
+     NULL,
+     "Certificate (PEM, may hold the chain) this node presents on the Raft port. Setting "
+     "raft.certfile, raft.keyfile and raft.cafile (all three, on every node) puts every Raft "
+     "connection and probe inside mutually authenticated TLS (1.2 at least, 1.3 preferred): "
+     "each side must present a certificate signed by raft.cafile. Any certificate that CA "
+     "signed is accepted as a member, whatever its name: use a CA dedicated to the cluster. "
+     "The certificate must allow both TLS client and server use (no extendedKeyUsage, or "
+     "both serverAuth and clientAuth). SIGHUP re-reads the three files for new connections; "
+     "other paths need a restart."},
+    {"raft.keyfile", NULL, KT_STR, C(raft.keyfile), 0, NULL, "none", CH_RESTART, 0, NULL, 0, 0,
+     NULL, "Private key of raft.certfile (PEM, without a passphrase)."},
+    {"raft.cafile", NULL, KT_STR, C(raft.cafile), 0, NULL, "none", CH_RESTART, 0, NULL, 0, 0, NULL,
+     "CA certificates (PEM) that must have signed the peers' Raft certificates, and this "
+     "node's own."},
 
     /* ---- bootstrap ---- */
     SECTION("bootstrap",
@@ -182,10 +213,47 @@ const struct cfg_key cfg__keys[] = {
      NULL, CH_CLUSTER, KF_MIN | KF_MAX, NULL, 1, 1000, NULL, "Number of synchronous standbys."},
     {"bootstrap.dcs.member_slots_ttl", NULL, KT_DURATION, D(member_slots_ttl_ms), 0, "1800", NULL,
      CH_CLUSTER, 0, NULL, 0, 0, NULL,
-     "How long the replication slot of an absent member is kept (WAL is retained meanwhile)."},
+     "How long the primary keeps the replication slot of a member that stopped reporting (its "
+     "pgwarden is down or cut off), counted from when the member was last seen plus ttl, so it "
+     "can catch up; WAL is retained meanwhile. 0 drops the slot once the member counts as gone."},
+    {"bootstrap.dcs.slots", NULL, KT_SLOTS, D(slots), 0, NULL, "none", CH_CLUSTER, 0, NULL, 0, 0,
+     NULL,
+     "Permanent replication slots: `name: {type: physical}` or `name: {type: logical, database: "
+     "db, plugin: pgoutput}`. Created and kept on the primary. Physical ones are created on "
+     "replicas too (without reserving WAL there) so they exist after a failover; logical ones "
+     "live on the primary only and are created anew on a new primary (PostgreSQL 15 cannot keep "
+     "them in step on a standby). Logical slots need wal_level logical."},
+    {"bootstrap.dcs.ignore_slots", NULL, KT_SLOTMATCH, D(ignore_slots), 0, NULL, "none",
+     CH_CLUSTER, 0, NULL, 0, 0, NULL,
+     "Slots pgwarden never drops, each entry matching by the fields it gives (`{name: x}`, "
+     "`{type: logical, plugin: wal2json}`). Any other slot that belongs to no member and is not "
+     "permanent is dropped."},
     {"bootstrap.dcs.check_timeline", NULL, KT_BOOL, D(check_timeline), 0, "false", NULL,
      CH_CLUSTER, 0, NULL, 0, 0, NULL,
      "Promote only a replica on the highest timeline."},
+    SECTION("bootstrap.dcs.standby_cluster",
+            "Makes this a standby cluster: the lease holder is a standby leader that replicates "
+            "from a remote primary (`host`/`port`, and/or `restore_command`), the other members "
+            "cascade from it, `/standby-leader` answers 200 there and `/primary` nowhere. "
+            "`pgwarden ctl promote-cluster` removes the section (the standby leader is promoted), "
+            "`demote-cluster` adds it (the primary becomes a standby leader). The remote slot "
+            "is not created for you."),
+    {"bootstrap.dcs.standby_cluster.host", NULL, KT_STR, D(standby.host), 0, NULL, "none",
+     CH_CLUSTER, 0, NULL, 0, 0, NULL, "Host of the remote primary."},
+    {"bootstrap.dcs.standby_cluster.port", NULL, KT_UINT, D(standby.port), 0, "5432", NULL,
+     CH_CLUSTER, KF_MIN | KF_MAX, NULL, 1, 65535, NULL, "Its port."},
+    {"bootstrap.dcs.standby_cluster.primary_slot_name", NULL, KT_STR, D(standby.primary_slot_name),
+     0, NULL, "none", CH_CLUSTER, 0, NULL, 0, 0, NULL,
+     "Replication slot on the remote primary used by the standby leader (create it there)."},
+    {"bootstrap.dcs.standby_cluster.restore_command", NULL, KT_STR, D(standby.restore_command), 0,
+     NULL, "none", CH_CLUSTER, 0, NULL, 0, 0, NULL,
+     "restore_command of the standby leader (WAL from an archive)."},
+    {"bootstrap.dcs.standby_cluster.archive_cleanup_command", NULL, KT_STR,
+     D(standby.archive_cleanup_command), 0, NULL, "none", CH_CLUSTER, 0, NULL, 0, 0, NULL,
+     "archive_cleanup_command of the standby leader."},
+    {"bootstrap.dcs.standby_cluster.recovery_min_apply_delay", NULL, KT_STR,
+     D(standby.recovery_min_apply_delay), 0, NULL, "none", CH_CLUSTER, 0, NULL, 0, 0, NULL,
+     "recovery_min_apply_delay of the standby leader (a delayed standby cluster)."},
     SECTION("bootstrap.dcs.postgresql", NULL),
     {"bootstrap.dcs.postgresql.use_pg_rewind", NULL, KT_BOOL, D(use_pg_rewind), 0, "true", NULL,
      CH_CLUSTER, 0, NULL, 0, 0, NULL,
@@ -205,13 +273,16 @@ const struct cfg_key cfg__keys[] = {
      "sync-only, version and username are set by pgwarden and refused here."},
     {"bootstrap.pg_hba", NULL, KT_STRLIST, C(bootstrap.pg_hba), 0, NULL, "empty", CH_BOOTSTRAP, 0,
      NULL, 0, 0, NULL, "pg_hba.conf lines used while the cluster is being created."},
-    {"bootstrap.method", NULL, KT_CHOICE, C(bootstrap.method), 0, "initdb", NULL, CH_BOOTSTRAP, 0,
-     NULL, 0, 0, "initdb",
-     "How the first node creates its data directory. Only initdb is implemented; Patroni's "
-     "custom methods are refused."},
+    {"bootstrap.method", NULL, KT_STR, C(bootstrap.method), 0, "initdb", NULL, CH_BOOTSTRAP, 0,
+     NULL, 0, 0, NULL,
+     "How the first node creates its data directory: `initdb`, or the name of a section "
+     "`bootstrap.<name>` whose command creates it (a restore from a backup)."},
     {"bootstrap.post_bootstrap", "post_init", KT_STR, C(bootstrap.post_bootstrap), 0, NULL,
      "none", CH_BOOTSTRAP, 0, NULL, 0, 0, NULL,
-     "Command run once after initdb, with a superuser connection URL as its argument."},
+     "Command run once the new cluster is up, with a superuser connection string as its "
+     "argument (no password: PGPASSFILE names pgwarden's password file). A non-zero exit "
+     "fails the bootstrap: the data directory is moved aside and the node does not found the "
+     "cluster again until pgwarden restarts."},
 
     /* ---- postgresql ---- */
     SECTION("postgresql",
@@ -254,8 +325,10 @@ const struct cfg_key cfg__keys[] = {
      CH_RESTART, 0, NULL, 0, 0, NULL,
      "Extra recovery settings of a replica (restore_command, recovery_min_apply_delay, ...)."},
     {"postgresql.create_replica_methods", NULL, KT_STRLIST, C(postgresql.create_replica_methods),
-     0, "[basebackup]", NULL, CH_RESTART, 0, NULL, 0, 0, "basebackup",
-     "How a replica is created, in order of preference. Only basebackup is implemented."},
+     0, "[basebackup]", NULL, CH_RESTART, 0, NULL, 0, 0, NULL,
+     "How a replica without data is created, in order of preference: `basebackup` (built in) "
+     "or the name of a section `postgresql.<name>` running a command (a restore from a backup "
+     "tool); when one fails the next is tried. See the custom methods below."},
     {"postgresql.basebackup", NULL, KT_OPTIONS, C(postgresql.basebackup), 0, NULL, "empty",
      CH_RESTART, 0, NULL, 0, 0,
      "pgdata|format|wal-method|xlog-method|gzip|version|dbname|host|port|username|password|"
@@ -347,12 +420,9 @@ _Static_assert(sizeof cfg__keys / sizeof cfg__keys[0] <= CFG__MAX_KEYS, "raise C
 /* Dynamic-configuration keys of Patroni that later pgwarden features will
  * use: accepted in PATCH /config and ignored (YAML: a warning).
  *   pause           - lives outside struct cfg_dcs (the FSM's pause flag)
- *   standby_cluster - standby clusters
- *   slots           - permanent replication slots
- *   ignore_slots    - slots pgwarden must not drop
  *   failsafe_mode   - Patroni's DCS failsafe (Raft is embedded here) */
 const char *const cfg__dcs_ignored[] = {
-    "pause", "standby_cluster", "slots", "ignore_slots", "failsafe_mode", NULL,
+    "pause", "failsafe_mode", NULL,
 };
 
 const struct cfg_key *cfg__key_find(const char *path)

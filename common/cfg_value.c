@@ -545,6 +545,9 @@ int cfg__parse_value(const struct cfg_key *k, const struct ynode *v, void *dst,
         else
             return bad(pe, v, "expected plain or json, got %s", got(k, v, g, sizeof g));
         return PGW_OK;
+    case KT_SLOTS:
+    case KT_SLOTMATCH:
+        return cfg__slots_parse_value(k, v, dst, pe);
     case KT_SECTION:
         break;
     }

@@ -1,15 +1,19 @@
 /* Asynchronous HTTP/1.1 client: one request per connection.
  *
  * Happy path: parse the URL and serialize the request (synchronously, so a
- * bad URL is a return value) -> resolve the name with uv_getaddrinfo unless
- * the host is an IP literal -> connect (trying each resolved address in
- * turn) -> write -> read, parsing with llhttp in response mode, until the
- * message is complete (Content-Length, chunked, or end of connection) ->
- * close the socket and the deadline timer -> callback.
+ * bad URL or an unusable TLS file is a return value) -> resolve the name
+ * with uv_getaddrinfo unless the host is an IP literal -> connect (trying
+ * each resolved address in turn) -> [https: TLS handshake through
+ * common/httpc_tls.c, the request sent encrypted once it completes] ->
+ * write -> read, parsing with llhttp in response mode, until the message is
+ * complete (Content-Length, chunked, or end of connection) -> close the
+ * socket and the deadline timer -> callback.
  * Failure modes, all reported through the callback: resolution failed,
  * connect refused/unreachable (PGW_EIO), write/read errors (PGW_EIO), peer
  * closed before the response was complete or sent something that is not
- * HTTP or more than max_response_bytes (PGW_EPROTO), the total deadline
+ * HTTP or more than max_response_bytes (PGW_EPROTO), the TLS handshake or
+ * session failed (PGW_EPROTO, with OpenSSL's reason and the certificate
+ * check's verdict), the total deadline
  * passed (PGW_ETIMEDOUT), cancelled (PGW_ECANCELED).
  *
  * The callback runs from the close callback of the last handle, so it is
@@ -26,6 +30,8 @@
 
 #include <llhttp.h>
 
+#include "common/httpc_tls.h"
+
 #define HTTPC_HOST_MAX 256
 #define HTTPC_READ_BUF 65536
 
@@ -40,6 +46,7 @@ struct httpc_request {
     struct sockaddr_storage literal;
     bool is_literal;
     bool head;
+    struct httpc_tls *tls; /* https:// */
 
     char *reqbuf;
     size_t reqlen;
@@ -118,6 +125,7 @@ static void maybe_done(struct httpc_request *r)
     r->cb(&resp, r->ctx);
     if (r->ai_list != NULL)
         uv_freeaddrinfo(r->ai_list);
+    httpc_tls_free(r->tls);
     free(r->reqbuf);
     free(r->body);
     free(r->rbuf);
@@ -194,34 +202,111 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     buf->len = HTTPC_READ_BUF;
 }
 
-static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
+static void on_input_end(struct httpc_request *r, ssize_t nread)
 {
-    struct httpc_request *r = st->data;
-    if (nread == 0 || r->finishing)
-        return;
-    if (nread < 0) {
-        if (nread == UV_EOF && llhttp_finish(&r->parser) == HPE_OK && r->finishing)
-            return; /* a body delimited by the end of the connection */
-        if (r->write_err[0] != '\0')
-            finish(r, PGW_EIO, "write to %s failed: %s", r->where, r->write_err);
-        else if (nread == UV_EOF)
-            finish(r, PGW_EPROTO, "%s closed the connection before the response was complete",
-                   r->where);
-        else
-            finish(r, PGW_EIO, "read from %s: %s", r->where, uv_strerror((int)nread));
-        return;
-    }
-    r->received += (size_t)nread;
+    if (nread == UV_EOF && llhttp_finish(&r->parser) == HPE_OK && r->finishing)
+        return; /* a body delimited by the end of the connection */
+    if (r->write_err[0] != '\0')
+        finish(r, PGW_EIO, "write to %s failed: %s", r->where, r->write_err);
+    else if (nread == UV_EOF && r->tls != NULL && !httpc_tls_handshake_done(r->tls))
+        finish(r, PGW_EPROTO, "TLS handshake with %s failed: the server closed the connection "
+               "(is it an HTTPS port?)", r->where);
+    else if (nread == UV_EOF)
+        finish(r, PGW_EPROTO, "%s closed the connection before the response was complete",
+               r->where);
+    else
+        finish(r, PGW_EIO, "read from %s: %s", r->where, uv_strerror((int)nread));
+}
+
+static void parse_input(struct httpc_request *r, const char *data, size_t n)
+{
+    r->received += n;
     if (r->received > r->max_bytes) {
         finish(r, PGW_EPROTO, "response from %s larger than %zu bytes", r->where, r->max_bytes);
         return;
     }
-    llhttp_errno_t e = llhttp_execute(&r->parser, buf->base, (size_t)nread);
+    llhttp_errno_t e = llhttp_execute(&r->parser, data, n);
     if (e != HPE_OK && e != HPE_PAUSED && !r->finishing) {
         const char *why = llhttp_get_error_reason(&r->parser);
         finish(r, PGW_EPROTO, "malformed response from %s: %s (%s)", r->where,
                why != NULL ? why : "?", llhttp_errno_name(e));
     }
+}
+
+/* --- TLS ---------------------------------------------------------------- */
+
+struct tls_out {
+    uv_write_t req;
+    struct httpc_request *r;
+    char data[];
+};
+
+static void on_tls_written(uv_write_t *req, int status)
+{
+    struct tls_out *w = req->data;
+    struct httpc_request *r = w->r;
+    if (status < 0 && status != UV_ECANCELED && !r->finishing && r->write_err[0] == '\0')
+        snprintf(r->write_err, sizeof r->write_err, "%s", uv_strerror(status));
+    free(w);
+}
+
+/* Send the ciphertext OpenSSL produced (handshake messages, the request). */
+static int tls_flush(struct httpc_request *r)
+{
+    size_t n = httpc_tls_out_pending(r->tls);
+    if (n == 0)
+        return 0;
+    struct tls_out *w = malloc(sizeof *w + n);
+    if (w == NULL)
+        return UV_ENOMEM;
+    w->r = r;
+    w->req.data = w;
+    n = httpc_tls_take_out(r->tls, w->data, n);
+    uv_buf_t b = uv_buf_init(w->data, (unsigned)n);
+    int rc = uv_write(&w->req, (uv_stream_t *)&r->tcp, &b, 1, on_tls_written);
+    if (rc != 0)
+        free(w);
+    return rc;
+}
+
+static void tls_input(struct httpc_request *r, const char *data, size_t n)
+{
+    bool was_done = httpc_tls_handshake_done(r->tls);
+    if (httpc_tls_feed(r->tls, data, n) != 0) {
+        finish(r, PGW_EPROTO, "TLS handshake with %s failed: %s", r->where,
+               httpc_tls_error(r->tls));
+        return;
+    }
+    char plain[16384];
+    int got = 0;
+    while (!r->finishing && (got = httpc_tls_read(r->tls, plain, sizeof plain)) > 0)
+        parse_input(r, plain, (size_t)got);
+    if (r->finishing)
+        return;
+    int rc = tls_flush(r);
+    if (rc != 0) {
+        finish(r, PGW_EIO, "send to %s: %s", r->where, uv_strerror(rc));
+    } else if (got == HTTPC_TLS_EOF) {
+        on_input_end(r, UV_EOF);
+    } else if (got < 0) {
+        /* TLS 1.3: a refused client certificate arrives as an alert after
+         * our side of the handshake has completed. */
+        finish(r, PGW_EPROTO, "TLS %s %s: %s", was_done ? "session with" : "handshake with",
+               r->where, httpc_tls_error(r->tls));
+    }
+}
+
+static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
+{
+    struct httpc_request *r = st->data;
+    if (nread == 0 || r->finishing)
+        return;
+    if (nread < 0)
+        on_input_end(r, nread);
+    else if (r->tls != NULL)
+        tls_input(r, buf->base, (size_t)nread);
+    else
+        parse_input(r, buf->base, (size_t)nread);
 }
 
 static void on_write(uv_write_t *req, int status)
@@ -248,8 +333,18 @@ static void on_connect(uv_connect_t *req, int status)
         return;
     }
     (void)uv_tcp_nodelay(&r->tcp, 1);
-    uv_buf_t b = uv_buf_init(r->reqbuf, (unsigned)r->reqlen);
-    int rc = uv_write(&r->wreq, (uv_stream_t *)&r->tcp, &b, 1, on_write);
+    int rc;
+    if (r->tls != NULL) {
+        if (httpc_tls_begin(r->tls, r->reqbuf, r->reqlen) != 0) {
+            finish(r, PGW_EPROTO, "TLS handshake with %s failed: %s", r->where,
+                   httpc_tls_error(r->tls));
+            return;
+        }
+        rc = tls_flush(r);
+    } else {
+        uv_buf_t b = uv_buf_init(r->reqbuf, (unsigned)r->reqlen);
+        rc = uv_write(&r->wreq, (uv_stream_t *)&r->tcp, &b, 1, on_write);
+    }
     if (rc == 0)
         rc = uv_read_start((uv_stream_t *)&r->tcp, on_alloc, on_read);
     if (rc != 0)
@@ -360,6 +455,7 @@ static bool has_ctl(const char *s, size_t n)
 struct url_parts {
     char host[HTTPC_HOST_MAX];
     bool v6;
+    bool tls; /* https:// */
     uint16_t port;
     const char *target; /* path?query, "/" if empty */
     size_t target_len;
@@ -369,15 +465,12 @@ static int url_parse(const char *url, struct url_parts *u, char *errbuf, size_t 
 {
     memset(u, 0, sizeof *u);
     if (strncasecmp(url, "https://", 8) == 0) {
-        set_err(errbuf, errlen, "url '%s': https is not supported yet (no TLS in pgwarden's "
-                "HTTP client); use http://", url);
+        u->tls = true;
+    } else if (strncasecmp(url, "http://", 7) != 0) {
+        set_err(errbuf, errlen, "url '%s': expected http://host:port/path or https://...", url);
         return PGW_EINVAL;
     }
-    if (strncasecmp(url, "http://", 7) != 0) {
-        set_err(errbuf, errlen, "url '%s': expected http://host:port/path", url);
-        return PGW_EINVAL;
-    }
-    const char *a = url + 7;
+    const char *a = url + (u->tls ? 8 : 7);
     size_t alen = strcspn(a, "/?#");
     if (alen == 0) {
         set_err(errbuf, errlen, "url '%s': missing host", url);
@@ -431,7 +524,7 @@ static int url_parse(const char *url, struct url_parts *u, char *errbuf, size_t 
             return PGW_EINVAL;
         }
     }
-    u->port = 80;
+    u->port = u->tls ? 443 : 80;
     if (colon != NULL) {
         const char *ps = colon + 1;
         size_t plen = (size_t)(a + alen - ps);
@@ -514,7 +607,7 @@ static int build_request(struct httpc_request *r, const struct httpc_opts *o, co
                     strcmp(method, "PUT") == 0 || strcmp(method, "PATCH") == 0;
     char hostport[HTTPC_HOST_MAX + 16];
     snprintf(hostport, sizeof hostport, u->v6 ? "[%s]" : "%s", u->host);
-    if (u->port != 80) {
+    if (u->port != (u->tls ? 443 : 80)) {
         size_t hl = strlen(hostport);
         snprintf(hostport + hl, sizeof hostport - hl, ":%u", u->port);
     }
@@ -590,6 +683,9 @@ int httpc_request_start(uv_loop_t *loop, const struct httpc_opts *opts, httpc_cb
         r->is_literal = true;
     }
     rc = build_request(r, opts, method, &u, errbuf, errlen);
+    if (rc == PGW_OK && u.tls) {
+        rc = httpc_tls_new(&opts->tls, u.host, &r->tls, errbuf, errlen);
+    }
     if (rc == PGW_OK) {
         r->rbuf = malloc(HTTPC_READ_BUF);
         if (r->rbuf == NULL)
@@ -598,8 +694,9 @@ int httpc_request_start(uv_loop_t *loop, const struct httpc_opts *opts, httpc_cb
     if (rc == PGW_OK && uv_timer_init(loop, &r->timer) != 0)
         rc = PGW_EIO;
     if (rc != PGW_OK) {
-        if (rc == PGW_ENOMEM)
+        if (rc == PGW_ENOMEM && errbuf != NULL && errlen > 0 && errbuf[0] == '\0')
             set_err(errbuf, errlen, "http request: out of memory");
+        httpc_tls_free(r->tls);
         free(r->reqbuf);
         free(r->rbuf);
         free(r);

@@ -124,6 +124,7 @@ enum agent_local agent_local_state(struct ha *h)
     }
     enum pgnode_datadir d;
     char err[256];
+    h->ag.stopped_sysid = 0;
     if (pgnode_inspect_datadir(h->cfg->postgresql.data_dir, &d, err, sizeof err) != 0) {
         snprintf(h->ag.last_error, sizeof h->ag.last_error, "%s", err);
         return AL_BAD_DATA;
@@ -135,6 +136,9 @@ enum agent_local agent_local_state(struct ha *h)
     case PGNODE_DATADIR_CLUSTER: break;
     }
     h->ag.was_primary = !standby_signal_exists(h);
+    /* reported, so that the controller prefers data to a new initdb */
+    if (pgnode_read_sysid(h->cfg->postgresql.data_dir, &h->ag.stopped_sysid) != 0)
+        h->ag.stopped_sysid = 0;
     return AL_STOPPED;
 }
 
@@ -154,6 +158,10 @@ void agent_op_end(struct ha *h, int status, const char *what)
 {
     struct agent *ag = &h->ag;
     ag->busy = false;
+    /* one failed start, one more step of backoff before the next try */
+    if (status != 0 && (strcmp(ag->op, "start") == 0 || strcmp(ag->op, "rejoin") == 0 ||
+                        strcmp(ag->op, "start as replica") == 0))
+        ag->start_failures++;
     if (status != 0) {
         const char *why = ag->node != NULL ? pgnode_error(ag->node) : "";
         snprintf(ag->last_error, sizeof ag->last_error, "%s failed: %s", what,
@@ -264,6 +272,7 @@ static const struct agent_rule rules[] = {
     {AG_REPLICA, AL_REPLICA, agent_act_follow, "replica: follow the current primary"},
     {AG_REPLICA, AL_HUNG, agent_act_kill_hung, "hung replica: restart it"},
     {AG_WAIT, AL_STOPPED, agent_act_start_standby, "no assignment: run as a replica"},
+    {AG_WAIT, AL_NO_DATA, agent_act_restore, "no data, no primary: a no_leader replica method, if any"},
     {AG_WAIT, AL_HUNG, agent_act_kill_hung, "hung: restart it"},
     {AG_WAIT, AL_REPLICA, agent_act_none, "no primary yet: keep replaying"},
     {AG_WAIT, AL_PRIMARY, agent_act_none, "unassigned primary: fenced by the lease check if needed"},
@@ -292,6 +301,11 @@ static void update_state_text(struct ha *h, enum agent_local local)
         return;
     if (ag->needs_reinit[0] != '\0' && local != AL_REPLICA && local != AL_PRIMARY) {
         agent_set_state(h, "needs reinit");
+        return;
+    }
+    if (ag->bootstrap_failed[0] != '\0' && local != AL_REPLICA && local != AL_PRIMARY) {
+        /* the controller reads it: this node is not chosen to found the cluster again */
+        agent_set_state(h, "bootstrap failed");
         return;
     }
     switch (local) {
@@ -354,16 +368,14 @@ table:
             return; /* agent_shutdown_step decides */
     }
     enum agent_goal goal = agent_compute_goal(h);
+    if (agent_standby_step(h, goal, local))
+        return;
     const struct agent_rule *r = find_rule(goal, local);
     if (r == NULL)
         return;
     if (log_enabled(LOGL_DEBUG))
         log_debug("ha", "agent: goal %s, local %s -> %s", agent_goal_name(goal),
                   agent_local_name(local), r->comment);
-    /* count start failures for backoff */
-    if (local == AL_STOPPED && ag->last_error[0] != '\0' && now - ag->last_start_ms < 60000 &&
-        (r->action == agent_act_start_primary || r->action == agent_act_rejoin || r->action == agent_act_start_standby))
-        ag->start_failures++;
     r->action(h);
 }
 
@@ -391,6 +403,8 @@ void agent_fill_report(struct ha *h, struct fsm_report *r)
     r->server_version = ps->server_version;
     if (ps->system_identifier != 0)
         snprintf(r->sysid, sizeof r->sysid, "%" PRIu64, ps->system_identifier);
+    else if (ps->state == PG_RUN_DOWN && h->ag.stopped_sysid != 0)
+        snprintf(r->sysid, sizeof r->sysid, "%" PRIu64, h->ag.stopped_sysid);
     snprintf(r->reason, sizeof r->reason, "%s",
              ag->needs_reinit[0] ? ag->needs_reinit : ag->last_error);
 }
@@ -451,6 +465,15 @@ int agent_init(struct ha *h, char *err, size_t errlen)
         return PGW_EIO;
     }
     agent_lease_file_restore(h);
+    watchdog_init(&h->ag.wd, NULL, h->cfg->watchdog.device);
+    const char *nofence = getenv("PGW_TEST_DISABLE_FENCING");
+    if (nofence != NULL && strcmp(nofence, "1") == 0) {
+        h->ag.test_no_fencing = true;
+        if (h->keeper != NULL)
+            keeper_set_deadline(h->keeper, 0);
+        log_error("ha", "PGW_TEST_DISABLE_FENCING=1: FENCING IS DISABLED (test-only switch); this "
+                  "node can run a second primary");
+    }
     agent_set_state(h, "unknown");
     return PGW_OK;
 }
@@ -463,8 +486,10 @@ bool agent_idle(const struct ha *h)
 void agent_close(struct ha *h)
 {
     struct agent *ag = &h->ag;
+    watchdog_disarm(&ag->wd);
     agent_request_done(&ag->restart_cb, &ag->restart_ctx, PGW_ECANCELED, "shutting down");
     agent_request_done(&ag->reinit_cb, &ag->reinit_ctx, PGW_ECANCELED, "shutting down");
+    agent_hooks_close(h);
     if (ag->mon != NULL)
         pgmon_destroy(ag->mon);
     if (ag->node != NULL)

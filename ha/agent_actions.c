@@ -30,20 +30,28 @@ void agent_act_none(struct ha *h)
 static void bootstrap_done(struct pgnode *n, int status, void *ctx)
 {
     struct ha *h = ctx;
-    (void)n;
     if (h->closing)
         return;
     if (status == 0)
         h->ag.founded_epoch = h->fsm->st.primary.epoch;
+    else
+        agent_bootstrap_failed(h, pgnode_error(n)); /* agent_replica.c: never loops */
+    agent_hook_started(h, status, false);
     agent_op_finish(h, status);
 }
 
 void agent_act_bootstrap(struct ha *h)
 {
+    if (agent_bootstrap_refused(h))
+        return;
     if (!lease_holder_valid(&h->ag.lease, &h->timing, ha_now(h)))
         return; /* the lease must be confirmed before a primary starts */
+    if (!agent_watchdog_ready(h))
+        return;
     agent_op_begin(h, "bootstrap", "initializing new cluster");
-    log_info("ha", "assigned to create the cluster: running initdb in %s", h->cfg->postgresql.data_dir);
+    log_info("ha", "assigned to create the cluster: running %s in %s",
+             h->cfg->bootstrap.method ? h->cfg->bootstrap.method : "initdb",
+             h->cfg->postgresql.data_dir);
     if (pgnode_bootstrap(h->ag.node, bootstrap_done, h) != 0)
         agent_op_end(h, PGW_EIO, "bootstrap");
 }
@@ -61,12 +69,18 @@ static void adopt_done(struct pgnode *n, int status, const struct pgnode_adopt_r
     } else if (status == 0) {
         h->ag.founded_epoch = h->fsm->st.primary.epoch;
     }
+    if (status == 0 && r->started)
+        agent_hook_started(h, status, false);
     agent_op_finish(h, status);
 }
 
 void agent_act_adopt(struct ha *h)
 {
+    if (agent_bootstrap_refused(h))
+        return; /* never adopt what a failed bootstrap left running */
     if (!lease_holder_valid(&h->ag.lease, &h->timing, ha_now(h)))
+        return;
+    if (!agent_watchdog_ready(h))
         return;
     agent_op_begin(h, "adopt", "adopting existing data");
     log_info("ha", "assigned to create the cluster over existing data in %s: adopting it",
@@ -123,60 +137,31 @@ void agent_confirm_running(struct ha *h)
     snprintf(c.member, sizeof c.member, "%s", ha_name(h));
     c.epoch = p->epoch;
     c.u.running.timeline = ps->timeline;
-    c.u.running.lsn = ps->wal_lsn;
+    c.u.running.lsn = ps->in_recovery ? ps->replayed_lsn : ps->wal_lsn;
     c.u.running.wall_ms = clock_wall_ms();
     if (agent_submit_op(h, &c, "confirm primary")) {
         ag->running_reported_epoch = p->epoch;
-        log_info("ha", "running as primary on timeline %u (epoch %" PRIu64 ")", ps->timeline, p->epoch);
+        log_info("ha", "running as %s on timeline %u (epoch %" PRIu64 ")",
+                 ps->in_recovery ? "standby leader" : "primary", ps->timeline, p->epoch);
     }
-}
-
-static void sync_slots_done(struct pgnode *n, int status, void *ctx)
-{
-    struct ha *h = ctx;
-    (void)n;
-    if (h->closing)
-        return;
-    h->ag.busy = false;
-    if (status != 0)
-        log_warn("ha", "replication slots: %s", pgnode_error(h->ag.node));
-    ha_kick(h);
-}
-
-/* One physical slot per other data member, redone when membership or the
- * epoch changes. Done before confirming a promotion: replicas re-pointed at
- * the new primary need their slot there at once. Returns true when it
- * started work. */
-static bool sync_slots(struct ha *h)
-{
-    if (h->ag.busy || !h->dcs.use_slots)
-        return false;
-    const struct fsm_state *st = &h->fsm->st;
-    uint64_t sig = st->n_members;
-    for (unsigned i = 0; i < st->n_members; i++)
-        sig = sig * 131 + st->members[i].raft_id + (st->members[i].witness ? 7 : 0);
-    sig ^= st->primary.epoch << 32;
-    if (sig == h->ag.slots_sig)
-        return false;
-    const char *names[FSM_MAX_MEMBERS + 1];
-    size_t n = 0;
-    for (unsigned i = 0; i < st->n_members; i++)
-        if (!st->members[i].witness && strcmp(st->members[i].name, ha_name(h)) != 0)
-            names[n++] = st->members[i].name;
-    names[n] = NULL;
-    agent_op_begin(h, "replication slots", NULL);
-    if (pgnode_sync_slots(h->ag.node, names, NULL, sync_slots_done, h) != 0) {
-        h->ag.busy = false;
-        return false;
-    }
-    h->ag.slots_sig = sig;
-    return true;
 }
 
 void agent_act_confirm_primary(struct ha *h)
 {
     agent_set_state(h, "running");
-    if (sync_slots(h))
+    if (h->cfg->watchdog.mode != CFG_WD_OFF && !watchdog_armed(&h->ag.wd)) {
+        /* a primary found running (pgwarden restarted, or the mode just
+         * turned on): arm now; refusing here would only leave it unguarded */
+        char err[320];
+        int t = watchdog_timeout_for(h->timing.ttl_ms, h->cfg->watchdog.safety_margin_s);
+        if (watchdog_arm(&h->ag.wd, t, err, sizeof err) != 0 && !h->ag.wd_warned) {
+            h->ag.wd_warned = true;
+            log_error("ha", "cannot arm the watchdog for the running primary: %s", err);
+        }
+    }
+    /* before confirming a promotion: replicas re-pointed at the new primary
+     * need their slots there at once (agent_slots.c) */
+    if (agent_slots_step(h, true))
         return;
     agent_confirm_running(h);
     if (!h->ag.busy && h->fsm->st.primary.state == FSM_PRIMARY_RUNNING)
@@ -186,6 +171,10 @@ void agent_act_confirm_primary(struct ha *h)
 void agent_act_promote(struct ha *h)
 {
     if (!lease_holder_valid(&h->ag.lease, &h->timing, ha_now(h)))
+        return;
+    if (!agent_watchdog_ready(h))
+        return;
+    if (!agent_hook_pre_promote(h))
         return;
     /* The configuration written at promotion already carries what commits
      * must wait for: in strict synchronous mode nothing is acknowledged
@@ -205,7 +194,7 @@ void agent_act_promote(struct ha *h)
     agent_op_begin(h, "promote", "promoting");
     log_info("ha", "assigned primary (epoch %" PRIu64 "): promoting", h->fsm->st.primary.epoch);
     h->stats.failovers++;
-    if (pgnode_promote(h->ag.node, agent_pg_done, h) != 0)
+    if (pgnode_promote(h->ag.node, agent_hook_pg_promoted, h) != 0)
         agent_op_end(h, PGW_EIO, "promote");
 }
 
@@ -213,7 +202,14 @@ void agent_act_start_primary(struct ha *h)
 {
     struct agent *ag = &h->ag;
     uint64_t now = ha_now(h);
+    if (ag->hung_epoch == h->fsm->st.primary.epoch) {
+        /* killed because it hung: hand over rather than restart in place */
+        agent_release(h, "PostgreSQL was hung");
+        return;
+    }
     if (!lease_holder_valid(&ag->lease, &h->timing, now))
+        return;
+    if (!agent_watchdog_ready(h))
         return;
     if (ag->primary_down_since_ms == 0)
         ag->primary_down_since_ms = now;
@@ -234,7 +230,7 @@ void agent_act_start_primary(struct ha *h)
     agent_op_begin(h, "start", "starting");
     log_info("ha", "assigned primary and PostgreSQL is stopped: starting it %s",
              ag->was_primary ? "as primary (restart in place)" : "as a standby, to promote it");
-    if (pgnode_start(ag->node, agent_pg_done, h) != 0)
+    if (agent_hook_pg_start(h, agent_pg_done) != 0)
         agent_op_end(h, PGW_EIO, "start");
 }
 
@@ -289,11 +285,13 @@ static void handover_stopped(struct pgnode *n, int status, void *ctx)
 
 void agent_act_handover(struct ha *h)
 {
+    if (!agent_hook_before_stop(h, "switchover"))
+        return;
     agent_op_begin(h, "switchover stop", "demoting");
     h->stats.switchovers++;
     log_info("ha", "switchover to %s: stopping PostgreSQL cleanly (shutdown checkpoint)",
              h->fsm->st.primary.target[0] ? h->fsm->st.primary.target : "the best candidate");
-    if (pgnode_stop(h->ag.node, PGCTL_STOP_FAST, handover_stopped, h) != 0)
+    if (agent_hook_pg_stop(h, PGCTL_STOP_FAST, handover_stopped) != 0)
         agent_op_end(h, PGW_EIO, "switchover stop");
 }
 
@@ -304,10 +302,16 @@ void agent_act_release_hung(struct ha *h)
     const struct pg_status *ps = pgmon_status(ag->mon);
     if (now - ps->state_since_ms < 2 * (uint64_t)h->timing.retry_timeout_ms)
         return; /* not hung for long enough to be sure */
-    if (ag->released_epoch != h->fsm->st.primary.epoch) {
-        agent_fence_now(h, "the postmaster is hung (accepts connections but never answers)");
-        agent_release(h, "PostgreSQL is hung");
-    }
+    if (ag->released_epoch == h->fsm->st.primary.epoch)
+        return;
+    agent_fence_now(h, "the postmaster is hung (accepts connections but never answers)");
+    agent_kill_postgres(h);
+    ag->hung_epoch = h->fsm->st.primary.epoch;
+    /* The controller promotes at once after a release (no lease to wait
+     * out): release only once PostgreSQL is really gone. */
+    if (pg_postmaster_running(h->cfg->postgresql.data_dir, NULL))
+        return;
+    agent_release(h, "PostgreSQL is hung");
 }
 
 void agent_act_kill_hung(struct ha *h)
@@ -316,6 +320,14 @@ void agent_act_kill_hung(struct ha *h)
     const struct pg_status *ps = pgmon_status(h->ag.mon);
     if (now - ps->state_since_ms < 2 * (uint64_t)h->timing.retry_timeout_ms)
         return;
+    if (ps->postmaster_pid > 0 && !pg_postmaster_running(h->cfg->postgresql.data_dir, NULL)) {
+        /* an orphan without its postmaster.pid (data directory removed):
+         * pg_ctl cannot find it, and it keeps the port */
+        log_warn("ha", "PostgreSQL (pid %d) runs without its data directory's postmaster.pid: "
+                 "killing it so that this node can be rebuilt", (int)ps->postmaster_pid);
+        agent_kill_postgres(h);
+        return;
+    }
     agent_op_begin(h, "stop hung instance", "restarting (hung)");
     log_warn("ha", "PostgreSQL is hung: stopping it immediately to restart it");
     if (pgnode_stop(h->ag.node, PGCTL_STOP_IMMEDIATE, agent_pg_done, h) != 0)
@@ -325,7 +337,7 @@ void agent_act_kill_hung(struct ha *h)
 void agent_act_fence_stop(struct ha *h)
 {
     agent_op_begin(h, "fence", "stopping (fenced)");
-    if (pgnode_stop(h->ag.node, PGCTL_STOP_IMMEDIATE, agent_pg_done, h) != 0)
+    if (agent_hook_pg_stop(h, PGCTL_STOP_IMMEDIATE, agent_pg_done) != 0)
         agent_op_end(h, PGW_EIO, "fence");
 }
 
@@ -348,7 +360,7 @@ static void start_as_is(struct ha *h, const char *why)
     ag->last_start_ms = now;
     agent_op_begin(h, "start as replica", "starting");
     log_info("ha", "%s: starting PostgreSQL as a replica without rejoining for now", why);
-    if (pgnode_start(ag->node, agent_pg_done, h) != 0)
+    if (agent_hook_pg_start(h, agent_pg_done) != 0)
         agent_op_end(h, PGW_EIO, "start as replica");
 }
 
@@ -368,6 +380,10 @@ void agent_act_clone(struct ha *h)
 {
     if (h->fsm->st.primary.state != FSM_PRIMARY_RUNNING)
         return; /* clone only from a confirmed primary */
+    if (!agent_primary_up(h)) {
+        agent_act_restore(h); /* its lease expired: no_leader methods, if any */
+        return;
+    }
     const struct fsm_member *src = agent_primary_member(h);
     /* a running replica tagged clonefrom is preferred (keeps load off the primary) */
     const struct fsm_state *st = &h->fsm->st;
@@ -381,12 +397,8 @@ void agent_act_clone(struct ha *h)
     }
     if (src == NULL)
         return;
-    agent_op_begin(h, "clone", "creating replica");
-    log_info("ha", "no data: cloning from %s (%s:%u)", src->name, src->conn_host, src->conn_port);
-    snprintf(h->ag.upstream_host, sizeof h->ag.upstream_host, "%s", src->conn_host);
-    h->ag.upstream_port = src->conn_port;
-    if (pgnode_clone(h->ag.node, src->conn_host, src->conn_port, agent_pg_done, h) != 0)
-        agent_op_end(h, PGW_EIO, "clone");
+    h->ag.no_primary_since_ms = 0;
+    agent_clone_from(h, src); /* create_replica_methods, with a backoff (agent_replica.c) */
 }
 
 void agent_act_replace_data(struct ha *h)
@@ -463,7 +475,7 @@ void agent_act_rejoin(struct ha *h)
              ag->was_primary ? ", checking whether pg_rewind is needed" : "");
     snprintf(ag->upstream_host, sizeof ag->upstream_host, "%s", up->conn_host);
     ag->upstream_port = up->conn_port;
-    if (pgnode_rejoin(ag->node, up->conn_host, up->conn_port, rejoin_done, h) != 0)
+    if (agent_hook_pg_rejoin(h, up->conn_host, up->conn_port, rejoin_done) != 0)
         agent_op_end(h, PGW_EIO, "rejoin");
 }
 
@@ -487,23 +499,29 @@ void agent_act_follow(struct ha *h)
     if (same) {
         if (streaming) {
             ag->upstream_lost_since_ms = 0;
+            (void)agent_slots_step(h, false); /* permanent and cascading slots */
             return;
         }
         /* Not streaming from the right upstream: if the primary moved to a
          * newer timeline we may have diverged; rejoin checks and rewinds. */
         if (ag->upstream_lost_since_ms == 0)
             ag->upstream_lost_since_ms = now;
-        /* Only a live primary we cannot stream from means divergence; a
+        /* Only a live upstream we cannot stream from means divergence; a
          * dead one is the controller's business, and stopping here would
-         * take this candidate out of the race. */
+         * take this candidate out of the race. Its timeline may be newer
+         * (a failover we missed) or older (a standby cluster's leader
+         * rewound back onto the remote primary's history): either way a
+         * rejoin checks and rewinds. */
+        const struct fsm_primary *fp = &h->fsm->st.primary;
+        uint32_t up_tl = strcmp(up->name, fp->member) == 0 ? fp->timeline : up->report.timeline;
         if (now - ag->upstream_lost_since_ms > 4 * (uint64_t)h->timing.loop_wait_ms + 3000 &&
-            h->fsm->st.primary.state == FSM_PRIMARY_RUNNING && member_alive(h, up) &&
-            h->fsm->st.primary.timeline > ps->timeline) {
+            fp->state == FSM_PRIMARY_RUNNING && member_alive(h, up) && up_tl != 0 &&
+            up_tl != ps->timeline) {
             ag->upstream_lost_since_ms = 0;
             agent_op_begin(h, "stop to rejoin", "stopping");
-            log_warn("ha", "not streaming from %s and the primary is on timeline %u (we are on %u): "
-                     "stopping to rejoin", up->name, h->fsm->st.primary.timeline, ps->timeline);
-            if (pgnode_stop(ag->node, PGCTL_STOP_FAST, agent_pg_done, h) != 0)
+            log_warn("ha", "not streaming from %s, which is on timeline %u (we are on %u): "
+                     "stopping to rejoin", up->name, up_tl, ps->timeline);
+            if (agent_hook_pg_stop(h, PGCTL_STOP_FAST, agent_pg_done) != 0)
                 agent_op_end(h, PGW_EIO, "stop to rejoin");
         }
         return;
@@ -543,7 +561,7 @@ void agent_act_start_standby(struct ha *h)
     }
     agent_op_begin(h, "start as replica", "starting");
     log_info("ha", "no primary assigned: starting PostgreSQL as a replica until one is");
-    if (pgnode_start(ag->node, agent_pg_done, h) != 0)
+    if (agent_hook_pg_start(h, agent_pg_done) != 0)
         agent_op_end(h, PGW_EIO, "start as replica");
 }
 

@@ -5,6 +5,7 @@
 #ifndef PGW_HA_AGENT_INTERNAL_H
 #define PGW_HA_AGENT_INTERNAL_H
 
+#include "ha/agent_hooks.h"
 #include "ha/ha_internal.h"
 
 /* After a failed start, wait this long (times the failure count) before the next try. */
@@ -30,6 +31,9 @@ void agent_lease_file_save(struct ha *h);
 void agent_lease_file_restore(struct ha *h);
 void agent_lease_step(struct ha *h);
 void agent_fence_now(struct ha *h, const char *why);
+void agent_kill_postgres(struct ha *h);
+bool agent_watchdog_ready(struct ha *h);
+void agent_watchdog_tick(struct ha *h, uint64_t now);
 bool agent_must_fence(struct ha *h, enum agent_local local, uint64_t now, const char **why);
 void agent_act_none(struct ha *h);
 void agent_act_bootstrap(struct ha *h);
@@ -56,7 +60,23 @@ void agent_act_founding_primary(struct ha *h);
 void agent_request_done(ha_action_cb *cbp, void **ctxp, int status, const char *msg);
 bool agent_operator_step(struct ha *h, enum agent_local local);
 void agent_shutdown_step(struct ha *h);
+/* standby cluster (agent_standby.c): true when the cluster replicates from
+ * a remote primary; the step takes over the holder's actions then (true
+ * when it handled this goal/local pair) */
+bool agent_standby_mode(const struct ha *h);
+bool agent_standby_step(struct ha *h, enum agent_goal goal, enum agent_local local);
 /* synchronous replication step on the primary; true when it started work */
 bool agent_sync_step(struct ha *h);
+/* agent_slots.c: sync this node's replication slots when what it wants
+ * changed or the recheck period passed; true when it started work */
+bool agent_slots_step(struct ha *h, bool primary);
+/* agent_replica.c */
+void agent_clone_from(struct ha *h, const struct fsm_member *src);
+void agent_act_restore(struct ha *h);
+/* A primary runs: assigned and its lease not expired as this node judges it. */
+bool agent_primary_up(const struct ha *h);
+void agent_bootstrap_failed(struct ha *h, const char *why);
+/* true (and the role released) when a bootstrap failed here before */
+bool agent_bootstrap_refused(struct ha *h);
 
 #endif

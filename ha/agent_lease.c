@@ -22,6 +22,7 @@
 
 #include "common/log.h"
 #include "ha/keeper.h"
+#include "ha/watchdog.h"
 #include "pg/pgconf.h"
 
 /* --- lease ------------------------------------------------------------------ */
@@ -32,7 +33,7 @@
 
 void agent_keeper_sync(struct ha *h)
 {
-    if (h->keeper == NULL)
+    if (h->keeper == NULL || h->ag.test_no_fencing)
         return;
     uint64_t d = lease_holder_fence_deadline(&h->ag.lease, &h->timing);
     keeper_set_deadline(h->keeper, d != 0 ? d + KEEPER_GRACE_MS : 0);
@@ -139,6 +140,7 @@ void agent_lease_step(struct ha *h)
         }
     }
     uint64_t now = ha_now(h);
+    agent_watchdog_tick(h, now);
     if (ag->renew_inflight || !lease_holder_due(&ag->lease, &h->timing, now))
         return;
     const struct pg_status *ps = pgmon_status(ag->mon);
@@ -157,7 +159,70 @@ void agent_lease_step(struct ha *h)
         lease_holder_failed(&ag->lease);
 }
 
+/* --- watchdog ---------------------------------------------------------------- */
+
+/* Before this node starts or promotes a primary: arm the watchdog. false
+ * when watchdog.mode is required and it cannot be armed (the role is then
+ * given back). */
+bool agent_watchdog_ready(struct ha *h)
+{
+    const struct cfg_watchdog *wc = &h->cfg->watchdog;
+    if (wc->mode == CFG_WD_OFF)
+        return true;
+    char err[320];
+    int t = watchdog_timeout_for(h->timing.ttl_ms, wc->safety_margin_s);
+    if (watchdog_arm(&h->ag.wd, t, err, sizeof err) == 0)
+        return true;
+    if (wc->mode == CFG_WD_REQUIRED) {
+        log_error("ha", "watchdog required but not available: %s", err);
+        agent_release(h, "watchdog required but not available");
+        return false;
+    }
+    if (!h->ag.wd_warned) {
+        h->ag.wd_warned = true;
+        log_warn("ha", "running without a watchdog (watchdog.mode automatic): %s", err);
+    }
+    return true;
+}
+
+/* Keep the watchdog fed only while the lease is valid: when the lease runs
+ * out and PostgreSQL could not be stopped, the machine is reset. Once this
+ * node no longer runs a primary the watchdog is disarmed. */
+void agent_watchdog_tick(struct ha *h, uint64_t now)
+{
+    struct agent *ag = &h->ag;
+    if (!watchdog_armed(&ag->wd))
+        return;
+    if (lease_holder_valid(&ag->lease, &h->timing, now)) {
+        watchdog_keepalive(&ag->wd);
+        return;
+    }
+    const struct pg_status *ps = pgmon_status(ag->mon);
+    bool primary_running = ps->state == PG_RUN_RUNNING && ps->query_ok && !ps->in_recovery;
+    if (ag->lease.epoch == 0 && !primary_running && !pg_postmaster_running(h->cfg->postgresql.data_dir, NULL))
+        watchdog_disarm(&ag->wd);
+    else if (ag->lease.epoch == 0 && ps->in_recovery && ps->query_ok)
+        watchdog_disarm(&ag->wd); /* demoted to a replica */
+}
+
 /* --- fencing ----------------------------------------------------------------- */
+
+/* SIGKILL to PostgreSQL's whole process group: a stopped or hung postmaster
+ * never acts on SIGQUIT, and its backends would go on committing. The
+ * postmaster runs in its own session (pg_ctl is started detached), so the
+ * group is exactly PostgreSQL's processes. */
+void agent_kill_postgres(struct ha *h)
+{
+    pid_t pid = pgmon_status(h->ag.mon)->postmaster_pid;
+    if (pid <= 0)
+        (void)pg_postmaster_running(h->cfg->postgresql.data_dir, &pid);
+    if (pid <= 0)
+        return;
+    pid_t grp = getpgid(pid);
+    if (grp > 1 && grp != getpgid(0))
+        (void)kill(-grp, SIGKILL);
+    (void)kill(pid, SIGKILL);
+}
 
 void agent_fence_now(struct ha *h, const char *why)
 {
@@ -180,7 +245,7 @@ void agent_fence_now(struct ha *h, const char *why)
 
 bool agent_must_fence(struct ha *h, enum agent_local local, uint64_t now, const char **why)
 {
-    if (local != AL_PRIMARY)
+    if (local != AL_PRIMARY || h->ag.test_no_fencing)
         return false;
     struct agent *ag = &h->ag;
     if (lease_holder_valid(&ag->lease, &h->timing, now))

@@ -43,6 +43,7 @@ static void restart_done(struct pgctl *ctl, int status, void *vctx)
     } else {
         snprintf(msg, sizeof msg, "restart failed: %s", pgctl_error(pgnode_ctl(ag->node)));
     }
+    agent_hook_restarted(h, status);
     agent_request_done(&ag->restart_cb, &ag->restart_ctx, status, msg);
     agent_op_finish(h, status);
 }
@@ -59,6 +60,10 @@ static void act_restart(struct ha *h)
     }
     uint32_t timeout = ag->restart.timeout_ms ? ag->restart.timeout_ms
                                               : h->cfg->postgresql.pg_ctl_timeout_ms;
+    if (!agent_hook_before_stop(h, "restart")) {
+        ag->restart_pending = true; /* comes back here when before_stop is done */
+        return;
+    }
     agent_op_begin(h, "restart", "restarting");
     log_info("ha", "restarting PostgreSQL on request");
     if (pgctl_restart(pgnode_ctl(ag->node), PGCTL_STOP_FAST, NULL, timeout, restart_done, h) != 0) {
@@ -101,7 +106,7 @@ static void act_reinit(struct ha *h)
     ag->reinit_pending = false;
     agent_op_begin(h, "reinitialize", "reinitializing");
     log_info("ha", "reinitialize requested: stopping PostgreSQL to clone it again");
-    if (pgnode_stop(ag->node, PGCTL_STOP_FAST, reinit_stopped, h) != 0) {
+    if (agent_hook_pg_stop(h, PGCTL_STOP_FAST, reinit_stopped) != 0) {
         agent_request_done(&ag->reinit_cb, &ag->reinit_ctx, PGW_EIO, pgnode_error(ag->node));
         agent_op_end(h, PGW_EIO, "reinitialize");
     }
@@ -113,6 +118,7 @@ static void reload_done(struct pgctl *ctl, int status, void *vctx)
     (void)ctl;
     if (h->closing)
         return;
+    agent_hook_reloaded(h, status);
     agent_op_finish(h, status);
 }
 
@@ -294,7 +300,8 @@ void agent_shutdown_step(struct ha *h)
             c.u.sw.requested_wall_ms = clock_wall_ms();
             log_info("ha", "shutdown of the primary: handing the role over with a switchover first");
             agent_op_begin(h, "shutdown switchover", NULL);
-            if (submit_cmd(h->sub, &c, h->timing.retry_timeout_ms * 2, handover_req_done, h) != 0)
+            /* reported once applied here, so the next step sees it pending */
+            if (submit_cmd_applied(h->sub, &c, h->timing.retry_timeout_ms * 2, handover_req_done, h) != 0)
                 ag->busy = false;
             return;
         }
@@ -311,9 +318,11 @@ void agent_shutdown_step(struct ha *h)
         before_deadline && h->handover_requested)
         return; /* wait until the controller assigned the new primary */
     if (local == AL_PRIMARY || local == AL_REPLICA || local == AL_STARTING || local == AL_HUNG) {
+        if (local != AL_HUNG && !agent_hook_before_stop(h, "shutdown"))
+            return;
         agent_op_begin(h, "shutdown stop", "stopping");
         log_info("ha", "shutdown: stopping PostgreSQL (fast)");
-        if (pgnode_stop(ag->node, local == AL_HUNG ? PGCTL_STOP_IMMEDIATE : PGCTL_STOP_FAST, agent_pg_done, h) != 0)
+        if (agent_hook_pg_stop(h, local == AL_HUNG ? PGCTL_STOP_IMMEDIATE : PGCTL_STOP_FAST, agent_pg_done) != 0)
             agent_op_end(h, PGW_EIO, "shutdown stop");
         return;
     }

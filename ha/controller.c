@@ -71,6 +71,10 @@ static void submit_decision(struct ha *h, struct fsm_cmd *c)
 static bool in_backoff(struct ha *h, const char *name)
 {
     uint64_t now = ha_now(h);
+    /* refused to promote (pre_promote): replicated, so any leader knows */
+    const struct fsm_member *fm = fsm_member_find(&h->fsm->st, name);
+    if (fm != NULL && fsm_member_refused_recently(fm, now, h->timing.ttl_ms))
+        return true;
     for (unsigned i = 0; i < h->ctl.n_backoff; i++)
         if (strcmp(h->ctl.backoff_member[i], name) == 0 && now < h->ctl.backoff_until[i])
             return true;
@@ -360,15 +364,42 @@ void ha_member_eligibility(const struct ha *h, const char *name, char *buf, size
 
 /* --- founding the cluster --------------------------------------------------------- */
 
+/* True when every server of the Raft configuration has a member record
+ * with a status report. */
+static bool all_servers_reported(const struct ha *h)
+{
+    struct cluster_info info;
+    cluster_get_info(h->cluster, &info);
+    for (unsigned i = 0; i < info.n_servers; i++) {
+        const struct fsm_member *m = fsm_member_by_raft_id(&h->fsm->st, info.servers[i].id);
+        if (m == NULL || !m->reported)
+            return false;
+    }
+    return true;
+}
+
+static uint64_t founding_grace_ms(const struct ha *h)
+{
+    uint64_t g = 3 * (uint64_t)h->timing.ttl_ms;
+    return g < 10000 ? 10000 : g;
+}
+
 static void choose_founder(struct ha *h)
 {
     const struct fsm_state *st = &h->fsm->st;
     const struct fsm_member *best = NULL;
     bool best_has_data = false;
+    unsigned failed = 0;
     for (unsigned i = 0; i < st->n_members; i++) {
         const struct fsm_member *m = &st->members[i];
         if (m->witness || fsm_member_nofailover(m) || !m->reported || in_backoff(h, m->name))
             continue;
+        /* a bootstrap failed there: not again until its pgwarden restarts
+         * (agent_replica.c), so a broken bootstrap method never loops */
+        if (strcmp(m->report.state, "bootstrap failed") == 0) {
+            failed++;
+            continue;
+        }
         /* A member reporting a system identifier has data: adopt it rather
          * than create a new cluster next to it. */
         bool has_data = m->report.sysid[0] != '\0';
@@ -378,8 +409,26 @@ static void choose_founder(struct ha *h)
             best_has_data = has_data;
         }
     }
+    if (best != NULL && !best_has_data && !all_servers_reported(h)) {
+        /* A new cluster next to a member with data that simply has not
+         * reported yet would take over its role (and move its data aside):
+         * give every configured server a grace period to speak first. */
+        uint64_t now = ha_now(h), grace = founding_grace_ms(h);
+        if (h->ctl.founding_wait_since == 0)
+            h->ctl.founding_wait_since = now;
+        if (now < h->ctl.founding_wait_since + grace) {
+            note(h, "waiting up to %llu s for every member to report before creating a new "
+                 "cluster (a member with existing data is preferred)",
+                 (unsigned long long)(grace / 1000));
+            return;
+        }
+    }
     if (best == NULL) {
-        note(h, "waiting for a member with PostgreSQL to report before creating the cluster");
+        if (failed > 0)
+            note(h, "the bootstrap failed on %u member(s) (see their logs); restart pgwarden there "
+                 "to try again", failed);
+        else
+            note(h, "waiting for a member with PostgreSQL to report before creating the cluster");
         return;
     }
     struct fsm_cmd c;
@@ -443,6 +492,12 @@ void controller_step(struct ha *h)
             log_warn("ha", "controller: %s did not finish founding the cluster in time",
                      p->member);
             add_backoff(h, p->member, 2 * (uint64_t)h->timing.ttl_ms);
+        } else if (p->state == FSM_PRIMARY_NONE && p->member[0] != '\0' &&
+                   c->backoff_epoch != p->epoch) {
+            /* it gave the founding role up (its bootstrap failed): not at
+             * once again, its report saying why arrives meanwhile */
+            add_backoff(h, p->member, (uint64_t)h->timing.ttl_ms);
+            c->backoff_epoch = p->epoch;
         }
         choose_founder(h);
         return;

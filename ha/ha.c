@@ -229,8 +229,11 @@ static void step(struct ha *h)
         agent_step(h);
     if (h->shutting_down)
         agent_shutdown_step(h);
-    else
-        controller_step(h);
+    if (h->closing)
+        return; /* the shutdown finished inside that step and ha_close ran */
+    /* A leader that is shutting down still decides: it may be the one that
+     * must carry out its own handover. */
+    controller_step(h);
     maybe_report(h);
 }
 
@@ -373,7 +376,8 @@ void ha_get_view(const struct ha *h, struct ha_view *v)
         return;
     }
     const struct agent *ag = &h->ag;
-    v->lease_serving = lease_holder_serving(&ag->lease, &h->timing, now);
+    v->lease_serving = lease_holder_serving(&ag->lease, &h->timing, now) ||
+                       (ag->test_no_fencing && ag->lease.epoch != 0);
     v->lease_expires_in_ms = lease_holder_remaining(&ag->lease, &h->timing, now);
     v->epoch = ag->lease.epoch;
     const struct pg_status *ps = pgmon_status(ag->mon);
@@ -405,6 +409,9 @@ void ha_get_view(const struct ha *h, struct ha_view *v)
         v->role = ps->in_recovery ? "replica" : "primary";
     if (p->running && ps->in_recovery && ag->was_primary)
         v->role = "replica";
+    /* the lease holder of a standby cluster, replicating from the remote */
+    if (p->running && ps->in_recovery && v->lease_serving && cfg_standby_enabled(&h->dcs))
+        v->role = "standby_leader";
 }
 
 const char *ha_candidate_reason(const struct ha *h, const char *member)

@@ -7,6 +7,7 @@
 #include "ha/candidate.h"
 #include "ha/ha.h"
 #include "ha/lease.h"
+#include "ha/watchdog.h"
 #include "pg/pgmon.h"
 #include "pg/pgnode.h"
 
@@ -39,6 +40,7 @@ const char *agent_local_name(enum agent_local l);
 struct agent {
     struct pgnode *node;
     struct pgmon *mon;
+    struct agent_hooks *hooks; /* operator hooks (agent_hooks.c), created on first use */
     struct lease_holder lease;
     int lease_fd;             /* lease file, rewritten on each confirmed renewal */
     bool renew_inflight;
@@ -50,6 +52,9 @@ struct agent {
     char needs_reinit[HA_ERR_MAX];
     uint64_t reinit_retry_ms; /* when to try rejoining again */
     bool was_primary;         /* data dir has no standby.signal */
+    uint64_t stopped_sysid;   /* system identifier of the stopped data dir (0: none) */
+    bool standby_following;   /* standby leader: configured to follow the remote primary */
+    uint64_t standby_cfg_gen; /* config_gen when it was */
     uint64_t primary_down_since_ms;
     uint64_t upstream_lost_since_ms;
     char upstream_host[256];
@@ -60,8 +65,20 @@ struct agent {
     bool fencing;             /* SIGQUIT sent, waiting for the postmaster to go */
     unsigned start_failures;
     uint64_t last_start_ms;
-    uint64_t slots_sig;       /* membership the slots were last synced for */
+    uint64_t slots_sig;       /* what the slots were last synced for (agent_slots.c) */
+    uint64_t slots_synced_ms; /* when */
+    /* replica creation and bootstrap failures (agent_replica.c) */
+    unsigned clone_failures;
+    uint64_t clone_next_ms;       /* no clone attempt before this */
+    uint64_t no_primary_since_ms; /* the cluster has had no running primary since (0: it has one) */
+    char bootstrap_failed[HA_ERR_MAX]; /* bootstrap failed here: never again until a restart */
     uint64_t founded_epoch;   /* epoch in which this node ran bootstrap/adopt */
+    uint64_t hung_epoch;      /* epoch in which PostgreSQL was killed for hanging */
+    /* PGW_TEST_DISABLE_FENCING=1: a deliberately broken build for the chaos
+     * suite's self-test (it must detect the double primary this causes) */
+    bool test_no_fencing;
+    struct watchdog wd;
+    bool wd_warned;
     /* operator requests */
     bool restart_pending;
     struct ha_restart_req restart;
@@ -106,6 +123,7 @@ struct controller {
     uint64_t stopped_since_ms; /* switchover: old primary stopped at */
     uint64_t stopped_epoch;
     uint64_t backoff_epoch;    /* epoch whose holder was put in backoff */
+    uint64_t founding_wait_since; /* first time a founder without data could be chosen */
     /* members that failed a promotion recently: not chosen until backoff_until */
     char backoff_member[FSM_MAX_MEMBERS][FSM_NAME_MAX];
     uint64_t backoff_until[FSM_MAX_MEMBERS];

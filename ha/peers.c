@@ -132,6 +132,7 @@ int peers_fetch(struct ha *h, peers_done_cb cb, void *ctx)
         char url[FSM_URL_MAX + 32];
         snprintf(url, sizeof url, "%s/pgwarden/status?fresh=1", m->api_url);
         struct httpc_opts ho = {.method = "GET", .url = url, .timeout_ms = h->timing.retry_timeout_ms};
+        httpc_tls_from_cfg(h->cfg, &ho.tls); /* tls: https:// member APIs */
         char err[160];
         if (httpc_request_start(h->loop, &ho, http_done, o, NULL, err, sizeof err) != 0) {
             snprintf(r->st[k].error, sizeof r->st[k].error, "%s", err);

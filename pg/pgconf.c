@@ -382,9 +382,12 @@ int pgconf_build(const struct pgconf_input *in, struct pgconf_params *out, size_
             }
             rc = param_set(out, "primary_conninfo", ci);
         }
-        if (!rc && in->role.primary_host && *in->role.primary_host && in->role.primary_slot_name &&
-            *in->role.primary_slot_name)
-            rc = param_set(out, "primary_slot_name", in->role.primary_slot_name);
+        const char *slot = in->role.primary_slot_name;
+        const struct cfg_standby *sb = in->role.standby_leader && in->dcs ? &in->dcs->standby : NULL;
+        if (sb != NULL)
+            slot = sb->primary_slot_name; /* the remote's slot, or none */
+        if (!rc && in->role.primary_host && *in->role.primary_host && slot && *slot)
+            rc = param_set(out, "primary_slot_name", slot);
         if (!rc)
             rc = param_set(out, "recovery_target_timeline", "latest");
         const struct cfg_kvlist *rcv = &cfg->postgresql.recovery_conf;
@@ -401,6 +404,15 @@ int pgconf_build(const struct pgconf_input *in, struct pgconf_params *out, size_
                 continue;
             rc = param_set(out, name, rcv->items[i].value);
         }
+        /* the standby cluster's settings win over the local ones */
+        const char *sbp[][2] = {
+            {"restore_command", sb ? sb->restore_command : NULL},
+            {"archive_cleanup_command", sb ? sb->archive_cleanup_command : NULL},
+            {"recovery_min_apply_delay", sb ? sb->recovery_min_apply_delay : NULL},
+        };
+        for (size_t i = 0; i < sizeof sbp / sizeof sbp[0] && !rc; i++)
+            if (sbp[i][1] != NULL && *sbp[i][1])
+                rc = param_set(out, sbp[i][0], sbp[i][1]);
         if (rc)
             goto fail;
     } else {

@@ -52,6 +52,10 @@ struct pgconf_role {
     const char *primary_host;      /* standby: upstream host */
     uint16_t primary_port;
     const char *primary_slot_name; /* standby: NULL = no slot (use_slots off) */
+    /* the standby leader of a standby cluster: the upstream is the remote
+     * primary, and dcs standby_cluster gives the slot on it, restore_command,
+     * archive_cleanup_command and recovery_min_apply_delay */
+    bool standby_leader;
 };
 
 struct pgconf_input {

@@ -322,5 +322,23 @@ int pg_pidfile_clear_stale(const char *data_dir, char *errbuf, size_t errlen)
     }
     log_warn("pg", "removed stale %s: postmaster %d is dead (a zombie or a reused pid) and "
              "nothing is attached to its shared memory", path, (int)pf.pid);
+    /* The Unix socket's lock file names the same dead pid, and PostgreSQL
+     * refuses it for the same reason ("lock file ... already exists"). */
+    if (pf.socket_dir[0] != '\0' && pf.port > 0) {
+        char sock[4200];
+        snprintf(sock, sizeof sock, "%s/.s.PGSQL.%d.lock", pf.socket_dir, pf.port);
+        FILE *f = fopen(sock, "r");
+        long lockpid = 0;
+        if (f != NULL) {
+            char line[64];
+            if (fgets(line, sizeof line, f) != NULL)
+                lockpid = strtol(line, NULL, 10);
+            fclose(f);
+        }
+        if (lockpid == (long)pf.pid || lockpid == -(long)pf.pid) {
+            if (unlink(sock) == 0)
+                log_warn("pg", "removed stale %s of the same dead postmaster", sock);
+        }
+    }
     return PGW_OK;
 }

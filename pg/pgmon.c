@@ -75,6 +75,7 @@ struct pgmon {
     uv_timer_t kick_timer;
     int open_handles;
     bool destroyed;
+    bool orphan_seen;     /* the last check found the postmaster alive without postmaster.pid */
     struct pgconn *conn;  /* persistent, status query */
     struct pgconn *probe; /* fresh per tick */
     bool probe_inflight, query_inflight;
@@ -278,10 +279,25 @@ static bool check_pid(struct pgmon *m, struct pg_pidfile *pf)
     char eb[256];
     int rc = pg_pidfile_read(m->data_dir, pf, eb, sizeof eb);
     if (rc == PGW_ENOTFOUND) {
+        pid_t last = m->st.postmaster_pid;
+        if (last > 0 && pg_pid_alive(last)) {
+            /* The postmaster we knew outlives its postmaster.pid: exiting
+             * (a moment), or its data directory was removed under it. Such
+             * an orphan keeps the port, so nothing can start until it is
+             * killed: report it hung from the second look on. */
+            char why[200];
+            snprintf(why, sizeof why, "postmaster (pid %d) runs but its postmaster.pid is gone "
+                     "(data directory removed?)", (int)last);
+            set_state(m, m->orphan_seen ? PG_RUN_HUNG : PG_RUN_STOPPING, why);
+            m->orphan_seen = true;
+            return false;
+        }
+        m->orphan_seen = false;
         m->st.postmaster_pid = 0;
         set_state(m, PG_RUN_DOWN, "not running (no postmaster.pid)");
         return false;
     }
+    m->orphan_seen = false;
     if (rc != PGW_OK) {
         /* being written by a starting postmaster, or unreadable */
         set_state(m, rc == PGW_EPROTO ? PG_RUN_STARTING : PG_RUN_UNKNOWN, eb);

@@ -127,6 +127,7 @@ void pgnode_destroy(struct pgnode *n)
         pgrewind_fetch_cancel(n->fetch);
     if (n->proc)
         proc_abandon(n->proc);
+    pgnode__slots_abandon(n);
     pgctl_destroy(n->ctl);
     wipe_sql(n);
     free(n->sync_names);
@@ -136,6 +137,11 @@ void pgnode_destroy(struct pgnode *n)
 }
 
 bool pgnode_busy(const struct pgnode *n) { return n->flow != F_NONE; }
+
+void pgnode_set_standby_leader(struct pgnode *n, bool on)
+{
+    n->standby_leader = on;
+}
 const char *pgnode_error(const struct pgnode *n) { return n->err; }
 struct pgctl *pgnode_ctl(struct pgnode *n) { return n->ctl; }
 
@@ -194,6 +200,24 @@ const char *pgnode_datadir_name(enum pgnode_datadir d)
     case PGNODE_DATADIR_OTHER:
     default: return "other";
     }
+}
+
+int pgnode_read_sysid(const char *data_dir, uint64_t *out)
+{
+    /* ControlFileData starts with the uint64 system identifier, in the
+     * machine's byte order, in every PostgreSQL version since 8.x. */
+    char path[4200];
+    snprintf(path, sizeof path, "%s/global/pg_control", data_dir);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return errno == ENOENT ? PGW_ENOTFOUND : PGW_EIO;
+    uint64_t v = 0;
+    ssize_t n = read(fd, &v, sizeof v);
+    close(fd);
+    if (n != (ssize_t)sizeof v || v == 0)
+        return PGW_EIO;
+    *out = v;
+    return PGW_OK;
 }
 
 int pgnode_inspect_datadir(const char *data_dir, enum pgnode_datadir *out, char *errbuf,
@@ -398,6 +422,8 @@ static void on_sql(struct pgconn *c, const struct pgconn_result *r, void *ctx)
         pgnode__advance(n, r->status);
         return;
     }
+    if (n->step == S_RECOVERY_WAIT && r->nresults > 0 && PQntuples(r->results[r->nresults - 1]) == 1)
+        n->in_recovery = PQgetvalue(r->results[r->nresults - 1], 0, 0)[0] == 't';
     if (n->step == S_ADOPT_INFO && r->nresults > 0 && PQntuples(r->results[r->nresults - 1]) == 1) {
         PGresult *res = r->results[r->nresults - 1];
         n->ad.in_recovery = PQgetvalue(res, 0, 0)[0] == 't';
@@ -462,6 +488,8 @@ int pgnode__write_files(struct pgnode *n, const struct pgconf_role *role, bool b
     if (rc == PGW_OK) {
         struct pgconf_input in = {.cfg = n->cfg, .dcs = n->dcs, .pg_major = pgnode__pg_major(n),
                                   .role = *role, .sync_standby_names = n->sync_names};
+        if (n->standby_leader && in.role.standby)
+            in.role.standby_leader = true;
         rc = pgconf_write(&in, res, eb, sizeof eb);
     }
     if (rc)
@@ -473,44 +501,6 @@ int pgnode_configure(struct pgnode *n, const struct pgconf_role *role,
                      struct pgconf_write_result *res)
 {
     return pgnode__write_files(n, role, false, true, res);
-}
-
-/* ---- bootstrap ----------------------------------------------------------------- */
-
-int pgnode_bootstrap(struct pgnode *n, pgnode_done_cb cb, void *ctx)
-{
-    int rc = pgnode__begin(n, F_BOOTSTRAP, ctx);
-    if (rc)
-        return rc;
-    n->cb = cb;
-    n->local_port = 0;
-    enum pgnode_datadir kind;
-    char eb[512];
-    rc = pgnode_inspect_datadir(n->cfg->postgresql.data_dir, &kind, eb, sizeof eb);
-    if (rc) {
-        pgnode__set_err(n, "bootstrap: %s", eb);
-        return pgnode__abort_begin(n, rc);
-    }
-    if (kind == PGNODE_DATADIR_CLUSTER || kind == PGNODE_DATADIR_OTHER) {
-        pgnode__set_err(n, "bootstrap refused: data directory %s is not empty (%s); pgwarden never runs "
-                "initdb over existing data (adopt it, or move it away)",
-                n->cfg->postgresql.data_dir, pgnode_datadir_name(kind));
-        return pgnode__abort_begin(n, PGW_EREFUSED);
-    }
-    const struct cfg_strlist *opts = &n->cfg->bootstrap.initdb;
-    const char *list[65];
-    size_t k = 0;
-    for (size_t i = 0; i < opts->n && k < 64; i++)
-        list[k++] = opts->items[i];
-    list[k] = NULL;
-    struct pgctl_initdb_args a = {.options = list,
-                                  .superuser = n->cfg->postgresql.superuser.username,
-                                  .password = n->cfg->postgresql.superuser.password};
-    n->step = S_INITDB;
-    rc = pgnode__ctl_rc(n, pgctl_initdb(n->ctl, &a, pgnode__ctl_done, n));
-    if (rc)
-        return pgnode__abort_begin(n, rc);
-    return PGW_OK;
 }
 
 /* ---- start / stop ---------------------------------------------------------------- */
@@ -539,7 +529,7 @@ int pgnode_stop(struct pgnode *n, enum pgctl_stop_mode mode, pgnode_done_cb cb, 
     return PGW_OK;
 }
 
-/* ---- clone ------------------------------------------------------------------------ */
+/* ---- clone (the flow is in pgnode_methods.c) ---------------------------------------- */
 
 int pgnode__do_basebackup(struct pgnode *n)
 {
@@ -577,37 +567,6 @@ int pgnode__do_basebackup(struct pgnode *n)
     n->step = S_BASEBACKUP;
     log_info("pg", "cloning %s from %s:%u", n->cfg->postgresql.data_dir, n->host, (unsigned)n->port);
     return pgnode__ctl_rc(n, pgctl_basebackup(n->ctl, &a, pgnode__ctl_done, n));
-}
-
-int pgnode_clone(struct pgnode *n, const char *host, uint16_t port, pgnode_done_cb cb, void *ctx)
-{
-    if (!host || !*host || !port) {
-        pgnode__set_err(n, "clone: the source host and port are required");
-        return PGW_EINVAL;
-    }
-    int rc = pgnode__begin(n, F_CLONE, ctx);
-    if (rc)
-        return rc;
-    n->cb = cb;
-    n->local_port = 0;
-    pgnode__copy_str(n->host, sizeof n->host, host);
-    n->port = port;
-    enum pgnode_datadir kind;
-    char eb[512];
-    rc = pgnode_inspect_datadir(n->cfg->postgresql.data_dir, &kind, eb, sizeof eb);
-    if (rc) {
-        pgnode__set_err(n, "clone: %s", eb);
-        return pgnode__abort_begin(n, rc);
-    }
-    if (kind != PGNODE_DATADIR_ABSENT && kind != PGNODE_DATADIR_EMPTY) {
-        pgnode__set_err(n, "clone refused: data directory %s is not empty (%s)",
-                n->cfg->postgresql.data_dir, pgnode_datadir_name(kind));
-        return pgnode__abort_begin(n, PGW_EREFUSED);
-    }
-    rc = pgnode__do_basebackup(n);
-    if (rc)
-        return pgnode__abort_begin(n, rc);
-    return PGW_OK;
 }
 
 /* ---- follow / demote / promote ------------------------------------------------------ */
@@ -760,34 +719,11 @@ void pgnode__advance(struct pgnode *n, int status)
     n->step = S_NONE;
     switch (n->flow) {
     case F_BOOTSTRAP:
-        if (rc)
-            break;
-        if (done == S_INITDB) {
-            struct pgconf_role primary = {0};
-            struct pgconf_write_result res;
-            rc = pgnode__write_files(n, &primary, true, true, &res);
-            if (!rc)
-                rc = pgnode__do_start(n);
-        } else if (done == S_START) {
-            rc = pgnode__do_roles(n);
-        } else if (done == S_ROLES) {
-            log_info("pg", "bootstrap of %s done", n->cfg->postgresql.data_dir);
-            pgnode__finish(n, PGW_OK);
-            return;
-        }
-        break;
+        pgnode__advance_bootstrap(n, done, rc);
+        return;
     case F_CLONE:
-        if (rc)
-            break;
-        if (done == S_BASEBACKUP) {
-            rc = pgnode__configure_standby(n, NULL);
-            if (!rc)
-                rc = pgnode__do_start(n);
-        } else if (done == S_START) {
-            pgnode__finish(n, PGW_OK);
-            return;
-        }
-        break;
+        pgnode__advance_clone(n, done, rc);
+        return;
     case F_DEMOTE:
         if (rc)
             break;

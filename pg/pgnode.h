@@ -2,10 +2,16 @@
  * agent's state table calls. One step at a time per node (PGW_EBUSY).
  *
  * Steps and their happy paths:
- *  bootstrap:  initdb -> pgpass, pg_hba (+bootstrap lines), managed config as
- *              primary -> start -> roles (superuser password, replication,
- *              rewind + grants). Refuses a data dir that already holds data.
- *  clone:      pg_basebackup from host:port -> standby config -> start.
+ *  bootstrap:  initdb (or the bootstrap.<method> command, then its recovery
+ *              until it promotes) -> pgpass, pg_hba (+bootstrap lines),
+ *              managed config as primary -> start -> roles (superuser
+ *              password, replication, rewind + grants) -> post_bootstrap.
+ *              Refuses a data dir that already holds data; on a failure
+ *              after the start, PostgreSQL is stopped (immediate) first.
+ *  clone:      create_replica_methods in order (pg_basebackup from
+ *              host:port, or a postgresql.<method> command) until one
+ *              leaves a cluster -> standby config -> start
+ *              (pgnode_methods.c).
  *  configure:  (sync) rewrite postgresql.conf / pg_hba / pgpass for a role.
  *  follow:     standby config for a new upstream -> reload if running
  *              (primary_conninfo is reloadable since PG13), start if not.
@@ -60,6 +66,11 @@ void pgnode_set_config(struct pgnode *n, const struct cfg *cfg, const struct cfg
 int pgnode_set_sync_names(struct pgnode *n, const char *names) PGW_MUST_CHECK;
 /* Drops a pending callback; keep running the loop until handles closed. */
 void pgnode_destroy(struct pgnode *n);
+/* This node is the standby leader of a standby cluster: every standby
+ * configuration written from now on carries the dcs standby_cluster settings
+ * (remote slot, restore_command, ...). The agent sets it before it follows,
+ * clones from or rejoins the remote primary, and clears it otherwise. */
+void pgnode_set_standby_leader(struct pgnode *n, bool on);
 bool pgnode_busy(const struct pgnode *n);
 const char *pgnode_error(const struct pgnode *n);
 /* The process controller (for start/stop/reload/restart/controldata). */
@@ -78,6 +89,8 @@ const char *pgnode_datadir_name(enum pgnode_datadir d);
  * (e.g. owned by another user), message in errbuf. */
 int pgnode_inspect_datadir(const char *data_dir, enum pgnode_datadir *out, char *errbuf,
                            size_t errlen) PGW_MUST_CHECK;
+/* The system identifier of a (stopped) cluster, from global/pg_control. */
+int pgnode_read_sysid(const char *data_dir, uint64_t *out) PGW_MUST_CHECK;
 /* rename(data_dir, <data_dir>.<YYYYmmddHHMMSS>) within its parent; never
  * deletes. PGW_EREFUSED with "parent directory ... is not writable" when it
  * cannot. newpath (may be NULL) receives the new name. */
@@ -99,14 +112,22 @@ int pgnode_stop(struct pgnode *n, enum pgctl_stop_mode mode, pgnode_done_cb cb,
                 void *ctx) PGW_MUST_CHECK;
 int pgnode_clone(struct pgnode *n, const char *host, uint16_t port, pgnode_done_cb cb,
                  void *ctx) PGW_MUST_CHECK;
+/* A clone with no running primary: only the create_replica_methods with
+ * no_leader (a restore from a backup repository); the replica starts with
+ * no primary_conninfo (restore_command from postgresql.recovery_conf).
+ * PGW_ENOTFOUND (synchronously) when no such method is configured. */
+int pgnode_clone_no_source(struct pgnode *n, pgnode_done_cb cb, void *ctx) PGW_MUST_CHECK;
+bool pgnode_has_no_leader_method(const struct pgnode *n);
 int pgnode_follow(struct pgnode *n, const char *host, uint16_t port, pgnode_done_cb cb,
                   void *ctx) PGW_MUST_CHECK;
 int pgnode_demote(struct pgnode *n, enum pgctl_stop_mode mode, const char *host, uint16_t port,
                   pgnode_done_cb cb, void *ctx) PGW_MUST_CHECK;
 int pgnode_promote(struct pgnode *n, pgnode_done_cb cb, void *ctx) PGW_MUST_CHECK;
 
-/* members: member names that should have a slot here (own name is skipped);
- * ignore: slot names never dropped. Both NULL-terminated (may be NULL). */
+/* The simple form used before permanent slots (pg/slots.h has the full
+ * one): members: member names that should have a slot here (own name is
+ * skipped); ignore: slot names never dropped. Both NULL-terminated (may be
+ * NULL). */
 int pgnode_sync_slots(struct pgnode *n, const char *const *members, const char *const *ignore,
                       pgnode_done_cb cb, void *ctx) PGW_MUST_CHECK;
 

@@ -1,7 +1,8 @@
 /* Internals shared by the pgnode files: pgnode.c (lifecycle, plumbing,
  * bootstrap, clone, follow, demote, promote, adopt and the state machine),
  * pgnode_sql.c (roles and slots SQL), pgnode_rejoin.c (rewind check and
- * rejoin). Not for other modules: they use pgnode.h. */
+ * rejoin), pgnode_methods.c (bootstrap and clone with their methods),
+ * slots.c (replication slots). Not for other modules: they use pgnode.h. */
 #ifndef PGW_PG_PGNODE_INTERNAL_H
 #define PGW_PG_PGNODE_INTERNAL_H
 
@@ -22,13 +23,17 @@ enum step {
     S_NONE = 0,
     S_INITDB, S_START, S_ROLES, S_STOP, S_BASEBACKUP, S_RELOAD, S_PROMOTE, S_SLOTS,
     S_CD1, S_RECOVER, S_CD2, S_WALDUMP, S_FETCH, S_REWIND, S_ADOPT_INFO, S_CHECKPOINT, S_SRC_CHECKPOINT,
+    S_CLEAN, S_METHOD, S_RECOVERY_WAIT, S_POST_BOOTSTRAP, S_FAIL_STOP,
 };
+
+struct pgslots_run;
 
 struct pgnode {
     uv_loop_t *loop;
     const struct cfg *cfg;
     const struct cfg_dcs *dcs;
     char *sync_names; /* managed synchronous_standby_names, NULL = not managed */
+    bool standby_leader; /* standby configurations follow dcs standby_cluster */
     struct pgctl *ctl;
     char err[PGNODE_ERR_MAX];
     enum flow flow;
@@ -55,6 +60,16 @@ struct pgnode {
     struct pgnode_rejoin_result rj;
     struct pgnode_adopt_result ad;
     bool recloning;
+    /* pgnode_methods.c */
+    unsigned method_idx;      /* next entry of create_replica_methods to try */
+    const char *method_name;  /* the method running (points into cfg) */
+    bool no_source;           /* clone with no running primary: no_leader methods only */
+    bool pg_started;          /* bootstrap: this step started PostgreSQL */
+    bool in_recovery;         /* last answer of pg_is_in_recovery() (S_RECOVERY_WAIT) */
+    uint64_t wait_deadline;   /* uv_now() deadline of the end-of-recovery wait */
+    int fail_rc;              /* bootstrap: the failure being cleaned up after */
+    char fail_err[PGNODE_ERR_MAX];
+    struct pgslots_run *slots_run; /* slots.c */
 };
 
 void pgnode__set_err(struct pgnode *n, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -83,5 +98,10 @@ int pgnode__write_files(struct pgnode *n, const struct pgconf_role *role, bool b
                         bool hba, struct pgconf_write_result *res);
 int pgnode__configure_standby(struct pgnode *n, bool *changed);
 int pgnode__do_basebackup(struct pgnode *n);
+/* pgnode_methods.c: the bootstrap and clone flows */
+void pgnode__advance_bootstrap(struct pgnode *n, enum step done, int status);
+void pgnode__advance_clone(struct pgnode *n, enum step done, int status);
+/* slots.c: drop a running slots step (the node is being destroyed) */
+void pgnode__slots_abandon(struct pgnode *n);
 
 #endif

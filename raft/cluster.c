@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include <jansson.h>
+#include <openssl/crypto.h>
 #include <raft/uv.h>
 
 #include "common/log.h"
@@ -33,6 +34,7 @@
 struct cluster {
     struct cluster_opts o;
     char *scope, *name, *data_dir, *self_addr, *api_url;
+    uint8_t *secret; /* raft.password's bytes; o.sec.secret points here */
     char **partners;
     size_t n_partners;
     int lock_fd;
@@ -209,6 +211,7 @@ static int transport_start(struct cluster *c, char *err, size_t errlen)
         .probe = probe_answer,
         .probe_ctx = c,
         .admit = admit_peer,
+        .sec = c->o.sec,
     };
     int rv = transport_setup(&c->transport, &to);
     if (rv != 0) {
@@ -447,8 +450,8 @@ static void discovery_round(struct cluster *c)
             return;
         pc->c = c;
         snprintf(pc->peer, sizeof pc->peer, "%s", c->partners[i]);
-        if (transport_probe_peer(c->o.loop, c->scope, c->partners[i], DISCOVERY_ROUND_MS - 50,
-                                 probe_done, pc) == 0)
+        if (transport_probe_peer(c->o.loop, c->scope, c->partners[i], &c->o.sec,
+                                 DISCOVERY_ROUND_MS - 50, probe_done, pc) == 0)
             c->probes_inflight++;
         else
             free(pc);
@@ -636,6 +639,10 @@ static void free_cluster(struct cluster *c)
     free(c->data_dir);
     free(c->self_addr);
     free(c->api_url);
+    if (c->secret != NULL) {
+        OPENSSL_cleanse(c->secret, c->o.sec.secret_len);
+        free(c->secret);
+    }
     free(c);
 }
 
@@ -654,6 +661,18 @@ int cluster_start(const struct cluster_opts *o, struct cluster **out, char *err,
     c->data_dir = strdup(o->data_dir);
     c->self_addr = strdup(o->self_addr);
     c->api_url = strdup(o->api_url != NULL ? o->api_url : "");
+    if (o->sec.secret != NULL && o->sec.secret_len > 0) {
+        c->secret = malloc(o->sec.secret_len);
+        if (c->secret == NULL) {
+            free_cluster(c);
+            return PGW_ENOMEM;
+        }
+        memcpy(c->secret, o->sec.secret, o->sec.secret_len);
+        c->o.sec.secret = c->secret;
+    } else {
+        c->o.sec.secret = NULL;
+        c->o.sec.secret_len = 0;
+    }
     c->partners = calloc(o->n_partners + 1, sizeof *c->partners);
     c->n_partners = o->n_partners;
     if (c->scope == NULL || c->name == NULL || c->data_dir == NULL || c->self_addr == NULL ||

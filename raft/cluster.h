@@ -31,6 +31,7 @@
 #include "common/clock.h"
 #include "common/status.h"
 #include "raft/fsm.h"
+#include "raft/transport.h"
 
 struct cluster;
 
@@ -59,6 +60,7 @@ struct cluster_opts {
     const char *const *partners;
     size_t n_partners;
     const char *api_url;               /* ours: told to probing peers */
+    struct transport_security sec;     /* raft.password (copied), TLS context (borrowed) */
     unsigned election_timeout_ms;
     unsigned heartbeat_ms;
     unsigned snapshot_threshold;       /* default 512 */

@@ -101,6 +101,12 @@ int fsm_member_failover_priority(const struct fsm_member *m)
     return 1;
 }
 
+bool fsm_member_refused_recently(const struct fsm_member *m, uint64_t now, uint64_t window_ms)
+{
+    return m->local_refused_ms != 0 && now >= m->local_refused_ms &&
+           now - m->local_refused_ms < window_ms;
+}
+
 bool fsm_member_nofailover(const struct fsm_member *m)
 {
     return m->witness || fsm_member_tag_bool(m, "nofailover") || fsm_member_failover_priority(m) <= 0;
@@ -338,6 +344,12 @@ static int op_primary_release(struct fsm *f, const struct fsm_cmd *c, struct fsm
     snprintf(p->reason, sizeof p->reason, "released by %s: %s", c->member,
              c->u.release.reason[0] ? c->u.release.reason : "no reason given");
     p->target[0] = '\0';
+    struct fsm_member *m = member_find_mut(&f->st, c->member);
+    if (c->u.release.promote_refused && m != NULL) {
+        m->promote_refusals++;
+        m->refused_epoch = p->epoch;
+        m->local_refused_ms = now_ms(f);
+    }
     return 0;
 }
 

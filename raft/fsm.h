@@ -62,8 +62,15 @@ struct fsm_member {
     bool reported;
     struct fsm_report report;
     uint64_t report_index; /* Raft index of the last report */
+    /* promotions this member refused (pre_promote failed), and the epoch of
+     * the last one; 0 if never (snapshot fields only when non-zero) */
+    uint64_t promote_refusals;
+    uint64_t refused_epoch;
     /* local, not replicated: monotonic ms when the last report was applied here */
     uint64_t local_report_ms;
+    /* local: monotonic ms when its last refusal was applied here (or the
+     * snapshot restored while the role it refused was still vacant); 0 if none */
+    uint64_t local_refused_ms;
 };
 
 struct fsm_switchover {
@@ -164,5 +171,10 @@ unsigned fsm_sync_size(const struct fsm_state *st);
 bool fsm_member_nofailover(const struct fsm_member *m);
 int fsm_member_failover_priority(const struct fsm_member *m);
 bool fsm_member_tag_bool(const struct fsm_member *m, const char *tag);
+
+/* The member refused a promotion (pre_promote) less than window_ms ago, as
+ * judged on this node's monotonic clock (now_ms) from when the refusal was
+ * applied here: every node, so a new Raft leader too, backs it off. */
+bool fsm_member_refused_recently(const struct fsm_member *m, uint64_t now_ms, uint64_t window_ms);
 
 #endif

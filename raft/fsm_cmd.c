@@ -95,6 +95,11 @@ static void get_str(struct dec *d, const char *field, char *dst, size_t cap, boo
         return;
     }
     size_t n = json_string_length(v);
+    if (n == 0 && required) {
+        /* the encoder leaves empty strings out: a required one must not be empty */
+        fail(d, field, "empty");
+        return;
+    }
     if (n >= cap) {
         fail(d, field, "too long");
         return;
@@ -325,6 +330,7 @@ int fsm_cmd_decode(const char *buf, size_t len, struct fsm_cmd *out, char *err, 
         get_name(&d, "member", c->member, true);
         c->epoch = get_u64(&d, "epoch", true, I63MAX);
         get_str(&d, "reason", c->u.release.reason, sizeof c->u.release.reason, false);
+        c->u.release.promote_refused = get_bool(&d, "refused");
         break;
     case FSM_OP_CLUSTER_INIT:
         get_name(&d, "member", c->member, true);
@@ -459,6 +465,8 @@ int fsm_cmd_encode(const struct fsm_cmd *c, char **out, size_t *len, char *err, 
     case FSM_OP_PRIMARY_RELEASE:
         set_u64(o, "epoch", c->epoch);
         set_str(o, "reason", c->u.release.reason);
+        if (c->u.release.promote_refused)
+            json_object_set_new(o, "refused", json_true());
         break;
     case FSM_OP_CLUSTER_INIT:
         set_str(o, "sysid", c->u.init.sysid);

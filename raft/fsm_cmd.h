@@ -106,6 +106,10 @@ struct fsm_cmd {
         } stopped;
         struct {
             char reason[FSM_TEXT_MAX];
+            /* the holder refused to promote (pre_promote failed): the
+             * controller does not choose it again for ttl. Wire field
+             * "refused", sent only when true; older nodes ignore it. */
+            bool promote_refused;
         } release;
         struct {
             char sysid[24];

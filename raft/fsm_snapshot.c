@@ -2,6 +2,7 @@
  * compact), so dump(load(dump(s))) == dump(s) byte for byte. */
 #include "raft/fsm.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,6 +72,12 @@ char *fsm_state_dump(const struct fsm_state *st)
         json_object_set_new(mj, "reported", json_boolean(m->reported));
         json_object_set_new(mj, "report", report_json(&m->report));
         put_u64(mj, "report_index", m->report_index);
+        /* only when set: a snapshot of a cluster where nobody ever refused
+         * stays what older versions wrote and read */
+        if (m->promote_refusals != 0)
+            put_u64(mj, "promote_refusals", m->promote_refusals);
+        if (m->refused_epoch != 0)
+            put_u64(mj, "refused_epoch", m->refused_epoch);
         json_array_append_new(ms, mj);
     }
     json_object_set_new(root, "members", ms);
@@ -160,6 +167,18 @@ static uint64_t ld_u64(struct ld *l, const json_t *o, const char *k)
     return (uint64_t)json_integer_value(v);
 }
 
+/* A non-negative integer at most `max`: a corrupt snapshot must not load as
+ * a different state through a narrowing cast. */
+static uint64_t ld_uint(struct ld *l, const json_t *o, const char *k, uint64_t max)
+{
+    uint64_t v = ld_u64(l, o, k);
+    if (v > max) {
+        lfail(l, "out of range", k);
+        return 0;
+    }
+    return v;
+}
+
 static bool ld_bool(struct ld *l, const json_t *o, const char *k)
 {
     const json_t *v = json_object_get(o, k);
@@ -179,12 +198,12 @@ static void ld_report(struct ld *l, const json_t *o, struct fsm_report *r)
     ld_str(l, o, "role", r->role, sizeof r->role);
     ld_str(l, o, "state", r->state, sizeof r->state);
     ld_str(l, o, "repl_state", r->repl_state, sizeof r->repl_state);
-    r->timeline = (uint32_t)ld_u64(l, o, "timeline");
+    r->timeline = (uint32_t)ld_uint(l, o, "timeline", UINT32_MAX);
     r->lsn = ld_u64(l, o, "lsn");
     r->receive_lsn = ld_u64(l, o, "receive_lsn");
     r->replay_lsn = ld_u64(l, o, "replay_lsn");
     r->pending_restart = ld_bool(l, o, "pending_restart");
-    r->server_version = (int)ld_u64(l, o, "server_version");
+    r->server_version = (int)ld_uint(l, o, "server_version", 9999999);
     ld_str(l, o, "sysid", r->sysid, sizeof r->sysid);
     ld_str(l, o, "reason", r->reason, sizeof r->reason);
 }
@@ -226,7 +245,7 @@ static void ld_state(struct ld *l, const json_t *root, struct fsm_state *st)
     if (state > FSM_PRIMARY_STOPPED)
         lfail(l, "unknown primary state", "primary.state");
     p->state = (enum fsm_primary_state)state;
-    p->timeline = (uint32_t)ld_u64(l, pj, "timeline");
+    p->timeline = (uint32_t)ld_uint(l, pj, "timeline", UINT32_MAX);
     p->lsn = ld_u64(l, pj, "lsn");
     ld_str(l, pj, "target", p->target, sizeof p->target);
     p->final_lsn = ld_u64(l, pj, "final_lsn");
@@ -251,7 +270,7 @@ static void ld_state(struct ld *l, const json_t *root, struct fsm_state *st)
         ld_str(l, mj, "raft_addr", m->raft_addr, sizeof m->raft_addr);
         ld_str(l, mj, "api_url", m->api_url, sizeof m->api_url);
         ld_str(l, mj, "conn_host", m->conn_host, sizeof m->conn_host);
-        m->conn_port = (uint16_t)ld_u64(l, mj, "conn_port");
+        m->conn_port = (uint16_t)ld_uint(l, mj, "conn_port", 65535);
         m->witness = ld_bool(l, mj, "witness");
         const json_t *tags = json_object_get(mj, "tags");
         if (!json_is_object(tags)) {
@@ -263,6 +282,10 @@ static void ld_state(struct ld *l, const json_t *root, struct fsm_state *st)
         m->reported = ld_bool(l, mj, "reported");
         ld_report(l, json_object_get(mj, "report"), &m->report);
         m->report_index = ld_u64(l, mj, "report_index");
+        if (json_object_get(mj, "promote_refusals") != NULL)
+            m->promote_refusals = ld_u64(l, mj, "promote_refusals");
+        if (json_object_get(mj, "refused_epoch") != NULL)
+            m->refused_epoch = ld_u64(l, mj, "refused_epoch");
     }
 
     const json_t *swj = json_object_get(root, "switchover");
@@ -292,7 +315,7 @@ static void ld_state(struct ld *l, const json_t *root, struct fsm_state *st)
         snprintf(st->sync[st->n_sync++], FSM_NAME_MAX, "%s", json_string_value(v));
     }
     st->sync_epoch = ld_u64(l, root, "sync_epoch");
-    st->sync_count = (unsigned)ld_u64(l, root, "sync_count");
+    st->sync_count = (unsigned)ld_uint(l, root, "sync_count", FSM_MAX_SYNC);
     st->sync_quorum = ld_bool(l, root, "sync_quorum");
 
     const json_t *hs = json_object_get(root, "history");
@@ -306,7 +329,7 @@ static void ld_state(struct ld *l, const json_t *root, struct fsm_state *st)
             lfail(l, "expected an object", "history[]");
             return;
         }
-        h->timeline = (uint32_t)ld_u64(l, v, "timeline");
+        h->timeline = (uint32_t)ld_uint(l, v, "timeline", UINT32_MAX);
         h->lsn = ld_u64(l, v, "lsn");
         ld_str(l, v, "reason", h->reason, sizeof h->reason);
         h->wall_ms = ld_u64(l, v, "wall_ms");
@@ -320,7 +343,8 @@ static void ld_state(struct ld *l, const json_t *root, struct fsm_state *st)
     }
     json_array_foreach(rs, i, v) {
         const json_t *id = json_array_get(v, 0), *status = json_array_get(v, 1);
-        if (!json_is_string(id) || json_string_length(id) >= FSM_RID_MAX || !json_is_integer(status)) {
+        if (!json_is_string(id) || json_string_length(id) >= FSM_RID_MAX || !json_is_integer(status) ||
+            json_integer_value(status) < INT_MIN || json_integer_value(status) > INT_MAX) {
             lfail(l, "expected [rid, status] pairs", "rids");
             return;
         }
@@ -358,5 +382,15 @@ int fsm_state_load(struct fsm *f, const char *text, size_t len, char *err, size_
     free_state(&f->st);
     f->st = *st;
     free(st);
+    /* A snapshot does not say when a refusal happened. While the role it
+     * refused is still vacant, count the back-off from now: longer, never
+     * shorter. */
+    const struct fsm_primary *p = &f->st.primary;
+    for (unsigned i = 0; i < f->st.n_members; i++) {
+        struct fsm_member *m = &f->st.members[i];
+        if (m->refused_epoch != 0 && m->refused_epoch == p->epoch && p->state == FSM_PRIMARY_NONE &&
+            strcmp(p->member, m->name) == 0)
+            m->local_refused_ms = clock_now(f->clock);
+    }
     return PGW_OK;
 }

@@ -29,6 +29,7 @@ struct submitter {
     struct cluster *cluster;
     char member[FSM_NAME_MAX];
     char *auth_user, *auth_password;
+    const struct httpc_tls_opts *tls; /* tls: https:// leader API */
     uint32_t nonce;
     uint64_t seq;
     struct sub_req *reqs;
@@ -75,6 +76,7 @@ int submitter_create(const struct submitter_opts *o, struct submitter **out)
     snprintf(s->member, sizeof s->member, "%s", o->member);
     s->auth_user = o->auth_user != NULL ? strdup(o->auth_user) : NULL;
     s->auth_password = o->auth_password != NULL ? strdup(o->auth_password) : NULL;
+    s->tls = o->tls; /* tls */
     /* A boot nonce keeps request ids unique across restarts of this node. */
     int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
     if (fd < 0 || read(fd, &s->nonce, sizeof s->nonce) != (ssize_t)sizeof s->nonce)
@@ -283,6 +285,7 @@ static void attempt(struct sub_req *r)
         .auth_user = s->auth_user,
         .auth_password = s->auth_password,
         .timeout_ms = (uint32_t)(left < 100 ? 100 : left),
+        .tls = s->tls != NULL ? *s->tls : (struct httpc_tls_opts){0}, /* tls */
     };
     char err[256];
     int rc = httpc_request_start(s->loop, &ho, http_done, r, &r->http, err, sizeof err);

@@ -17,6 +17,7 @@
 
 #include <uv.h>
 
+#include "common/httpc.h"
 #include "raft/cluster.h"
 #include "raft/fsm.h"
 
@@ -28,6 +29,9 @@ struct submitter_opts {
     const char *member;        /* this node's name, used in request ids */
     const char *auth_user;     /* restapi.authentication, when set */
     const char *auth_password;
+    /* tls: settings for an https:// leader API (may be NULL); read at each
+     * forward, so the owner may update it (SIGHUP) and must keep it alive */
+    const struct httpc_tls_opts *tls;
 };
 
 int submitter_create(const struct submitter_opts *o, struct submitter **out) PGW_MUST_CHECK;

@@ -11,13 +11,17 @@
  *
  * Wire format of the hello, sent by the connecting side (big-endian):
  *   0  4  magic "PGWR"
- *   4  1  version (1)
+ *   4  1  version: 1 = unauthenticated, 2 = authenticated (raft.password set)
  *   5  1  kind: 1 = Raft stream, 2 = probe
  *   6  2  scope length N (1..255)
  *   8  8  sender's Raft id (0 for a probe)
  *  16  2  sender's address length M (0..64)
  *  18  N  scope (the cluster name; must equal ours)
  *  18+N M sender's Raft address "a.b.c.d:port"
+ *  version 2 only: 16 bytes, the client's nonce, then the challenge/response
+ *  of transport_auth.h (the server answers a challenge, the client its MAC).
+ * Both sides must agree: a server with a secret drops version-1 hellos, a
+ * server without one drops version-2 hellos, each with a log line saying so.
  * After a kind-1 hello the connection carries libraft's own messages. After
  * a probe the server answers a 4-byte length and that many bytes of JSON
  * (at most 64 KiB), then closes.
@@ -36,13 +40,22 @@
 #include "common/status.h"
 
 #define TRANSPORT_MAGIC "PGWR"
-#define TRANSPORT_VERSION 1
+#define TRANSPORT_VERSION 1      /* no authentication */
+#define TRANSPORT_VERSION_AUTH 2 /* followed by the challenge/response */
 #define TRANSPORT_KIND_RAFT 1
 #define TRANSPORT_KIND_PROBE 2
 #define TRANSPORT_HELLO_FIXED 18
 #define TRANSPORT_SCOPE_MAX 255
 #define TRANSPORT_ADDR_MAX 64
 #define TRANSPORT_PROBE_MAX (64 * 1024)
+
+/* Who may speak on the Raft port. */
+struct tls_link_ctx;
+struct transport_security {
+    const uint8_t *secret; /* raft.password; NULL = connections are not authenticated */
+    size_t secret_len;
+    struct tls_link_ctx *tls; /* raft TLS; NULL = plain TCP */
+};
 
 /* Answer to a probe: a malloc'd JSON text (the transport frees it), or NULL. */
 typedef char *(*transport_probe_fn)(void *ctx);
@@ -60,6 +73,9 @@ struct transport_opts {
      * trusts every byte it is given (a malformed message can crash it), so
      * only servers of the current configuration are let through. NULL = all. */
     bool (*admit)(void *ctx, uint64_t id, const char *addr);
+    /* copied: the secret's bytes are duplicated, the TLS context is borrowed
+     * and must outlive the transport */
+    struct transport_security sec;
 };
 
 /* Fill `t` with our implementation. Release with transport_free() after raft
@@ -75,6 +91,7 @@ int transport_listen_early(struct raft_uv_transport *t, const char *address, cha
 /* Counters for observability and tests. */
 struct transport_stats {
     uint64_t accepted, handshake_failures, probes_answered, connects, connect_failures;
+    uint64_t auth_failures; /* inbound or outbound: the peer did not prove the secret */
 };
 void transport_get_stats(const struct raft_uv_transport *t, struct transport_stats *out);
 
@@ -82,15 +99,22 @@ void transport_get_stats(const struct raft_uv_transport *t, struct transport_sta
  * once, later: status 0 with the JSON answer, or a negative status. */
 typedef void (*transport_probe_cb)(int status, const char *json, size_t len, void *ctx);
 int transport_probe_peer(uv_loop_t *loop, const char *scope, const char *addr,
-                         uint32_t timeout_ms, transport_probe_cb cb, void *ctx) PGW_MUST_CHECK;
+                         const struct transport_security *sec, uint32_t timeout_ms,
+                         transport_probe_cb cb, void *ctx) PGW_MUST_CHECK;
 
-/* Encode/parse the hello (exposed for unit tests and fuzzing). parse returns
- * the total hello length once `len` bytes suffice, 0 if more bytes are
- * needed, or a negative status with err set. */
+/* Encode/parse the hello (exposed for unit tests and fuzzing). encode
+ * writes a version-1 hello (version 2: set buf[4] and append the nonce).
+ * parse returns the total hello length (nonce included) once `len` bytes
+ * suffice, 0 if more bytes are needed, or a negative status with err set. */
 int transport_hello_encode(uint8_t kind, const char *scope, uint64_t id, const char *addr,
                            uint8_t *buf, size_t cap);
+/* Bytes the hello starting in buf needs in total, once its fixed part is in. */
+size_t transport_hello_size(const uint8_t *buf);
+#define TRANSPORT_HELLO_MAX (TRANSPORT_HELLO_FIXED + TRANSPORT_SCOPE_MAX + TRANSPORT_ADDR_MAX + 16)
 struct transport_hello {
+    uint8_t version;
     uint8_t kind;
+    uint8_t nonce[16]; /* version 2 */
     uint64_t id;
     char scope[TRANSPORT_SCOPE_MAX + 1];
     char addr[TRANSPORT_ADDR_MAX + 1];

@@ -6,10 +6,13 @@ set -eu
 
 PKGS="build-essential cmake pkg-config
 libraft-dev libuv1-dev libyaml-dev libpq-dev libjansson-dev libcmocka-dev libssl-dev
+libsystemd-dev
 node-llhttp
 postgresql-15 postgresql-client-15
 python3 python3-pytest python3-psycopg2 python3-yaml
-haproxy nftables iproute2 wrk procps util-linux faketime"
+haproxy nftables iptables iproute2 wrk procps util-linux faketime
+debootstrap shellcheck
+clang libclang-rt-14-dev"
 
 missing=""
 for p in $PKGS; do
@@ -17,6 +20,12 @@ for p in $PKGS; do
         missing="$missing $p"
     fi
 done
+
+# deploy/gcp checks parse Terraform with an npm package (make deploy-deps).
+# Any Node.js with npm will do (Debian's, or NodeSource's which bundles npm).
+if ! command -v npm >/dev/null 2>&1; then
+    missing="$missing nodejs npm"
+fi
 
 if [ -z "$missing" ]; then
     exit 0

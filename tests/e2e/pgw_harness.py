@@ -407,12 +407,52 @@ class Cluster:
         for r in reports:
             with open(os.path.join(self.san_dir, r), errors="replace") as f:
                 problems.append(f"sanitizer report {r}:\n" + f.read()[-4000:])
+        problems += self.leaked_secrets()
         if os.environ.get("PGW_KEEP_TMP"):
             print(f"keeping {self.dir}")
         else:
             shutil.rmtree(self.dir, ignore_errors=True)
         if problems:
             raise AssertionError("\n".join(problems))
+
+    def secrets(self):
+        """Every password the test gave to pgwarden: the harness's PostgreSQL
+        ones and any `password` value in a node's extra config."""
+        found = {SU_PASSWORD, REPL_PASSWORD, REWIND_PASSWORD}
+
+        def walk(v):
+            if isinstance(v, dict):
+                for k, x in v.items():
+                    if k == "password" and isinstance(x, str) and len(x) >= 6:
+                        found.add(x)
+                    else:
+                        walk(x)
+            elif isinstance(v, list):
+                for x in v:
+                    walk(x)
+        for n in self.nodes:
+            walk(n.extra)
+        return found | set(getattr(self, "extra_secrets", ()))
+
+    def leaked_secrets(self):
+        """Issue 10: no password in any log (pgwarden's, PostgreSQL's, hooks'
+        output) of this cluster. Returns problem descriptions."""
+        secrets = self.secrets()
+        problems = []
+        for root, _, files in os.walk(self.dir):
+            for name in files:
+                if not (name.endswith(".log") or os.path.basename(root) == "log"):
+                    continue
+                p = os.path.join(root, name)
+                try:
+                    with open(p, "rb") as f:
+                        text = f.read()
+                except OSError:
+                    continue
+                for sec in secrets:
+                    if sec.encode() in text:
+                        problems.append(f"a test password appears in {p}")
+        return problems
 
     def dump_logs(self, tail=120):
         out = []

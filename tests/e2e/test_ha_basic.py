@@ -1,6 +1,7 @@
 """HA end to end on 127.0.0.1: bootstrap, replication, failover after a
 node is killed, rejoin, switchover with zero lost commits. A prober checks
 invariant 1 (never two nodes answering 200 on /primary) throughout."""
+import os
 import signal
 import time
 
@@ -103,3 +104,36 @@ def test_switchover_under_load_loses_nothing(cluster):
     print(f"switchover took {time.monotonic() - t0:.2f}s, write gap {writer.max_gap(t0):.2f}s")
     # the old primary followed without a rewind
     assert "pg_rewind" not in old.log().split("switchover")[-1] or "no rewind needed" in old.log()
+
+
+def test_existing_data_founds_the_cluster_even_when_it_reports_last():
+    """A member with data must found the cluster (not be moved aside by a new
+    initdb elsewhere) even when the empty members start and report first:
+    the controller gives every configured server a grace period."""
+    import subprocess
+    from pgw_harness import PGBIN
+    c = Cluster(n=3)
+    try:
+        holder = c.nodes[2]
+        os.makedirs(holder.data_dir, mode=0o700)
+        c.chown(holder.data_dir)
+        subprocess.run([os.path.join(PGBIN, "initdb"), "-D", holder.data_dir, "-A", "trust",
+                        "-U", "postgres"], user="postgres", check=True, capture_output=True,
+                       timeout=120)
+        out = subprocess.run([os.path.join(PGBIN, "pg_controldata"), holder.data_dir],
+                             user="postgres", check=True, capture_output=True, text=True).stdout
+        sysid = next(l.split(":")[1].strip() for l in out.splitlines()
+                     if l.startswith("Database system identifier"))
+        for n in c.nodes[:2]:
+            n.start()
+        time.sleep(4)  # the empty members have long reported by now
+        holder.start()
+        p = c.wait_healthy(timeout=90)
+        assert p is holder, f"{p.name} founded the cluster, not the member with data"
+        for n in c.nodes:
+            got = n.query("SELECT system_identifier::text FROM pg_control_system()")[0][0]
+            assert got == sysid, (n.name, got, sysid)
+        assert "controller: found the cluster on existing data on n3" in \
+            "".join(n.log() for n in c.nodes)
+    finally:
+        c.cleanup()

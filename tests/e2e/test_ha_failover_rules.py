@@ -189,7 +189,6 @@ def test_manual_failover_to_named_candidate(make_cluster):
           f"{body.get('message')}")
 
 
-@pytest.mark.xfail(strict=True, raises=RefusalWithoutReason, reason=REFUSAL_REASON)
 def test_manual_failover_lagging_candidate_needs_allow_data_loss(make_cluster):
     """Scenario 12b: both replicas lag beyond maximum_lag_on_failover when the
     primary dies, so nothing is promoted automatically; a manual failover to
@@ -240,7 +239,6 @@ SECOND_FAILOVER_REASON = (
     "so nothing is promoted")
 
 
-@pytest.mark.xfail(strict=True, reason=SECOND_FAILOVER_REASON)
 def test_second_failover_after_timeline_switch(make_cluster):
     """Two failovers in a row: the replica that followed the first one by
     streaming onto the new timeline must be promotable in the second (two

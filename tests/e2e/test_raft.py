@@ -448,7 +448,6 @@ BUG_SPARE = (
     "'member registration failed: no Raft leader committed member_register in time')")
 
 
-@pytest.mark.xfail(strict=True, reason=BUG_SPARE)
 def test_membership_add_new_node(cluster):
     try:
         cluster.start()
@@ -535,11 +534,6 @@ def test_membership_remove_and_quorum_guard(cluster):
                          for n in cluster.nodes), 5, what="write on the two remaining voters")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "api/handlers_raft.c h_member_add calls json_decref(j) before api_reply_error(..., addr, ...) "
-    "and `addr` points into j: heap-use-after-free (ASan) / garbage in the reply whenever "
-    "cluster_member_add fails, e.g. POST /raft/members on a follower (and on a restarting node "
-    "that a stale probe answer made ask itself to add it)"))
 def test_member_add_on_follower_is_refused_cleanly(cluster):
     try:
         cluster.start()
@@ -558,7 +552,6 @@ def test_member_add_on_follower_is_refused_cleanly(cluster):
 
 # --- 7. wiped raft data dir ------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason=BUG_SPARE)
 @pytest.mark.parametrize("victim_role", ["follower", "leader"])
 def test_wiped_data_dir_rejoins_under_new_id(cluster, victim_role):
     try:
@@ -687,11 +680,6 @@ def test_stray_clients_on_raft_port(cluster):
     assert patch_config(leader, {"maximum_lag_on_failover": 3333})[0] == 200
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "libraft 0.15 uvDecodeMessage (src/uv_encoding.c) sums entries[i].buf.len over n_entries after "
-    "decodeAppendEntries failed and left entries == NULL: an AppendEntries header with an invalid "
-    "entry type is a NULL dereference (SIGSEGV). raft/transport.c acc_read hands any stream whose "
-    "hello names our scope (not a secret) straight to libraft, so any TCP client can crash a node."))
 def test_own_scope_hello_then_malformed_raft_message():
     c = Cluster(n=3, witnesses=WITNESSES)
     try:

@@ -77,6 +77,7 @@ def test_bad_config(path):
 
 @pytest.mark.parametrize("path", GOOD, ids=lambda p: p.name)
 def test_good_config(path):
+    os.chmod(path, 0o600)  # some hold passwords: see test_secrets_in_readable_file
     r = run("-c", str(path))
     assert (r.returncode, r.stdout, r.stderr) == (0, b"", b"")
     r = run(f"--config={path}")
@@ -124,6 +125,31 @@ def test_secrets_never_printed(tmp_path):
     assert error_lines(r.stderr) == [
         f"pgwarden: {f}:9:15: restapi.authentication.password: expected a string, got a mapping"
     ]
+
+
+def test_secrets_in_readable_file(tmp_path):
+    """Issue 10: a file holding passwords that every user can read is refused
+    (the message names the key, never the value); group-readable is a warning;
+    the same secret from the environment is fine in a readable file."""
+    text = (CONFIGS / "good" / "node1.yml").read_text()
+    assert "password" in text
+    f = tmp_path / "node.yml"
+    f.write_text(text)
+    os.chmod(f, 0o644)
+    r = run("-c", str(f))
+    assert r.returncode == 1, r.stderr
+    [err] = error_lines(r.stderr)
+    assert "holds secrets (" in err and "every user can read it (mode 0644)" in err, err
+    assert "chmod 600" in err
+    os.chmod(f, 0o640)
+    r = run("-c", str(f))
+    assert r.returncode == 0, r.stderr
+    assert b"pgwarden: warning: " in r.stderr and b"its group can read it (mode 0640)" in r.stderr
+    g = tmp_path / "nosecret.yml"
+    g.write_text("scope: orders\nname: n1\nraft:\n  self_addr: 10.0.0.1:5010\n  data_dir: /r\n")
+    os.chmod(g, 0o644)
+    r = run("-c", str(g), env=clean_env(PGWARDEN_RAFT_PASSWORD="from-env-secret"))
+    assert (r.returncode, r.stderr) == (0, b"")
 
 
 def test_usage():

@@ -1,8 +1,9 @@
 /* A tiny server for bench/http_probe: http_server on 127.0.0.1 (port from
  * argv[1], default 0 = any free port) answering GET/HEAD/OPTIONS /liveness
- * with 200 and a small JSON body, like the daemon's probe endpoints. Prints
- * the bound port on stdout, then serves until SIGTERM or SIGINT, when it
- * closes the server and exits 0 with a one-line summary on stderr. */
+ * with 200 and a small JSON body, like the daemon's probe endpoints; with
+ * --tls CERT KEY it speaks HTTPS (api/http_tls.c). Prints the bound port on
+ * stdout, then serves until SIGTERM or SIGINT, when it closes the server and
+ * exits 0 with a one-line summary on stderr. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,11 +38,12 @@ static void on_signal(uv_signal_t *sig, int signum)
         http_server_get_stats(a->srv, &st);
         fprintf(stderr,
                 "http_bench_server: signal %d: %llu requests, %llu connections accepted, "
-                "%llu rejected, %llu timeouts, %llu bad requests\n",
+                "%llu rejected, %llu timeouts, %llu bad requests, %llu TLS handshake failures\n",
                 signum, (unsigned long long)st.requests,
                 (unsigned long long)st.connections_accepted,
                 (unsigned long long)st.connections_rejected, (unsigned long long)st.timeouts,
-                (unsigned long long)st.bad_requests);
+                (unsigned long long)st.bad_requests,
+                (unsigned long long)st.tls_handshake_failures);
         http_server_close(a->srv, NULL, NULL);
         a->srv = NULL;
     }
@@ -56,8 +58,13 @@ int main(int argc, char **argv)
     char err[256];
 
     signal(SIGPIPE, SIG_IGN);
+    if (argc >= 4 && strcmp(argv[argc - 3], "--tls") == 0) {
+        o.tls_certfile = argv[argc - 2];
+        o.tls_keyfile = argv[argc - 1];
+        argc -= 3;
+    }
     if (argc > 2) {
-        fprintf(stderr, "usage: %s [port]\n", argv[0]);
+        fprintf(stderr, "usage: %s [port] [--tls CERT KEY]\n", argv[0]);
         return 2;
     }
     if (argc == 2) {

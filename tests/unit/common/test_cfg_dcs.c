@@ -192,6 +192,49 @@ static void test_from_json_errors(void **state)
     expect_json_err("[1]", "expected a JSON object with the dynamic configuration");
 }
 
+/* standby_cluster: absent from /config while off; only the keys set while on;
+ * removing it (merge patch null) turns it off. */
+static void test_standby_cluster(void **state)
+{
+    (void)state;
+    struct cfg_dcs d;
+    struct cfg_error e;
+    json_t *in = parse_json("{\"standby_cluster\":{\"host\":\"10.1.2.3\",\"port\":5433,"
+                            "\"primary_slot_name\":\"dr\",\"recovery_min_apply_delay\":\"5min\"}}");
+    assert_int_equal(cfg_dcs_from_json(in, &d, &e), 0);
+    json_decref(in);
+    assert_true(cfg_standby_enabled(&d));
+    assert_string_equal(d.standby.host, "10.1.2.3");
+    assert_int_equal(d.standby.port, 5433);
+    assert_string_equal(d.standby.primary_slot_name, "dr");
+    assert_null(d.standby.restore_command);
+    json_t *out = cfg_dcs_to_json(&d);
+    char *s = dump(json_object_get(out, "standby_cluster"));
+    assert_string_equal(s, "{\"host\":\"10.1.2.3\",\"port\":5433,\"primary_slot_name\":\"dr\","
+                           "\"recovery_min_apply_delay\":\"5min\"}");
+    free(s);
+    json_decref(out);
+    cfg_dcs_free(&d);
+
+    in = parse_json("{\"standby_cluster\":{\"restore_command\":\"cp /a/%f %p\"}}");
+    assert_int_equal(cfg_dcs_from_json(in, &d, &e), 0);
+    json_decref(in);
+    assert_true(cfg_standby_enabled(&d));
+    cfg_dcs_free(&d);
+
+    cfg_dcs_defaults(&d);
+    assert_false(cfg_standby_enabled(&d));
+    out = cfg_dcs_to_json(&d);
+    assert_null(json_object_get(out, "standby_cluster"));
+    json_decref(out);
+    cfg_dcs_free(&d);
+
+    expect_json_err("{\"standby_cluster\":{\"port\":70000,\"host\":\"h\"}}",
+                    "standby_cluster.port: must be at most 65535, got \"70000\"");
+    expect_json_err("{\"standby_cluster\":{\"hots\":\"h\"}}",
+                    "standby_cluster.hots: unknown key");
+}
+
 static void test_check_timing(void **state)
 {
     (void)state;
@@ -285,6 +328,7 @@ int main(void)
         cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_from_json_accepts),
         cmocka_unit_test(test_from_json_errors),
+        cmocka_unit_test(test_standby_cluster),
         cmocka_unit_test(test_check_timing),
         cmocka_unit_test(test_parse_size),
         cmocka_unit_test(test_parse_ipv4_addr),

@@ -336,6 +336,129 @@ static void test_snapshot_round_trip(void **state)
     free(dump2);
 }
 
+/* pre_promote refusals: a release with the refused flag counts against the
+ * member, is timed on this node's clock for the back-off, survives a
+ * snapshot, and stays compatible on the wire both ways. */
+static const struct fsm_result *release(struct fsm *f, const char *member, uint64_t epoch,
+                                        bool refused)
+{
+    struct fsm_cmd c;
+    char rid[32];
+    snprintf(rid, sizeof rid, "rel-%d", ++rid_seq);
+    fsm_cmd_init(&c, FSM_OP_PRIMARY_RELEASE, rid);
+    snprintf(c.member, sizeof c.member, "%s", member);
+    c.epoch = epoch;
+    snprintf(c.u.release.reason, sizeof c.u.release.reason, "pre_promote failed: exit 3");
+    c.u.release.promote_refused = refused;
+    return apply(f, &c);
+}
+
+static void test_promote_refused(void **state)
+{
+    struct fsm *f = *state;
+    bootstrap_cluster(f);
+    const uint64_t ttl = 3000;
+    /* the wire form: "refused" only when set */
+    struct fsm_cmd c;
+    fsm_cmd_init(&c, FSM_OP_PRIMARY_RELEASE, "enc-1");
+    snprintf(c.member, sizeof c.member, "n2");
+    c.epoch = 2;
+    c.u.release.promote_refused = true;
+    char *buf;
+    size_t len;
+    char err[256];
+    assert_int_equal(fsm_cmd_encode(&c, &buf, &len, err, sizeof err), 0);
+    assert_non_null(memmem(buf, len, "\"refused\":true", 14));
+    struct fsm_cmd back;
+    assert_int_equal(fsm_cmd_decode(buf, len, &back, err, sizeof err), 0);
+    assert_true(back.u.release.promote_refused);
+    raft_free(buf);
+    c.u.release.promote_refused = false;
+    assert_int_equal(fsm_cmd_encode(&c, &buf, &len, err, sizeof err), 0);
+    assert_null(memmem(buf, len, "refused", 7));
+    raft_free(buf);
+    const char *bad = "{\"v\":1,\"op\":\"primary_release\",\"rid\":\"x\",\"member\":\"n2\","
+                      "\"epoch\":2,\"refused\":\"yes\"}";
+    assert_int_equal(fsm_cmd_decode(bad, strlen(bad), &back, err, sizeof err), PGW_EINVAL);
+    assert_non_null(strstr(err, "refused: expected true or false"));
+
+    /* n2 is assigned, refuses: the role is vacant, n2 counted and timed */
+    assert_int_equal(assign(f, "n2", 1, FSM_ASSIGN_PROMOTE)->status, 0);
+    assert_int_equal(f->st.primary.epoch, 2);
+    fake_now = 5000;
+    assert_int_equal(release(f, "n2", 2, true)->status, 0);
+    assert_int_equal(f->st.primary.state, FSM_PRIMARY_NONE);
+    assert_non_null(strstr(f->st.primary.reason, "released by n2: pre_promote failed: exit 3"));
+    const struct fsm_member *n2 = fsm_member_find(&f->st, "n2");
+    assert_int_equal(n2->promote_refusals, 1);
+    assert_int_equal(n2->refused_epoch, 2);
+    assert_int_equal(n2->local_refused_ms, 5000);
+    assert_true(fsm_member_refused_recently(n2, 5000, ttl));
+    assert_true(fsm_member_refused_recently(n2, 5000 + ttl - 1, ttl));
+    assert_false(fsm_member_refused_recently(n2, 5000 + ttl, ttl));
+    assert_false(fsm_member_refused_recently(fsm_member_find(&f->st, "n1"), 5000, ttl));
+    /* a stale refusal changes nothing */
+    assert_int_equal(release(f, "n2", 1, true)->status, PGW_ECONFLICT);
+    assert_int_equal(fsm_member_find(&f->st, "n2")->promote_refusals, 1);
+
+    /* the snapshot keeps the count; the restoring node times the back-off
+     * from the restore while the role n2 refused is still vacant */
+    char *dump = fsm_state_dump(&f->st);
+    assert_non_null(strstr(dump, "\"promote_refusals\":1"));
+    assert_non_null(strstr(dump, "\"refused_epoch\":2"));
+    struct fsm g;
+    fsm_init(&g, &fake);
+    fake_now = 9000;
+    assert_int_equal(fsm_state_load(&g, dump, strlen(dump), err, sizeof err), 0);
+    const struct fsm_member *g2 = fsm_member_find(&g.st, "n2");
+    assert_int_equal(g2->promote_refusals, 1);
+    assert_int_equal(g2->local_refused_ms, 9000);
+    assert_true(fsm_member_refused_recently(g2, 9000 + ttl - 1, ttl));
+    assert_int_equal(fsm_member_find(&g.st, "n1")->local_refused_ms, 0);
+    char *dump2 = fsm_state_dump(&g.st);
+    assert_string_equal(dump, dump2);
+    free(dump2);
+    fsm_close(&g);
+    free(dump);
+
+    /* a plain release (shutdown, no data) is no refusal */
+    assert_int_equal(assign(f, "n1", 2, FSM_ASSIGN_PROMOTE)->status, 0);
+    assert_int_equal(release(f, "n1", 3, false)->status, 0);
+    assert_int_equal(fsm_member_find(&f->st, "n1")->promote_refusals, 0);
+    assert_int_equal(fsm_member_find(&f->st, "n1")->local_refused_ms, 0);
+    /* once someone else took the role, a restore does not back n2 off */
+    dump = fsm_state_dump(&f->st);
+    fsm_init(&g, &fake);
+    assert_int_equal(fsm_state_load(&g, dump, strlen(dump), err, sizeof err), 0);
+    assert_int_equal(fsm_member_find(&g.st, "n2")->promote_refusals, 1);
+    assert_int_equal(fsm_member_find(&g.st, "n2")->local_refused_ms, 0);
+    fsm_close(&g);
+    free(dump);
+    /* an entry from an older node (no field) is a plain release */
+    assert_int_equal(assign(f, "n2", 3, FSM_ASSIGN_PROMOTE)->status, 0);
+    assert_int_equal(apply_text(f, "{\"v\":1,\"op\":\"primary_release\",\"rid\":\"old-1\",\"member\":"
+                                   "\"n2\",\"epoch\":4,\"reason\":\"x\"}")->status, 0);
+    assert_int_equal(f->st.primary.state, FSM_PRIMARY_NONE);
+    assert_int_equal(fsm_member_find(&f->st, "n2")->promote_refusals, 1);
+}
+
+/* A snapshot written before refusals existed (no such fields) loads. */
+static void test_snapshot_without_refusal_fields(void **state)
+{
+    struct fsm *f = *state;
+    bootstrap_cluster(f);
+    char *dump = fsm_state_dump(&f->st);
+    assert_null(strstr(dump, "promote_refusals"));
+    assert_null(strstr(dump, "refused_epoch"));
+    struct fsm g;
+    fsm_init(&g, &fake);
+    char err[256];
+    assert_int_equal(fsm_state_load(&g, dump, strlen(dump), err, sizeof err), 0);
+    assert_int_equal(fsm_member_find(&g.st, "n2")->promote_refusals, 0);
+    fsm_close(&g);
+    free(dump);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -347,6 +470,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_refusals, setup, teardown),
         cmocka_unit_test_setup_teardown(test_malformed_entries_are_noops, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_round_trip, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_promote_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_snapshot_without_refusal_fields, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
