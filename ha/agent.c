@@ -343,8 +343,11 @@ void agent_step(struct ha *h)
     sync_node_config(h);
     agent_lease_step(h);
     enum agent_local local = agent_local_state(h);
-    if (local != AL_PRIMARY && local != AL_STARTING && local != AL_HUNG)
+    if (local != AL_PRIMARY && local != AL_STARTING && local != AL_HUNG) {
+        if (ag->fencing)
+            agent_hook_fenced(h); /* on_stop: the fence stopped a primary */
         ag->fencing = false;
+    }
     if (local == AL_PRIMARY || local == AL_REPLICA) {
         ag->primary_down_since_ms = 0;
         ag->start_failures = 0;

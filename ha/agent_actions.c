@@ -513,7 +513,12 @@ void agent_act_follow(struct ha *h)
          * rewound back onto the remote primary's history): either way a
          * rejoin checks and rewinds. */
         const struct fsm_primary *fp = &h->fsm->st.primary;
-        uint32_t up_tl = strcmp(up->name, fp->member) == 0 ? fp->timeline : up->report.timeline;
+        /* A primary's record carries the timeline it confirmed at promotion,
+         * ahead of its own reports; a standby leader stays confirmed across
+         * a rewind onto the remote's older history, so only its report
+         * says where it is now. */
+        bool record_tl = strcmp(up->name, fp->member) == 0 && !agent_standby_mode(h);
+        uint32_t up_tl = record_tl ? fp->timeline : up->report.timeline;
         if (now - ag->upstream_lost_since_ms > 4 * (uint64_t)h->timing.loop_wait_ms + 3000 &&
             fp->state == FSM_PRIMARY_RUNNING && member_alive(h, up) && up_tl != 0 &&
             up_tl != ps->timeline) {

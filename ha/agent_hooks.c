@@ -143,6 +143,11 @@ void agent_hook_started(struct ha *h, int status, bool from_primary)
         fire(h, HOOK_ON_START, role);
 }
 
+void agent_hook_fenced(struct ha *h)
+{
+    fire(h, HOOK_ON_STOP, "primary");
+}
+
 void agent_hook_restarted(struct ha *h, int status)
 {
     if (status == 0)

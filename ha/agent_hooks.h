@@ -40,6 +40,9 @@ void agent_hook_pg_promoted(struct pgnode *n, int status, void *ctx);
 /* From completions that have their own callback (bootstrap, adopt): on
  * success, PostgreSQL was started; from_primary as for agent_hook_pg_start. */
 void agent_hook_started(struct ha *h, int status, bool from_primary);
+/* A fence (SIGQUIT to the postmaster, not through agent_hook_pg_stop) has
+ * stopped the primary: on_stop with the role primary. */
+void agent_hook_fenced(struct ha *h);
 void agent_hook_restarted(struct ha *h, int status);
 void agent_hook_reloaded(struct ha *h, int status);
 

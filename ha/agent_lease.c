@@ -151,6 +151,11 @@ void agent_lease_step(struct ha *h)
     if (ps->query_ok && !ps->in_recovery) {
         c.u.lease.lsn = ps->wal_lsn;
         c.u.lease.timeline = ps->timeline;
+    } else if (ps->query_ok && agent_standby_mode(h)) {
+        /* a standby leader: its timeline can go back (rewound onto the
+         * remote primary's history after demote-cluster); the record must
+         * follow, its cascading replicas compare against it */
+        c.u.lease.timeline = ps->timeline;
     }
     lease_holder_sent(&ag->lease, now); /* the lease counts from before the send */
     if (submit_cmd(h->sub, &c, h->timing.retry_timeout_ms, renew_done, h) == 0)

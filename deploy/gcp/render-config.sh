@@ -27,6 +27,9 @@
 #   PGW_PG_DATA_DIR          default /var/lib/postgresql/<version>/main
 #   PGW_PG_BIN_DIR           default /usr/lib/postgresql/<version>/bin
 #   PGW_RAFT_DATA_DIR        default /var/lib/pgwarden/raft
+#   PGW_PG_SOCKET_DIR        optional: PostgreSQL's unix_socket_directories
+#                            (default: PostgreSQL's own, /var/run/postgresql;
+#                            the rehearsal gives each node its own)
 #   PGW_CLIENT_CIDRS         networks clients connect from (default: the subnet)
 #   PGW_SHARED_BUFFERS       default 128MB (startup.sh passes 25% of the RAM)
 #   PGW_ZONE                 optional: becomes the custom tag `zone`
@@ -94,7 +97,7 @@ for var in PGW_NAME PGW_SELF_IP PGW_PARTNER_IPS PGW_SUBNET_CIDR PGW_SUPERUSER_PA
     require "$var"
 done
 for var in PGW_SUPERUSER_PASSWORD PGW_REPLICATION_PASSWORD PGW_REWIND_PASSWORD \
-           PGW_RESTAPI_PASSWORD PGW_RAFT_PASSWORD PGW_ZONE; do
+           PGW_RESTAPI_PASSWORD PGW_RAFT_PASSWORD PGW_ZONE PGW_PG_SOCKET_DIR; do
     one_line "$var"
 done
 
@@ -109,6 +112,7 @@ pg_version=${PGW_PG_VERSION:-15}
 pg_data=${PGW_PG_DATA_DIR:-/var/lib/postgresql/$pg_version/main}
 pg_bin=${PGW_PG_BIN_DIR:-/usr/lib/postgresql/$pg_version/bin}
 raft_data=${PGW_RAFT_DATA_DIR:-/var/lib/pgwarden/raft}
+sock_dir=${PGW_PG_SOCKET_DIR:-}
 subnet=$PGW_SUBNET_CIDR
 clients=${PGW_CLIENT_CIDRS:-$subnet}
 shared_buffers=${PGW_SHARED_BUFFERS:-128MB}
@@ -131,6 +135,10 @@ case "$pg_version" in
     ''|*[!0-9]*) die "PGW_PG_VERSION: \"$pg_version\" is not a major version number" ;;
 esac
 is_cidr "$subnet" || die "PGW_SUBNET_CIDR: \"$subnet\" is not an IPv4 CIDR"
+case "$sock_dir" in
+    ''|/*) ;;
+    *) die "PGW_PG_SOCKET_DIR: \"$sock_dir\" is not an absolute path" ;;
+esac
 case "$shared_buffers" in
     ''|*[!0-9A-Za-z]*) die "PGW_SHARED_BUFFERS: \"$shared_buffers\" is not a size such as 512MB" ;;
 esac
@@ -219,6 +227,11 @@ postgresql:
   parameters:
     shared_buffers: $shared_buffers
     log_line_prefix: '%m [%p] %q%u@%d '
+EOF
+    if [ -n "$sock_dir" ]; then
+        echo "    unix_socket_directories: $(q "$sock_dir")"
+    fi
+    cat <<EOF
   pg_hba:
     - local all all peer
     - host all all 127.0.0.1/32 scram-sha-256

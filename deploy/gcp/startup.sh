@@ -15,10 +15,22 @@
 # (journalctl -u google-startup-scripts).
 set -euo pipefail
 
-# Overridable so that a local rehearsal can serve fake metadata.
+# Local rehearsal (tests/chaos/test_rehearsal.py runs this script unchanged in
+# network namespaces, with shims for apt-get, dpkg-query, gcloud and systemctl
+# first on PATH). Unset on a VM, where the script runner gives none of them:
+#   PGW_METADATA_URL  the metadata server (a fake one in the rehearsal)
+#   PGW_STARTUP_ROOT  prefix of every path this script writes or runs:
+#                     /etc/pgwarden, /usr/local/lib/pgwarden, /var/cache/pgwarden,
+#                     /var/lib/postgresql, /usr/bin/pgwarden and
+#                     /etc/postgresql-common/createcluster.conf (default: none)
+# The environment reaches render-config.sh, so its overrides (PGW_PG_DATA_DIR,
+# PGW_RAFT_DATA_DIR, PGW_PG_SOCKET_DIR, ...) apply as well; PGW_SHARED_BUFFERS, if set,
+# replaces the default of a quarter of the RAM.
 MD=${PGW_METADATA_URL:-http://metadata.google.internal/computeMetadata/v1}
-LIB=/usr/local/lib/pgwarden
-CONF=/etc/pgwarden/pgwarden.yml
+ROOT=${PGW_STARTUP_ROOT:-}
+LIB=$ROOT/usr/local/lib/pgwarden
+CONF=$ROOT/etc/pgwarden/pgwarden.yml
+PGWARDEN=$ROOT/usr/bin/pgwarden
 
 log() {
     echo "pgwarden-startup: $*"
@@ -64,7 +76,7 @@ if ! installed "postgresql-$pg_version"; then
     apt-get update -q
     apt-get install -y -q --no-install-recommends postgresql-common curl ca-certificates gnupg
     # No 'main' cluster: pgwarden runs initdb (or clones) itself.
-    cc=/etc/postgresql-common/createcluster.conf
+    cc=$ROOT/etc/postgresql-common/createcluster.conf
     if grep -qE '^#?[[:space:]]*create_main_cluster' "$cc"; then
         sed -i -E 's/^#?[[:space:]]*create_main_cluster.*/create_main_cluster = false/' "$cc"
     else
@@ -77,12 +89,12 @@ if ! installed "postgresql-$pg_version"; then
     apt-get install -y -q "postgresql-$pg_version"
 fi
 # PostgreSQL's data directory lives under here; pgwarden (user postgres) creates it.
-install -d -o postgres -g postgres -m 0755 "/var/lib/postgresql/$pg_version"
+install -d -o postgres -g postgres -m 0755 "$ROOT/var/lib/postgresql/$pg_version"
 
 # --- 2. pgwarden ---------------------------------------------------------------------
 
-mkdir -p /var/cache/pgwarden
-deb=/var/cache/pgwarden/$(basename "$deb_url")
+mkdir -p "$ROOT/var/cache/pgwarden"
+deb=$ROOT/var/cache/pgwarden/$(basename "$deb_url")
 case "$deb_url" in
     gs://*) gcloud storage cp "$deb_url" "$deb.part" --quiet ;;
     https://*) curl -fsSL --retry 5 --max-time 300 -o "$deb.part" "$deb_url" ;;
@@ -130,17 +142,17 @@ chmod 0755 "$LIB/render-config.sh.new"
 mv "$LIB/render-config.sh.new" "$LIB/render-config.sh"
 
 mem_kb=$(awk '/^MemTotal:/ { print $2 }' /proc/meminfo)
-export PGW_SHARED_BUFFERS="$((mem_kb / 4 / 1024))MB"
+export PGW_SHARED_BUFFERS="${PGW_SHARED_BUFFERS:-$((mem_kb / 4 / 1024))MB}"
 export PGW_NAME="$name" PGW_SCOPE="$scope" PGW_SELF_IP="$self_ip" PGW_PARTNER_IPS="$partner_ips"
 export PGW_RAFT_PORT="$raft_port" PGW_PG_VERSION="$pg_version" PGW_SUBNET_CIDR="$subnet_cidr"
 export PGW_CLIENT_CIDRS="$client_cidrs" PGW_ZONE="$zone"
 
-install -d -o root -g postgres -m 0750 /etc/pgwarden
+install -d -o root -g postgres -m 0750 "$ROOT/etc/pgwarden"
 # owned by the service user, readable by nobody else (it holds passwords)
 "$LIB/render-config.sh" -o "$CONF.new"
 chown postgres:postgres "$CONF.new"
 chmod 0600 "$CONF.new"
-if ! runuser -u postgres -- /usr/bin/pgwarden validate -c "$CONF.new"; then
+if ! runuser -u postgres -- "$PGWARDEN" validate -c "$CONF.new"; then
     die "the rendered configuration $CONF.new is invalid (kept for inspection)"
 fi
 changed=true
@@ -165,4 +177,4 @@ elif [ "$changed" = true ]; then
     log "configuration changed: reloading (keys marked 'restart' in the reference need systemctl restart pgwarden)"
     systemctl reload pgwarden.service
 fi
-log "done: $(pgwarden version | head -1)"
+log "done: $("$PGWARDEN" version | head -1)"

@@ -562,7 +562,8 @@ class Chaos:
         self._mark = None
         try:
             final = wait_for(self.converged, max(1.0, self.t_heal + converge_limit - time.monotonic()),
-                             interval=0.25, what="one primary and N-1 streaming replicas")
+                             interval=0.25, what="one primary and N-1 streaming replicas",
+                             floor=False)
             converge = time.monotonic() - self.t_heal
         except AssertionError as e:
             converge = None

@@ -80,6 +80,7 @@ class Node:
         with open(self.cfg_path, "w") as f:
             yaml.safe_dump(self.cfg, f)
         os.chown(self.cfg_path, *pg_uid())
+        os.chmod(self.cfg_path, 0o600)  # it holds passwords: pgwarden refuses it otherwise
 
 
 class Env:

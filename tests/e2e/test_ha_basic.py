@@ -2,7 +2,6 @@
 node is killed, rejoin, switchover with zero lost commits. A prober checks
 invariant 1 (never two nodes answering 200 on /primary) throughout."""
 import os
-import signal
 import time
 
 import pytest

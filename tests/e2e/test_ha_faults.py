@@ -248,7 +248,8 @@ def test_graceful_stop_of_primary_hands_over(make_cluster):
     # the handover completes before pgwarden exits: the new primary is
     # assigned and running already (allow the survivors' views a moment)
     wait_for(lambda: (lambda r: r is not None and r[0] != old.name and r[2] == "running")(
-        c.primary_record()), 2, what="a new running primary assigned before the old pgwarden exited")
+        c.primary_record()), 2, what="a new running primary assigned before the old pgwarden exited",
+        floor=False)
     assert "switchover: stopped cleanly" in old.log(), "PostgreSQL stopped without a switchover"
     assert "stopping the primary anyway" not in old.log(), "PostgreSQL stopped without a handover"
     new = c.wait_primary(timeout=10, exclude=old)

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from pgw_harness import http, managed_clusters, start_prober, wait_for
+from pgw_harness import http, managed_clusters, signal_pids, start_prober, wait_for
 
 CALLBACKS = ("on_start", "on_stop", "on_restart", "on_reload", "on_role_change")
 
@@ -232,3 +232,24 @@ def test_pre_promote_back_off(make_cluster):
     assert prober.stop() == [], "two primaries in one round"
     print(f"\nttl {ttl}s; {x.name} refused {len(gaps) + 1} times, gaps "
           f"{', '.join(f'{g:.2f}' for g in gaps)}s; /cluster on {viewer.name} said {reason!r}")
+
+
+def test_fenced_primary_gets_on_stop(make_cluster):
+    """The primary loses its quorum (both other pgwardens frozen): its lease
+    runs out, it fences PostgreSQL itself, and on_stop primary runs for that
+    stop as for any other. After SIGCONT the cluster heals."""
+    c = make_cluster(n=3, start=False)
+    hooks = Hooks(c)
+    c.start()
+    p = c.wait_healthy(timeout=90)
+    others = [n.pgwarden_pid() for n in c.nodes if n is not p]
+    t0 = time.time()
+    signal_pids(others, signal.SIGSTOP)
+    try:
+        ev = hooks.wait(p, "on_stop", "primary", after=t0, timeout=30)
+        assert "FENCING" in p.log()
+        assert hooks.events(p, "before_stop", after=t0) == []  # a fence waits for nothing
+    finally:
+        signal_pids(others, signal.SIGCONT)
+    print(f"\non_stop primary on the fenced {p.name} {ev[0] - t0:.2f}s after quorum was lost")
+    c.wait_healthy(timeout=90)

@@ -3,7 +3,6 @@ cluster-wide parameter change reaching every node, pending_restart,
 reinitialize of a replica (old data moved aside, never deleted), metrics,
 basic auth on write methods, bad request bodies."""
 import glob
-import os
 import time
 
 import pytest
@@ -122,6 +121,9 @@ def test_reinitialize_replica_keeps_old_data(cluster):
     status, body = http(r.api + "/reinitialize", "POST", {"force": True}, auth=AUTH, timeout=60)
     assert status == 200 and "reinitialize started" in body["message"], body
     assert glob.glob(r.data_dir + ".*"), "the old data directory must be moved aside, not deleted"
+    # its own view, not the cluster's: the replicated report may still say
+    # "streaming" from before the reinitialize for a moment
+    wait_for(r.is_streaming_replica, 90, what=f"{r.name} streaming again after the reinitialize")
     cluster.wait_healthy(timeout=90)
     assert r.query("SELECT pg_is_in_recovery()")[0][0] is True
 

@@ -101,7 +101,6 @@ def test_sigstop_detected_as_hung(env):
     # the fencing path stops a hung postmaster too (SIGKILL after the deadline)
     os.kill(pid, signal.SIGSTOP)
     try:
-        t0 = time.monotonic()
         rc, out, err = n1.tool("stop", "immediate")
     finally:
         try:

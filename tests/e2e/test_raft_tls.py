@@ -26,7 +26,7 @@ import time
 
 import pytest
 
-from pgw_harness import Cluster, Prober, Writer, http, wait_for
+from pgw_harness import Cluster, Prober, Writer, http, wait_for, with_logs
 from test_raft import closed_by_peer, raft_view, stop_all_and_check
 
 NAMES = ("n1", "n2", "n3")
@@ -125,14 +125,6 @@ def raft_leader(cluster):
         keys = {(v["term"], v["leader"]["id"]) for v in views}
         return keys.pop() if len(keys) == 1 and views[0]["leader"]["id"] else None
     return wait_for(pred, 30, what="agreement on the Raft leader")
-
-
-def with_logs(cluster, fn, *args, **kw):
-    """fn(...), with the nodes' logs added to a timeout's message."""
-    try:
-        return fn(*args, **kw)
-    except AssertionError as e:
-        raise AssertionError(f"{e}\n{cluster.dump_logs()}") from None
 
 
 def test_cluster_over_tls(cluster):

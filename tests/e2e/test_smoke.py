@@ -3,7 +3,6 @@ REST skeleton, SIGHUP, a clean SIGTERM exit, root refused, version."""
 import os
 import signal
 import subprocess
-import time
 
 import pytest
 import yaml

@@ -1,7 +1,6 @@
 """Synchronous replication (issue 7): failover never loses an acknowledged
 commit, a dead sync standby is replaced quickly, an asynchronous replica is
 never promoted automatically, strict mode makes commits wait."""
-import os
 import threading
 import time
 
