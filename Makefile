@@ -50,7 +50,7 @@ unit: build-test
 # The slowest fault scenarios run in `make e2e-all` (and `make chaos`).
 e2e: build-test deploy-deps
 	PGW_BIN=$(CURDIR)/$(TESTB)/pgwarden PGW_BUILD=$(CURDIR)/$(TESTB) \
-		$(PYTEST) -v -m "not slow" tests/e2e
+		$(PYTEST) -v -rfE --durations=15 -m "not slow" tests/e2e
 
 e2e-all: build-test deploy-deps
 	PGW_BIN=$(CURDIR)/$(TESTB)/pgwarden PGW_BUILD=$(CURDIR)/$(TESTB) $(PYTEST) -v tests/e2e
@@ -66,7 +66,7 @@ chaos: build-test
 # isolated replica and the network lab's own checks (about a minute).
 chaos-quick: build-test
 	PGW_BIN=$(CURDIR)/$(TESTB)/pgwarden PGW_BUILD=$(CURDIR)/$(TESTB) \
-		$(PYTEST) -v -m "not slow" tests/chaos
+		$(PYTEST) -v -rfE -m "not slow" tests/chaos
 
 # A 3-node cluster on 127.0.0.1 with data under ./demo (owned by postgres).
 demo: build
@@ -78,6 +78,7 @@ demo-stop:
 bench: build
 	PGW_BIN=$(CURDIR)/$(RELEASE)/pgwarden bench/raft_failover
 	PGW_BIN=$(CURDIR)/$(RELEASE)/pgwarden bench/failover
+	PGW_BIN=$(CURDIR)/$(RELEASE)/pgwarden bench/sync_stall
 	PGW_RAFT_TLS_BENCH=$(CURDIR)/$(RELEASE)/raft_tls_bench bench/raft_tls
 
 # Debian package: build/release/pgwarden_<version>_amd64.deb (CPack).

@@ -59,12 +59,25 @@ static bool submit_set(struct ha *h, char (*names)[SYNC_NAME_MAX], unsigned n, u
     return true;
 }
 
+static void nudge_done(struct pgnode *n, int status, void *ctx)
+{
+    struct ha *h = ctx;
+    if (h->closing)
+        return;
+    if (status != 0)
+        log_warn("ha", "after changing synchronous_standby_names: %s (commits waiting for a "
+                 "standby may wait until its next status message)", pgnode_error(n));
+    agent_op_finish(h, 0);
+}
+
 static void reload_done(struct pgctl *ctl, int status, void *vctx)
 {
     struct ha *h = vctx;
     (void)ctl;
     if (h->closing)
         return;
+    if (status == 0 && pgnode_nudge_wal(h->ag.node, nudge_done, h) == 0)
+        return; /* the op ends in nudge_done */
     agent_op_finish(h, status);
 }
 

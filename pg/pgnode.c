@@ -640,6 +640,20 @@ int pgnode_promote(struct pgnode *n, pgnode_done_cb cb, void *ctx)
     return PGW_OK;
 }
 
+int pgnode_nudge_wal(struct pgnode *n, pgnode_done_cb cb, void *ctx)
+{
+    int rc = pgnode__begin(n, F_NUDGE, ctx);
+    if (rc)
+        return rc;
+    n->cb = cb;
+    rc = pgnode__do_sql(n, S_NUDGE,
+                        strdup("BEGIN; SET LOCAL synchronous_commit TO local; "
+                               "SELECT txid_current(); COMMIT"));
+    if (rc)
+        return pgnode__abort_begin(n, rc);
+    return PGW_OK;
+}
+
 /* ---- adopt ----------------------------------------------------------------------------- */
 
 int pgnode_adopt(struct pgnode *n, pgnode_adopt_cb cb, void *ctx)
@@ -759,6 +773,7 @@ void pgnode__advance(struct pgnode *n, int status)
     case F_STOP:
     case F_FOLLOW:
     case F_SLOTS:
+    case F_NUDGE:
         if (!rc) {
             pgnode__finish(n, PGW_OK);
             return;

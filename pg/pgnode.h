@@ -123,6 +123,12 @@ int pgnode_follow(struct pgnode *n, const char *host, uint16_t port, pgnode_done
 int pgnode_demote(struct pgnode *n, enum pgctl_stop_mode mode, const char *host, uint16_t port,
                   pgnode_done_cb cb, void *ctx) PGW_MUST_CHECK;
 int pgnode_promote(struct pgnode *n, pgnode_done_cb cb, void *ctx) PGW_MUST_CHECK;
+/* On a primary, after synchronous_standby_names changed: write one small
+ * WAL record (a transaction id, committed with synchronous_commit local).
+ * Commits already waiting are released only when a listed standby sends a
+ * reply, and an idle standby that has everything sends none until
+ * wal_receiver_status_interval (10 s by default); new WAL makes it reply. */
+int pgnode_nudge_wal(struct pgnode *n, pgnode_done_cb cb, void *ctx) PGW_MUST_CHECK;
 
 /* The simple form used before permanent slots (pg/slots.h has the full
  * one): members: member names that should have a slot here (own name is

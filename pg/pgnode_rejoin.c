@@ -119,6 +119,19 @@ static bool cd_clean(const struct pg_controldata *cd)
     return cd->state == PG_CLUSTER_SHUT_DOWN || cd->state == PG_CLUSTER_SHUT_DOWN_RECOVERY;
 }
 
+/* A standby that crashed (kill -9, power loss). Its minimum recovery point
+ * bounds every page on disk, so it decides the rewind question as well as
+ * a clean shutdown would, and PostgreSQL resumes recovery by itself on
+ * start. Single-user crash recovery here would END recovery: an
+ * end-of-recovery checkpoint the primary never wrote, after which the
+ * replica cannot stream until the primary's WAL passes that point. It is
+ * run only when pg_rewind is needed (pg_rewind wants a clean shutdown). */
+static bool cd_crashed_standby(const struct pg_controldata *cd)
+{
+    return cd->state == PG_CLUSTER_ARCHIVE_RECOVERY && cd->min_recovery_lsn != 0 &&
+           cd->min_recovery_tli != 0;
+}
+
 static int start_rewind_check(struct pgnode *n)
 {
     if (pg_postmaster_running(n->cfg->postgresql.data_dir, NULL)) {
@@ -229,7 +242,13 @@ static void rejoin_decided(struct pgnode *n)
     case PGREWIND_NEEDED:
     default:
         log_info("pg", "rejoin: pg_rewind needed (%s)", n->decision.reason);
-        if (!pgnode__use_rewind(n)) {
+        if (pgnode__use_rewind(n) && !cd_clean(pgctl_last_controldata(n->ctl))) {
+            /* a crashed standby: pg_rewind needs it shut down cleanly */
+            log_info("pg", "%s was not shut down cleanly: crash recovery first, in single-user "
+                     "mode, then the rewind check again", pg->data_dir);
+            n->step = S_RECOVER;
+            rc = pgnode__ctl_rc(n, pgctl_crash_recover(n->ctl, 0, pgnode__ctl_done, n));
+        } else if (!pgnode__use_rewind(n)) {
             char why[600];
             snprintf(why, sizeof why, "%s, and use_pg_rewind is off", n->decision.reason);
             rc = rejoin_fallback(n, why, pg->remove_data_directory_on_diverged_timelines ||
@@ -263,7 +282,14 @@ void pgnode__advance_rejoin(struct pgnode *n, enum step done, int status)
         rc = start_rewind_check(n);
     } else if (done == S_CD1 || done == S_CD2) {
         const struct pg_controldata *cd = pgctl_last_controldata(n->ctl);
-        if (!cd_clean(cd) && done == S_CD1) {
+        if (cd_crashed_standby(cd) && done == S_CD1) {
+            log_info("pg", "%s: a standby that was not shut down cleanly (\"%s\"); deciding from "
+                     "its minimum recovery point %X/%X on timeline %u", n->cfg->postgresql.data_dir,
+                     cd->state_text, (unsigned)(cd->min_recovery_lsn >> 32),
+                     (unsigned)cd->min_recovery_lsn, cd->min_recovery_tli);
+            local_from_controldata(n);
+            rc = do_fetch(n);
+        } else if (!cd_clean(cd) && done == S_CD1) {
             log_info("pg", "%s was not shut down cleanly (\"%s\"): crash recovery first, in "
                      "single-user mode", n->cfg->postgresql.data_dir, cd->state_text);
             n->step = S_RECOVER;

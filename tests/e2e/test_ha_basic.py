@@ -80,6 +80,27 @@ def test_kill_primary_node_then_rejoin(cluster):
     assert took < 15
 
 
+def test_killed_replica_resumes_streaming_without_ending_recovery(cluster):
+    """kill -9 of a replica's node, then its restart on an idle cluster: it
+    must stream again at once. Crash recovery in single-user mode would end
+    recovery with a checkpoint the primary never wrote, and the replica
+    could not stream until the primary's WAL passed it (a whole segment)."""
+    p = cluster.wait_healthy(timeout=90)
+    p.query("CREATE TABLE k (x int)")
+    p.query("INSERT INTO k SELECT generate_series(1, 1000)")
+    r = next(n for n in cluster.nodes if n is not p)
+    wait_for(lambda: r.query("SELECT count(*) FROM k") == [(1000,)], 20, what="rows on the replica")
+    r.kill()
+    r.kill_postmaster()
+    r.start()
+    wait_for(r.is_streaming_replica, 60, what=f"{r.name} streaming again after kill -9")
+    assert "single-user" not in r.log(), r.log()[-3000:]
+    p.query("INSERT INTO k VALUES (0)")
+    wait_for(lambda: r.query("SELECT count(*) FROM k") == [(1001,)], 20,
+             what="a new row on the restarted replica")
+    assert cluster.wait_healthy(timeout=60) is p
+
+
 def test_switchover_under_load_loses_nothing(cluster):
     old = cluster.wait_healthy(timeout=90)
     writer = Writer(cluster).setup()
