@@ -343,6 +343,42 @@ static void join_done(struct cluster *c, int status, uint64_t id, const char *ms
     finish_discovery(c, false, id);
 }
 
+/* Is `conf` (a probe answer's configuration) exactly the one this node
+ * would bootstrap from its own raft.self_addr and partner_addrs? Ids of
+ * added servers are always fresh, so only the bootstrap configuration can
+ * look like this, and bootstrapping it here writes the same entry 1 the
+ * other initial servers hold. That matters: libraft refuses to vote while
+ * its own configuration does not list it as a voter, so an initial server
+ * that starts after the leader died, with an empty log, could never help
+ * elect a new one. */
+static bool is_initial_configuration(const struct cluster *c, const json_t *conf)
+{
+    size_t n = c->n_partners + 1;
+    if (!json_is_array(conf) || json_array_size(conf) != n)
+        return false;
+    const char **all = calloc(n, sizeof *all);
+    if (all == NULL)
+        return false;
+    all[0] = c->self_addr;
+    for (size_t k = 0; k < c->n_partners; k++)
+        all[k + 1] = c->partners[k];
+    qsort(all, n, sizeof *all, cmp_str); /* as raft_setup builds it: id = position + 1 */
+    bool same = true;
+    size_t i;
+    const json_t *s;
+    json_array_foreach(conf, i, s) {
+        const char *addr = json_string_value(json_object_get(s, "address"));
+        json_int_t id = json_integer_value(json_object_get(s, "id"));
+        if (addr == NULL || id < 1 || (size_t)id > n || strcmp(all[id - 1], addr) != 0 ||
+            json_integer_value(json_object_get(s, "role")) != RAFT_VOTER) {
+            same = false;
+            break;
+        }
+    }
+    free(all);
+    return same;
+}
+
 static void handle_probe_answer(struct cluster *c, const char *peer, const char *json, size_t len)
 {
     json_error_t jerr;
@@ -380,10 +416,14 @@ static void handle_probe_answer(struct cluster *c, const char *peer, const char 
             registered = true;
     }
     if (conf_id != 0 && !registered) {
+        bool initial = is_initial_configuration(c, json_object_get(j, "configuration")) &&
+                       conf_id == cluster_initial_id(c->self_addr,
+                                                     (const char *const *)c->partners, c->n_partners);
         log_info("raft", "%s reports a running cluster that lists this node (id %llu) but never "
-                 "heard from it: starting under that id", peer, (unsigned long long)conf_id);
+                 "heard from it: starting under that id%s", peer, (unsigned long long)conf_id,
+                 initial ? ", with the initial configuration it was bootstrapped with" : "");
         json_decref(j);
-        finish_discovery(c, false, conf_id);
+        finish_discovery(c, initial, conf_id);
         return;
     }
     const char *leader_api = json_string_value(json_object_get(j, "leader_api_url"));

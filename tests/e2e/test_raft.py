@@ -255,6 +255,29 @@ def test_kill_leader_then_catch_up(cluster):
 
 # --- 3. submit through a follower ---------------------------------------------------
 
+def test_initial_server_started_after_the_leader_died_can_vote(cluster):
+    """Two of the three initial servers form the cluster; the leader dies
+    before the third ever started. The third starts with an empty log: it
+    must bootstrap the same initial configuration (libraft does not vote
+    while its configuration does not list it as a voter), so that it and
+    the survivor elect a leader and commit."""
+    n1, n2, n3 = cluster.nodes
+    n1.start()
+    n2.start()
+    leader, _ = wait_converged([n1, n2], 30, "a leader of the two first servers")
+    survivor = n2 if leader is n1 else n1
+    leader.kill(signal.SIGKILL)
+    n3.start()
+    wait_for(lambda: "with the initial configuration it was bootstrapped with" in n3.log(), 20,
+             what="n3 bootstrapping the initial configuration")
+    wait_converged([survivor, n3], 30, "a leader elected by the survivor and n3")
+    status, body = patch_config(n3, {"maximum_lag_on_failover": 3333333})
+    assert status == 200, body
+    assert raft_view(n3)["id"] == expected_initial_ids(cluster.nodes)["n3"]
+    leader.start()
+    wait_named_voters(cluster.nodes, WITNESSES, timeout=30)
+
+
 def test_submit_on_follower(cluster):
     cluster.start()
     leader, views = wait_named_voters(cluster.nodes, WITNESSES)

@@ -140,8 +140,8 @@ exit 3
 
 def test_no_leader_method_restores_without_a_primary(make):
     """n1 is the only data node (n2 a witness) and dies; n3 joins with no data.
-    Right after its start n3 still counts n1's lease as valid (it judges it
-    from when it applied the last renewal) and runs its methods with n1 as
+    Right after its start n3 may still count n1's lease as valid (it judges
+    it from when it applied the last renewal) and run its methods with n1 as
     the source: the stand-in refuses that (it only restores when no primary
     runs). Once the lease expired and no primary ran for 3 * ttl, only the
     no_leader method runs, without a source."""
@@ -175,8 +175,11 @@ mkdir -p "$d" && cp -a "$src"/. "$d"/
     log = n3.log()
     assert "no data and no running primary" in log and "by walrestore" in log, log[-3000:]
     runs = read(args_file).splitlines()
-    assert len(runs) == 2 and "--connstring=host=" in runs[0], runs
-    assert runs[1].endswith("--connstring="), runs  # no source
+    # how many refused tries with n1 as the source came first depends on
+    # when n3 caught up relative to n1's lease (none if it had expired
+    # already); the run that restored had no source
+    assert runs and runs[-1].endswith("--connstring="), runs
+    assert all("--connstring=host=" in r for r in runs[:-1]), runs
     assert n3.query("SELECT x FROM in_backup")[0][0] == 3
     print(f"no_leader restore: n3 primary {took:.1f}s after its start")
 
