@@ -512,11 +512,21 @@ static void c_slow_handshake(struct fx *f)
     long eof = cc_wait_eof(slow, 4000);
     f->v[0] = eof < 0 ? -1 : (long)(now_ms() - t0);
     cc_close(slow);
-    struct cc *silent = cc_open(f->port);
-    t0 = now_ms();
-    eof = silent != NULL ? cc_wait_eof(silent, 4000) : -2;
-    f->v[2] = eof < 0 ? -1 : (long)(now_ms() - t0);
-    cc_close(silent);
+    /* The client can see the slow connection's EOF before the server's
+     * close callback frees the slot: a connection opened in between is
+     * turned away at once. Retry those (counted in v[3]: each is one more
+     * rejection in the server's stats). */
+    for (int tries = 0; tries < 40; tries++) {
+        struct cc *silent = cc_open(f->port);
+        t0 = now_ms();
+        eof = silent != NULL ? cc_wait_eof(silent, 4000) : -2;
+        f->v[2] = eof < 0 ? -1 : (long)(now_ms() - t0);
+        cc_close(silent);
+        if (f->v[2] < 0 || f->v[2] >= 100)
+            break;
+        f->v[3]++;
+        sleep_ms(50);
+    }
 }
 
 static void test_slow_handshake_dropped(void **state)
@@ -534,7 +544,7 @@ static void test_slow_handshake_dropped(void **state)
         uv_run(&f->loop, UV_RUN_ONCE);
     struct http_server_stats st = stats(f);
     assert_int_equal(st.timeouts, 2);
-    assert_int_equal(st.connections_rejected, 1);
+    assert_int_equal(st.connections_rejected, 1 + f->v[3]);
     assert_int_equal(st.connections_open, 0);
     /* the slot is free again */
     expect_ok(f, "/hello", (struct copts){.ca = "ca1"}, "hello\n");
