@@ -113,6 +113,9 @@ def test_writer_follows_the_primary_through_a_switchover(setup):
         cur.execute("CREATE TABLE hp (x int)")
         cur.execute("INSERT INTO hp VALUES (1)")
     conn.close()
+    replicas = sorted(n.name for n in c.nodes if n is not p)
+    wait_for(lambda: up_servers(stats, "replicas") == replicas, 20,
+             what="only the replicas UP in the reader backend")
     r = wait_for(lambda: served_by(rport), 20, what="reader port answering")
     assert r[1] is True and r[0] != p.pg_port
     cand = next(n for n in c.nodes if n is not p)
@@ -131,5 +134,8 @@ def test_writer_follows_the_primary_through_a_switchover(setup):
         assert cur.fetchone()[0] == 2
     conn.close()
     c.wait_healthy(timeout=60)
+    replicas = sorted(n.name for n in c.nodes if n is not cand)
+    wait_for(lambda: up_servers(stats, "replicas") == replicas, 30,
+             what="the old primary UP and the new one DOWN in the reader backend")
     r = wait_for(lambda: served_by(rport), 20, what="reader port answering after the switchover")
     assert r[1] is True and r[0] != cand.pg_port
