@@ -28,6 +28,7 @@
  * Private keys are read from files only; a passphrase-protected key is
  * refused (no prompt, nothing logged about it). */
 #include "api/http_internal.h"
+#include "common/tls_errors.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -67,29 +68,6 @@ struct tls_wr {
 };
 
 /* --- errors ------------------------------------------------------------------ */
-
-/* OpenSSL's queued error reasons, "; "-separated; empties the queue. */
-static void ssl_reasons(char *buf, size_t len)
-{
-    size_t o = 0;
-    unsigned long e;
-    buf[0] = '\0';
-    while ((e = ERR_get_error()) != 0) {
-        const char *r = ERR_reason_error_string(e);
-        char code[32];
-        if (r == NULL) {
-            snprintf(code, sizeof code, "error %lx", e);
-            r = code;
-        }
-        if (o < len && strstr(buf, r) == NULL) {
-            int n = snprintf(buf + o, len - o, "%s%s", o > 0 ? "; " : "", r);
-            if (n > 0)
-                o += (size_t)n;
-        }
-    }
-    if (buf[0] == '\0')
-        snprintf(buf, len, "unknown TLS error");
-}
 
 /* --- contexts ---------------------------------------------------------------- */
 
@@ -182,7 +160,7 @@ int http_tls_ctx_new(const char *certfile, const char *keyfile, const char *cafi
     ERR_clear_error();
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
     if (ctx == NULL) {
-        ssl_reasons(why, sizeof why);
+        tls_error_reasons(why, sizeof why);
         snprintf(errbuf, errlen, "TLS: cannot create a context: %s", why);
         return PGW_ENOMEM;
     }
@@ -196,7 +174,7 @@ int http_tls_ctx_new(const char *certfile, const char *keyfile, const char *cafi
     (void)SSL_CTX_set_session_id_context(ctx, sid, sizeof sid - 1);
 
     if (SSL_CTX_use_certificate_chain_file(ctx, certfile) != 1) {
-        ssl_reasons(why, sizeof why);
+        tls_error_reasons(why, sizeof why);
         snprintf(errbuf, errlen, "TLS certificate file %s: cannot load a PEM certificate: %s",
                  certfile, why);
         goto fail;
@@ -207,7 +185,7 @@ int http_tls_ctx_new(const char *certfile, const char *keyfile, const char *cafi
                      keyfile, certfile);
             goto fail;
         }
-        ssl_reasons(why, sizeof why);
+        tls_error_reasons(why, sizeof why);
         snprintf(errbuf, errlen, "TLS key file %s: cannot load a PEM private key (not "
                  "PEM, or protected by a passphrase, which is not supported): %s", keyfile, why);
         goto fail;
@@ -220,7 +198,7 @@ int http_tls_ctx_new(const char *certfile, const char *keyfile, const char *cafi
     }
     if (cafile != NULL) {
         if (SSL_CTX_load_verify_locations(ctx, cafile, NULL) != 1) {
-            ssl_reasons(why, sizeof why);
+            tls_error_reasons(why, sizeof why);
             snprintf(errbuf, errlen, "TLS CA file %s: cannot load PEM certificates: %s", cafile,
                      why);
             goto fail;
@@ -362,7 +340,7 @@ static int tls_write(struct http_conn *c, uv_write_t *req, const char *data, siz
     /* A memory BIO never pushes back: the whole reply is encrypted now. */
     if (SSL_write(t->ssl, data, (int)len) != (int)len) {
         char why[256];
-        ssl_reasons(why, sizeof why);
+        tls_error_reasons(why, sizeof why);
         log_debug("http", "TLS write to %s failed: %s", c->client_ip, why);
         return UV_EPROTO;
     }
@@ -411,7 +389,7 @@ static int tls_decrypt(struct http_conn *c, size_t *got, char *why, size_t whyle
             t->eof = true;
             return DEC_EOF;
         }
-        ssl_reasons(why, whylen);
+        tls_error_reasons(why, whylen);
         return DEC_ERR;
     }
 }
@@ -450,7 +428,7 @@ static void handshake_failed(struct http_conn *c)
     bool plain_http = ERR_GET_LIB(first) == ERR_LIB_SSL &&
                       ERR_GET_REASON(first) == SSL_R_HTTP_REQUEST;
     char why[300], reasons[256];
-    ssl_reasons(reasons, sizeof reasons);
+    tls_error_reasons(reasons, sizeof reasons);
     long vr = SSL_get_verify_result(t->ssl);
     if (plain_http)
         snprintf(why, sizeof why, "plain HTTP sent to the HTTPS port");

@@ -17,6 +17,7 @@
  * times and sizes, so a renewed certificate is picked up by the next request.
  * The process is single-threaded (one libuv loop), and so is the cache. */
 #include "common/httpc_tls.h"
+#include "common/tls_errors.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -67,28 +68,6 @@ void httpc_tls_from_cfg(const struct cfg *cfg, struct httpc_tls_opts *out)
 
 /* --- errors ------------------------------------------------------------------ */
 
-static void ssl_reasons(char *buf, size_t len)
-{
-    size_t o = 0;
-    unsigned long e;
-    buf[0] = '\0';
-    while ((e = ERR_get_error()) != 0) {
-        const char *r = ERR_reason_error_string(e);
-        char code[32];
-        if (r == NULL) {
-            snprintf(code, sizeof code, "error %lx", e);
-            r = code;
-        }
-        if (o < len && strstr(buf, r) == NULL) {
-            int n = snprintf(buf + o, len - o, "%s%s", o > 0 ? "; " : "", r);
-            if (n > 0)
-                o += (size_t)n;
-        }
-    }
-    if (buf[0] == '\0')
-        snprintf(buf, len, "unknown TLS error");
-}
-
 /* The reason for a failed handshake or read, with the certificate check's
  * verdict when that is what failed. */
 static void set_failure(struct httpc_tls *t)
@@ -97,7 +76,7 @@ static void set_failure(struct httpc_tls *t)
     unsigned long first = ERR_peek_error();
     bool not_tls = ERR_GET_LIB(first) == ERR_LIB_SSL &&
                    ERR_GET_REASON(first) == SSL_R_WRONG_VERSION_NUMBER;
-    ssl_reasons(reasons, sizeof reasons);
+    tls_error_reasons(reasons, sizeof reasons);
     long vr = SSL_get_verify_result(t->ssl);
     if (not_tls)
         snprintf(t->err, sizeof t->err, "%s (the server does not speak TLS there: http:// ?)",
@@ -159,7 +138,7 @@ static SSL_CTX *ctx_build(const struct httpc_tls_opts *o, char *errbuf, size_t e
     ERR_clear_error();
     SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
     if (ctx == NULL) {
-        ssl_reasons(why, sizeof why);
+        tls_error_reasons(why, sizeof why);
         snprintf(errbuf, errlen, "TLS: cannot create a context: %s", why);
         return NULL;
     }
@@ -172,7 +151,7 @@ static SSL_CTX *ctx_build(const struct httpc_tls_opts *o, char *errbuf, size_t e
         int ok = o->cafile != NULL ? SSL_CTX_load_verify_locations(ctx, o->cafile, NULL)
                                    : SSL_CTX_set_default_verify_paths(ctx);
         if (ok != 1) {
-            ssl_reasons(why, sizeof why);
+            tls_error_reasons(why, sizeof why);
             snprintf(errbuf, errlen, "TLS CA file %s: cannot load PEM certificates: %s",
                      o->cafile != NULL ? o->cafile : "(system default)", why);
             goto fail;
@@ -181,7 +160,7 @@ static SSL_CTX *ctx_build(const struct httpc_tls_opts *o, char *errbuf, size_t e
     }
     if (o->certfile != NULL) {
         if (SSL_CTX_use_certificate_chain_file(ctx, o->certfile) != 1) {
-            ssl_reasons(why, sizeof why);
+            tls_error_reasons(why, sizeof why);
             snprintf(errbuf, errlen, "TLS client certificate %s: cannot load a PEM "
                      "certificate: %s", o->certfile, why);
             goto fail;
@@ -192,7 +171,7 @@ static SSL_CTX *ctx_build(const struct httpc_tls_opts *o, char *errbuf, size_t e
                          "%s", o->keyfile, o->certfile);
                 goto fail;
             }
-            ssl_reasons(why, sizeof why);
+            tls_error_reasons(why, sizeof why);
             snprintf(errbuf, errlen, "TLS client key %s: cannot load a PEM private key (not "
                      "PEM, or protected by a passphrase, which is not supported): %s", o->keyfile, why);
             goto fail;
@@ -302,7 +281,7 @@ int httpc_tls_new(const struct httpc_tls_opts *o, const char *host, struct httpc
         ok = SSL_set_tlsext_host_name(t->ssl, host); /* SNI: names only */
     if (ok != 1) {
         char why[256];
-        ssl_reasons(why, sizeof why);
+        tls_error_reasons(why, sizeof why);
         snprintf(errbuf, errlen, "TLS: cannot check the server's name against \"%s\": %s", host,
                  why);
         httpc_tls_free(t);
