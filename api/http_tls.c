@@ -67,28 +67,7 @@ struct tls_wr {
     char data[];
 };
 
-/* --- errors ------------------------------------------------------------------ */
-
 /* --- contexts ---------------------------------------------------------------- */
-
-/* The key loaded but belongs to another certificate (empties the queue). */
-static bool key_mismatch(void)
-{
-    unsigned long e = ERR_peek_last_error();
-    bool mismatch = ERR_GET_LIB(e) == ERR_LIB_X509 && ERR_GET_REASON(e) == X509_R_KEY_VALUES_MISMATCH;
-    if (mismatch)
-        ERR_clear_error();
-    return mismatch;
-}
-
-static int no_passphrase(char *buf, int size, int rwflag, void *u)
-{
-    (void)buf;
-    (void)size;
-    (void)rwflag;
-    (void)u;
-    return 0; /* never prompt: a daemon has no terminal */
-}
 
 static int readable(const char *what, const char *path, char *errbuf, size_t errlen)
 {
@@ -169,7 +148,7 @@ int http_tls_ctx_new(const char *certfile, const char *keyfile, const char *cafi
                                  SSL_OP_CIPHER_SERVER_PREFERENCE);
     /* Idle keep-alive connections give their record buffers back. */
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
-    SSL_CTX_set_default_passwd_cb(ctx, no_passphrase);
+    SSL_CTX_set_default_passwd_cb(ctx, tls_no_passphrase);
     static const unsigned char sid[] = "pgwarden";
     (void)SSL_CTX_set_session_id_context(ctx, sid, sizeof sid - 1);
 
@@ -180,7 +159,7 @@ int http_tls_ctx_new(const char *certfile, const char *keyfile, const char *cafi
         goto fail;
     }
     if (SSL_CTX_use_PrivateKey_file(ctx, keyfile, SSL_FILETYPE_PEM) != 1) {
-        if (key_mismatch()) {
+        if (tls_error_key_mismatch()) {
             snprintf(errbuf, errlen, "TLS key file %s does not match the certificate in %s",
                      keyfile, certfile);
             goto fail;

@@ -66,8 +66,6 @@ void httpc_tls_from_cfg(const struct cfg *cfg, struct httpc_tls_opts *out)
     }
 }
 
-/* --- errors ------------------------------------------------------------------ */
-
 /* The reason for a failed handshake or read, with the certificate check's
  * verdict when that is what failed. */
 static void set_failure(struct httpc_tls *t)
@@ -89,25 +87,6 @@ static void set_failure(struct httpc_tls *t)
 }
 
 /* --- contexts ---------------------------------------------------------------- */
-
-/* The key loaded but belongs to another certificate (empties the queue). */
-static bool key_mismatch(void)
-{
-    unsigned long e = ERR_peek_last_error();
-    bool mismatch = ERR_GET_LIB(e) == ERR_LIB_X509 && ERR_GET_REASON(e) == X509_R_KEY_VALUES_MISMATCH;
-    if (mismatch)
-        ERR_clear_error();
-    return mismatch;
-}
-
-static int no_passphrase(char *buf, int size, int rwflag, void *u)
-{
-    (void)buf;
-    (void)size;
-    (void)rwflag;
-    (void)u;
-    return 0;
-}
 
 /* Append "path@mtime:size|" for the cache key; false when unreadable. */
 static bool key_part(char *key, size_t len, const char *what, const char *path, char *errbuf,
@@ -144,7 +123,7 @@ static SSL_CTX *ctx_build(const struct httpc_tls_opts *o, char *errbuf, size_t e
     }
     (void)SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
-    SSL_CTX_set_default_passwd_cb(ctx, no_passphrase);
+    SSL_CTX_set_default_passwd_cb(ctx, tls_no_passphrase);
     if (o->insecure) {
         SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
     } else {
@@ -166,7 +145,7 @@ static SSL_CTX *ctx_build(const struct httpc_tls_opts *o, char *errbuf, size_t e
             goto fail;
         }
         if (SSL_CTX_use_PrivateKey_file(ctx, o->keyfile, SSL_FILETYPE_PEM) != 1) {
-            if (key_mismatch()) {
+            if (tls_error_key_mismatch()) {
                 snprintf(errbuf, errlen, "TLS client key %s does not match the certificate in "
                          "%s", o->keyfile, o->certfile);
                 goto fail;

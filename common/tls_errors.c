@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include <openssl/err.h>
+#include <openssl/x509.h>
 
 void tls_error_reasons(char *buf, size_t len)
 {
@@ -25,4 +26,22 @@ void tls_error_reasons(char *buf, size_t len)
     }
     if (buf[0] == '\0')
         snprintf(buf, len, "unknown TLS error");
+}
+
+bool tls_error_key_mismatch(void)
+{
+    unsigned long e = ERR_peek_last_error();
+    bool mismatch = ERR_GET_LIB(e) == ERR_LIB_X509 && ERR_GET_REASON(e) == X509_R_KEY_VALUES_MISMATCH;
+    if (mismatch)
+        ERR_clear_error();
+    return mismatch;
+}
+
+int tls_no_passphrase(char *buf, int size, int rwflag, void *u)
+{
+    (void)buf;
+    (void)size;
+    (void)rwflag;
+    (void)u;
+    return 0;
 }
