@@ -33,10 +33,28 @@
 
 void agent_keeper_sync(struct ha *h)
 {
-    if (h->keeper == NULL || h->ag.test_no_fencing)
+    if (h->ag.test_no_fencing)
         return;
     uint64_t d = lease_holder_fence_deadline(&h->ag.lease, &h->timing);
-    keeper_set_deadline(h->keeper, d != 0 ? d + KEEPER_GRACE_MS : 0);
+    ha_arm_fence_timer(h, d);
+    if (h->keeper != NULL)
+        keeper_set_deadline(h->keeper, d != 0 ? d + KEEPER_GRACE_MS : 0);
+}
+
+/* The keeper only acts when this process was stopped or too slow: say so
+ * as loudly as our own fence, and let on_stop run for that stop too. */
+void agent_keeper_fenced(struct ha *h)
+{
+    struct agent *ag = &h->ag;
+    if (ag->fencing) {
+        log_warn("ha", "the fence keeper killed PostgreSQL, which had not finished its immediate stop");
+        return;
+    }
+    log_error("ha", "FENCING: the fence keeper killed PostgreSQL: the primary lease ran out and "
+              "this process did not stop it in time (it was stopped or its event loop stalled)");
+    h->stats.fences++;
+    ag->fencing = true;
+    agent_set_state(h, "stopping (fenced)");
 }
 
 void agent_lease_file_save(struct ha *h)

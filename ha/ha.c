@@ -218,6 +218,12 @@ static void step(struct ha *h)
         log_error("ha", "the fence keeper (pid %d) is gone: a stopped or killed pgwarden could no "
                   "longer fence this node's PostgreSQL; restart pgwarden", (int)keeper_pid(h->keeper));
     }
+    uint64_t kf = keeper_fences(h->keeper);
+    if (kf != h->keeper_fences_seen) {
+        h->keeper_fences_seen = kf;
+        if (!h->witness)
+            agent_keeper_fenced(h);
+    }
     refresh_dcs(h);
     if (cluster_role(h->cluster) == CLUSTER_STARTING || cluster_role(h->cluster) == CLUSTER_STOPPED)
         return;
@@ -247,6 +253,24 @@ static void kick_cb(uv_timer_t *t)
     step(t->data);
 }
 
+static void fence_timer_cb(uv_timer_t *t)
+{
+    step(t->data);
+}
+
+void ha_arm_fence_timer(struct ha *h, uint64_t deadline_ms)
+{
+    if (h->closing)
+        return;
+    if (deadline_ms == 0) {
+        uv_timer_stop(&h->fence_timer);
+        return;
+    }
+    uint64_t now = ha_now(h);
+    /* +1: lease_holder_valid() is still true at the deadline's own ms */
+    uv_timer_start(&h->fence_timer, fence_timer_cb, deadline_ms > now ? deadline_ms - now + 1 : 0, 0);
+}
+
 void ha_kick(struct ha *h)
 {
     if (h->closing)
@@ -273,9 +297,12 @@ int ha_start(const struct ha_opts *o, struct ha **out, char *err, size_t errlen)
     h->started_ms = clock_now(h->clock);
     uv_timer_init(h->loop, &h->tick);
     uv_timer_init(h->loop, &h->kick);
+    uv_timer_init(h->loop, &h->fence_timer);
     h->tick.data = h;
     h->kick.data = h;
-    h->open_handles = 2;
+    h->fence_timer.data = h;
+    h->open_handles = 3;
+    h->keeper_fences_seen = keeper_fences(h->keeper);
     refresh_dcs(h);
     if (!h->witness) {
         int rc = agent_init(h, err, errlen);
@@ -332,6 +359,7 @@ void ha_close(struct ha *h, void (*done)(void *ctx), void *ctx)
         agent_close(h);
     uv_close((uv_handle_t *)&h->tick, handle_closed);
     uv_close((uv_handle_t *)&h->kick, handle_closed);
+    uv_close((uv_handle_t *)&h->fence_timer, handle_closed);
 }
 
 void ha_free(struct ha *h)

@@ -147,6 +147,11 @@ struct ha {
 
     uv_timer_t tick;
     uv_timer_t kick;
+    /* fires at the lease's fence deadline: fencing must not wait for the
+     * next tick (up to loop_wait late), or the keeper, which acts
+     * KEEPER_GRACE_MS after it, gets there first */
+    uv_timer_t fence_timer;
+    uint64_t keeper_fences_seen; /* keeper_fences() already accounted for */
     int open_handles;
     uint64_t last_tick_ms;
     uint64_t started_ms;
@@ -178,6 +183,8 @@ struct ha {
 
 uint64_t ha_now(const struct ha *h);
 void ha_async_done(struct ha *h);
+/* Step at this monotonic ms (the lease's fence deadline); 0 disarms. */
+void ha_arm_fence_timer(struct ha *h, uint64_t deadline_ms);
 const char *ha_name(const struct ha *h);
 bool ha_paused(const struct ha *h);
 
@@ -189,6 +196,8 @@ bool agent_idle(const struct ha *h);
 enum agent_local agent_local_state(struct ha *h);
 void agent_fill_report(struct ha *h, struct fsm_report *r);
 void agent_shutdown_step(struct ha *h);
+/* The fence keeper killed PostgreSQL (this process was too late). */
+void agent_keeper_fenced(struct ha *h);
 
 /* controller.c */
 void controller_step(struct ha *h);

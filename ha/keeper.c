@@ -96,8 +96,8 @@ static void fence(struct keeper_page *pg, const char *data_dir)
         kill(pm, SIGKILL);
         say("primary lease expired and pgwarden did not fence: killed PostgreSQL, postmaster pid",
             (long)pm);
+        __atomic_add_fetch(&pg->fences, 1, __ATOMIC_SEQ_CST);
     }
-    __atomic_add_fetch(&pg->fences, 1, __ATOMIC_SEQ_CST);
     __atomic_store_n(&pg->deadline_ms, 0, __ATOMIC_SEQ_CST);
 }
 

@@ -37,7 +37,7 @@ int keeper_start(const char *state_dir, const char *pg_data_dir, struct keeper *
 /* Monotonic ms after which PostgreSQL must be dead; 0 = no lease held. */
 void keeper_set_deadline(struct keeper *k, uint64_t deadline_ms);
 uint64_t keeper_deadline(const struct keeper *k);
-/* Times the keeper fenced since it started (from the shared page). */
+/* Times the keeper killed PostgreSQL since it started (from the shared page). */
 uint64_t keeper_fences(const struct keeper *k);
 /* Clean stop: clear the deadline, tell the keeper to exit, reap it. */
 void keeper_stop(struct keeper *k);

@@ -253,3 +253,29 @@ def test_fenced_primary_gets_on_stop(make_cluster):
         signal_pids(others, signal.SIGCONT)
     print(f"\non_stop primary on the fenced {p.name} {ev[0] - t0:.2f}s after quorum was lost")
     c.wait_healthy(timeout=90)
+
+
+def test_keeper_fence_gets_on_stop(make_cluster):
+    """Only the primary's pgwarden is frozen: its fence keeper kills
+    PostgreSQL when the lease runs out. After SIGCONT pgwarden learns the
+    keeper did it, says FENCING, and on_stop primary runs for that stop as
+    for its own fence; PostgreSQL then starts again (as the primary when no
+    failover happened meanwhile, else as a replica)."""
+    c = make_cluster(n=3, start=False)
+    hooks = Hooks(c)
+    c.start()
+    p = c.wait_healthy(timeout=90)
+    pid = p.pgwarden_pid()
+    t0 = time.time()
+    signal_pids([pid], signal.SIGSTOP)
+    try:
+        wait_for(lambda: "pgwarden did not fence: killed PostgreSQL" in p.log(), 30,
+                 what=f"{p.name}: the fence keeper killing PostgreSQL")
+        assert hooks.events(p, "on_stop", after=t0) == []  # nothing ran while frozen
+    finally:
+        signal_pids([pid], signal.SIGCONT)
+    ev = hooks.wait(p, "on_stop", "primary", after=t0, timeout=30)
+    assert "FENCING: the fence keeper killed PostgreSQL" in p.log()
+    print(f"\non_stop primary on {p.name} {ev[0] - t0:.2f}s after its pgwarden was frozen")
+    c.wait_healthy(timeout=90)
+    hooks.wait(p, "on_start", after=ev[0], timeout=60)
