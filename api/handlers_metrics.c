@@ -44,6 +44,26 @@ static void metric(struct buf *b, const char *name, const char *type, const char
     put(b, "# HELP %s %s\n# TYPE %s %s\n%s{%s} %.17g\n", name, help, name, type, name, b->labels, v);
 }
 
+/* Prometheus wants cumulative buckets, in seconds. */
+static void tick_delay_histogram(struct buf *b, const struct ha_stats *hs)
+{
+    static const uint64_t bounds[] = HA_TICK_DELAY_BOUNDS_MS;
+    const char *name = "pgwarden_ha_tick_delay_seconds";
+    put(b, "# HELP %s How late each periodic HA tick ran after its schedule.\n# TYPE %s histogram\n",
+        name, name);
+    uint64_t cum = 0;
+    for (size_t i = 0; i < HA_TICK_DELAY_BUCKETS; i++) {
+        cum += hs->tick_delay_bucket[i];
+        if (i < sizeof bounds / sizeof bounds[0])
+            put(b, "%s_bucket{%s,le=\"%g\"} %llu\n", name, b->labels, bounds[i] / 1000.0,
+                (unsigned long long)cum);
+        else
+            put(b, "%s_bucket{%s,le=\"+Inf\"} %llu\n", name, b->labels, (unsigned long long)cum);
+    }
+    put(b, "%s_sum{%s} %.17g\n%s_count{%s} %llu\n", name, b->labels, hs->tick_delay_sum_ms / 1000.0,
+        name, b->labels, (unsigned long long)hs->ticks);
+}
+
 static void h_metrics(struct http_exchange *x, const struct http_request *req, void *vctx)
 {
     (void)req;
@@ -120,6 +140,7 @@ static void h_metrics(struct http_exchange *x, const struct http_request *req, v
     metric(&b, "pgwarden_failovers_total", "counter", "Failovers decided or performed here.", (double)hs.failovers);
     metric(&b, "pgwarden_switchovers_total", "counter", "Switchovers decided or performed here.",
            (double)hs.switchovers);
+    tick_delay_histogram(&b, &hs);
     metric(&b, "pgwarden_commands_forwarded_total", "counter", "Commands forwarded to the Raft leader.",
            (double)ss.forwarded);
     metric(&b, "pgwarden_command_retries_total", "counter", "Command submissions retried.", (double)ss.retries);

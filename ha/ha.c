@@ -243,8 +243,29 @@ static void step(struct ha *h)
     maybe_report(h);
 }
 
+/* libuv re-arms a repeating timer loop_wait after it ran, so each
+ * interval beyond loop_wait is that tick's own delay. */
+static void count_tick_delay(struct ha *h)
+{
+    static const uint64_t bounds[] = HA_TICK_DELAY_BOUNDS_MS;
+    uint64_t now = clock_now(&clock_monotonic);
+    uint64_t prev = h->last_periodic_tick_ms;
+    h->last_periodic_tick_ms = now;
+    if (prev == 0)
+        return;
+    uint64_t gap = now - prev;
+    uint64_t late = gap > h->timing.loop_wait_ms ? gap - h->timing.loop_wait_ms : 0;
+    size_t i = 0;
+    while (i < sizeof bounds / sizeof bounds[0] && late > bounds[i])
+        i++;
+    h->stats.tick_delay_bucket[i]++;
+    h->stats.ticks++;
+    h->stats.tick_delay_sum_ms += (double)late;
+}
+
 static void tick_cb(uv_timer_t *t)
 {
+    count_tick_delay(t->data);
     step(t->data);
 }
 

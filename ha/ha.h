@@ -129,9 +129,20 @@ uint64_t ha_scheduled_restart(const struct ha *h);
 int ha_request_reinit(struct ha *h, bool force, ha_action_cb cb, void *ctx, char *why,
                       size_t whylen) PGW_MUST_CHECK;
 
+/* Upper bounds (ms) of the tick-delay histogram buckets; the last bucket
+ * (+Inf) is implied. */
+#define HA_TICK_DELAY_BOUNDS_MS {1, 5, 10, 50, 100, 500}
+#define HA_TICK_DELAY_BUCKETS 7
+
 /* Counters for /metrics. */
 struct ha_stats {
     uint64_t failovers, switchovers, fences, lease_renewals, lease_renew_failures;
+    /* How late each periodic tick ran after its schedule (loop_wait after
+     * the previous one): what the REST load or a slow callback costs the
+     * HA loop. bucket[i] counts delays <= bound i (not cumulative). */
+    uint64_t tick_delay_bucket[HA_TICK_DELAY_BUCKETS];
+    uint64_t ticks;
+    double tick_delay_sum_ms;
 };
 void ha_get_stats(const struct ha *h, struct ha_stats *out);
 

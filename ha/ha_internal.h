@@ -154,6 +154,7 @@ struct ha {
     uint64_t keeper_fences_seen; /* keeper_fences() already accounted for */
     int open_handles;
     uint64_t last_tick_ms;
+    uint64_t last_periodic_tick_ms; /* for the tick-delay histogram */
     uint64_t started_ms;
 
     bool fresh;               /* a read barrier completed since start */

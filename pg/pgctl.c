@@ -165,6 +165,7 @@ int pgctl__begin(struct pgctl *c, enum op op, pgctl_done_cb cb, void *ctx, uint3
     c->op_timeout = timeout_ms ? timeout_ms : c->timeout_ms;
     c->deadline = uv_now(c->loop) + c->op_timeout;
     c->err[0] = '\0';
+    c->start_retried = false;
     return PGW_OK;
 }
 
@@ -541,6 +542,8 @@ static void log_excerpt(const char *path, long offset, char *out, size_t len)
     }
 }
 
+static int spawn_start(struct pgctl *c);
+
 static void start_done(struct proc *p, const struct proc_result *r, void *ctx)
 {
     (void)p;
@@ -550,6 +553,15 @@ static void start_done(struct proc *p, const struct proc_result *r, void *ctx)
         char tail[600], ex[1200];
         pgctl__flat_tail(r->tail, tail, sizeof tail, 3);
         log_excerpt(c->log_file, c->log_offset, ex, sizeof ex);
+        if (!c->start_retried && r->status != PGW_ETIMEDOUT && pg_socklock_clear_stale(ex)) {
+            c->start_retried = true;
+            log_info("pg", "starting PostgreSQL on %s again", c->data_dir);
+            int rc = spawn_start(c);
+            if (rc == PGW_OK)
+                return;
+            pgctl__op_done(c, rc);
+            return;
+        }
         pgctl__set_err(c, "pg_ctl start of %s failed (%s%d)%s%s%s%s", c->data_dir,
                 r->status == PGW_ETIMEDOUT ? "timeout, exit " : "exit ", r->exit_code,
                 tail[0] ? ": " : "", tail, ex[0] ? "; server log: " : "", ex);

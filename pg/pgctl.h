@@ -101,6 +101,12 @@ bool pg_pid_alive(pid_t pid);
  * there is nothing stale (or it was removed), PGW_ECONFLICT with the
  * reason otherwise. */
 int pg_pidfile_clear_stale(const char *data_dir, char *errbuf, size_t errlen) PGW_MUST_CHECK;
+/* PostgreSQL's start failed with 'lock file "PATH" already exists': when
+ * PATH is a Unix socket lock (.s.PGSQL.<port>.lock) whose pid is no live
+ * postmaster (a zombie nobody reaped yet, or a reused pid), remove it and
+ * return true: the start may be tried again at once. The message is
+ * searched for in text (the server log excerpt). */
+bool pg_socklock_clear_stale(const char *text);
 /* Read postmaster.pid and check its pid: true when a postmaster runs for
  * data_dir; *pid_out (may be NULL) gets the pid. */
 bool pg_postmaster_running(const char *data_dir, pid_t *pid_out);

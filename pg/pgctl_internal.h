@@ -57,6 +57,7 @@ struct pgctl {
     bool sent_kill;
     char pwfile[256];
     long log_offset;
+    bool start_retried; /* once per start, after clearing a stale socket lock */
     char *conninfo;
     char **bb_opts;
     unsigned attempts_left, attempt;

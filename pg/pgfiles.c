@@ -342,3 +342,45 @@ int pg_pidfile_clear_stale(const char *data_dir, char *errbuf, size_t errlen)
     }
     return PGW_OK;
 }
+
+bool pg_socklock_clear_stale(const char *text)
+{
+    static const char pre[] = "lock file \"", post[] = "\" already exists";
+    const char *a = strstr(text, pre);
+    if (a == NULL)
+        return false;
+    a += sizeof pre - 1;
+    const char *b = strstr(a, post);
+    if (b == NULL || (size_t)(b - a) >= 4096)
+        return false;
+    char path[4096];
+    memcpy(path, a, (size_t)(b - a));
+    path[b - a] = '\0';
+    const char *base = strrchr(path, '/');
+    base = base != NULL ? base + 1 : path;
+    size_t bl = strlen(base);
+    /* only a socket lock: postmaster.pid is pg_pidfile_clear_stale()'s
+     * business, with its shared-memory check */
+    if (strncmp(base, ".s.PGSQL.", 9) != 0 || bl < 14 || strcmp(base + bl - 5, ".lock") != 0)
+        return false;
+    FILE *f = fopen(path, "re");
+    if (f == NULL)
+        return errno == ENOENT; /* gone meanwhile: try again */
+    char line[64] = "";
+    bool got = fgets(line, sizeof line, f) != NULL;
+    fclose(f);
+    char *end;
+    errno = 0;
+    long pid = got ? strtol(line, &end, 10) : 0;
+    if (!got || errno != 0 || end == line || pid == 0)
+        return false;
+    if (pid < 0)
+        pid = -pid;
+    if (pg_pid_alive((pid_t)pid))
+        return false; /* a live postmaster owns it: PostgreSQL is right */
+    if (unlink(path) != 0)
+        return errno == ENOENT;
+    log_warn("pg", "removed stale %s: its postmaster %ld is dead (a zombie nobody reaped yet, or "
+             "a reused pid)", path, pid);
+    return true;
+}

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/log.h"
 #include "pg/pgnode_internal.h"
@@ -130,6 +131,24 @@ static bool cd_crashed_standby(const struct pg_controldata *cd)
 {
     return cd->state == PG_CLUSTER_ARCHIVE_RECOVERY && cd->min_recovery_lsn != 0 &&
            cd->min_recovery_tli != 0;
+}
+
+/* A base backup whose first start failed (e.g. a stale socket lock): its
+ * control file still says "in production" (copied from the primary) and
+ * backup_label names where replay must begin. It holds nothing of its own
+ * past that backup, so it needs neither a rewind nor crash recovery; and
+ * single-user crash recovery would do harm: it ends recovery with a
+ * checkpoint the primary never wrote, and the copy can no longer stream.
+ * (A primary's leftover exclusive-backup backup_label has no
+ * standby.signal: standbys cannot take exclusive backups.) */
+static bool unstarted_base_backup(const struct pgnode *n)
+{
+    char p[4200];
+    snprintf(p, sizeof p, "%s/backup_label", n->cfg->postgresql.data_dir);
+    if (access(p, F_OK) != 0)
+        return false;
+    snprintf(p, sizeof p, "%s/standby.signal", n->cfg->postgresql.data_dir);
+    return access(p, F_OK) == 0;
 }
 
 static int start_rewind_check(struct pgnode *n)
@@ -289,6 +308,19 @@ void pgnode__advance_rejoin(struct pgnode *n, enum step done, int status)
                      (unsigned)cd->min_recovery_lsn, cd->min_recovery_tli);
             local_from_controldata(n);
             rc = do_fetch(n);
+        } else if (!cd_clean(cd) && done == S_CD1 && unstarted_base_backup(n)) {
+            log_info("pg", "%s is a base backup that never started (backup_label and "
+                     "standby.signal present): starting it as a standby without crash recovery",
+                     n->cfg->postgresql.data_dir);
+            n->decision.verdict = PGREWIND_NOT_NEEDED;
+            pgnode__copy_str(n->decision.reason, sizeof n->decision.reason,
+                             "a base backup that never started replays from its own start");
+            if (n->flow == F_REWIND_CHECK) {
+                pgnode__finish(n, PGW_OK);
+                return;
+            }
+            rejoin_decided(n);
+            return;
         } else if (!cd_clean(cd) && done == S_CD1) {
             log_info("pg", "%s was not shut down cleanly (\"%s\"): crash recovery first, in "
                      "single-user mode", n->cfg->postgresql.data_dir, cd->state_text);

@@ -317,7 +317,13 @@ def test_pgdata_removed_on_replica(chaos):
     ctx = chaos("pgdata-removed-replica")
     p = ctx.begin()
     r = replicas(ctx, p)[0]
-    shutil.rmtree(r.data_dir)
+    # the running server creates files while they are removed (rm -rf
+    # races the same way): repeat, bounded, until the directory is gone
+    for _ in range(20):
+        shutil.rmtree(r.data_dir, ignore_errors=True)
+        if not os.path.exists(r.data_dir):
+            break
+        time.sleep(0.05)
     ctx.mark_fault()
     assert not os.path.exists(r.data_dir)
     ctx.mark_heal()      # nothing to undo: the cluster must repair itself

@@ -379,3 +379,62 @@ exit 4
     # the controller says why nothing happens
     wait_for(lambda: "bootstrap failed on 2 member(s)" in ((c.leader_view() or {}).get(
         "controller_note") or ""), 10, what="the controller's note")
+
+
+def test_unstarted_base_backup_starts_as_standby(make):
+    """A replica's data directory is a base backup that never started (a
+    clone whose first start failed: a stale socket lock, a crash). Its
+    control file says "in production", copied from the primary; single-user
+    crash recovery would end recovery with a checkpoint the primary never
+    wrote, and the copy could not stream. pgwarden starts it as a standby
+    instead, and it streams."""
+    c = make(n=3)
+    p = c.wait_healthy(timeout=90)
+    r = next(n for n in c.nodes if n is not p)
+    assert r.stop() == 0
+    shutil.rmtree(r.data_dir)
+    base_backup(c, p, r.data_dir)
+    as_postgres(c, ["touch", os.path.join(r.data_dir, "standby.signal")])
+    assert os.path.exists(os.path.join(r.data_dir, "backup_label"))
+    before = len(r.log())
+    r.start()
+    # no WAL written meanwhile: a copy that ended its recovery has a
+    # checkpoint past anything the primary wrote and would not stream
+    wait_for(r.is_streaming_replica, 60, what=f"{r.name} streaming from the base backup")
+    log = r.log()[before:]
+    p.query("CREATE TABLE after_backup (x int)")
+    wait_for(lambda: r.query("SELECT to_regclass('after_backup') IS NOT NULL")[0][0], 30,
+             what=f"{r.name} replaying what the primary wrote after the backup")
+    assert "a base backup that never started" in log, log[-3000:]
+    assert "single-user" not in log, log[-3000:]
+    c.wait_healthy(timeout=60)
+
+
+def test_stale_socket_lock_of_a_zombie_is_cleared(make):
+    """The Unix socket's lock file names a postmaster that is dead but still
+    a zombie (killed, not yet reaped by its adoptive parent): PostgreSQL
+    refuses to start ("lock file ... already exists"). pgwarden removes
+    that lock and starts again at once instead of failing the start."""
+    c = make(n=3)
+    p = c.wait_healthy(timeout=90)
+    r = next(n for n in c.nodes if n is not p)
+    assert r.stop() == 0
+    lock = os.path.join(c.dir, f".s.PGSQL.{r.pg_port}.lock")
+    assert not os.path.exists(lock)
+    # not waited for: a zombie of ours, owned by postgres as a killed
+    # postmaster is (PostgreSQL ignores a lock whose pid it may not signal)
+    zombie = subprocess.Popen(["true"], user="postgres", group="postgres", extra_groups=[])
+    try:
+        wait_for(lambda: open(f"/proc/{zombie.pid}/stat").read().split(") ")[1][0] == "Z", 10,
+                 what="the child to become a zombie")
+        with open(lock, "w") as f:
+            f.write(f"{zombie.pid}\n{r.data_dir}\n")
+        c.chown(lock)
+        before = len(r.log())
+        r.start()
+        wait_for(r.is_streaming_replica, 60, what=f"{r.name} streaming after the stale lock")
+        log = r.log()[before:]
+        assert f"removed stale {lock}" in log, log[-3000:]
+        assert "pg_ctl start of" not in log, log[-3000:]  # no failed start reported
+    finally:
+        zombie.wait(5)

@@ -8,7 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "pg/pgctl.h"
@@ -158,7 +160,7 @@ static void test_pidfile(void **state)
     fclose(f);
     assert_int_equal(pg_pidfile_read(dir, &pf, eb, sizeof eb), 0);
     assert_int_equal(pf.status, PG_PIDFILE_STARTING);
-    assert_true(pg_pid_alive(1) || !pg_pid_alive(1)); /* must not crash on pid 1 */
+    assert_false(pg_pid_alive(getpid())); /* alive, but not a postgres program */
     assert_false(pg_postmaster_running(dir, NULL));
 
     f = fopen(path, "w");
@@ -182,6 +184,83 @@ static void test_pidfile(void **state)
     assert_false(pg_pid_alive(-5));
 }
 
+/* A socket lock whose pid is a zombie (a killed postmaster nobody reaped
+ * yet) is removed when PostgreSQL's start names it; a live owner, another
+ * kind of lock file or a message without a lock file leave things alone. */
+static void test_socklock_clear_stale(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/pgw-socklock-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char lock[128], msg[512];
+    snprintf(lock, sizeof lock, "%s/.s.PGSQL.54321.lock", dir);
+    snprintf(msg, sizeof msg, "2026-11-26 08:15:06.241 UTC [12444] FATAL:  lock file \"%s\" "
+             "already exists | HINT:  Is another postmaster (PID 1) using socket file?", lock);
+
+    pid_t z = fork();
+    assert_true(z >= 0);
+    if (z == 0)
+        _exit(0);
+    /* wait (bounded) until the child is a zombie: /proc/<pid>/stat says Z */
+    for (int i = 0; i < 500; i++) {
+        char p[64], b[256] = "";
+        snprintf(p, sizeof p, "/proc/%d/stat", (int)z);
+        FILE *f = fopen(p, "r");
+        if (f != NULL) {
+            size_t n = fread(b, 1, sizeof b - 1, f);
+            b[n] = '\0';
+            fclose(f);
+        }
+        if (strstr(b, ") Z ") != NULL)
+            break;
+        usleep(10000);
+    }
+    assert_int_equal(kill(z, 0), 0); /* a zombie still answers kill(pid, 0) */
+    FILE *f = fopen(lock, "w");
+    fprintf(f, "%d\n%s\n", (int)z, dir);
+    fclose(f);
+    assert_true(pg_socklock_clear_stale(msg));
+    assert_int_not_equal(access(lock, F_OK), 0);
+    waitpid(z, NULL, 0);
+
+    /* the owner is alive and a postgres program: left alone. A sleeping
+     * child renamed "postgres" stands in for the postmaster. */
+    pid_t live = fork();
+    assert_true(live >= 0);
+    if (live == 0) {
+        prctl(PR_SET_NAME, "postgres", 0, 0, 0);
+        for (int i = 0; i < 3000; i++)
+            usleep(10000);
+        _exit(0);
+    }
+    for (int i = 0; i < 500 && !pg_pid_alive(live); i++)
+        usleep(10000);
+    assert_true(pg_pid_alive(live));
+    f = fopen(lock, "w");
+    fprintf(f, "%d\n%s\n", (int)live, dir);
+    fclose(f);
+    assert_false(pg_socklock_clear_stale(msg));
+    assert_int_equal(access(lock, F_OK), 0);
+    kill(live, SIGKILL);
+    waitpid(live, NULL, 0);
+
+    /* not a socket lock: postmaster.pid has its own, stricter check */
+    char pm[128], pmmsg[300];
+    snprintf(pm, sizeof pm, "%s/postmaster.pid", dir);
+    f = fopen(pm, "w");
+    fprintf(f, "%d\n", (int)z); /* z is reaped now: dead */
+    fclose(f);
+    snprintf(pmmsg, sizeof pmmsg, "FATAL:  lock file \"%s\" already exists", pm);
+    assert_false(pg_socklock_clear_stale(pmmsg));
+    assert_int_equal(access(pm, F_OK), 0);
+    assert_false(pg_socklock_clear_stale("FATAL:  could not bind IPv4 address"));
+    assert_false(pg_socklock_clear_stale("lock file \"/tmp/.s.PGSQL.1.lock"));  /* cut off */
+
+    unlink(pm);
+    unlink(lock);
+    rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -190,6 +269,7 @@ int main(void)
         cmocka_unit_test(test_state_names),
         cmocka_unit_test(test_bad_output),
         cmocka_unit_test(test_pidfile),
+        cmocka_unit_test(test_socklock_clear_stale),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
