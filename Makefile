@@ -80,6 +80,8 @@ bench: build
 	PGW_BIN=$(CURDIR)/$(RELEASE)/pgwarden bench/failover
 	PGW_BIN=$(CURDIR)/$(RELEASE)/pgwarden bench/sync_stall
 	PGW_RAFT_TLS_BENCH=$(CURDIR)/$(RELEASE)/raft_tls_bench bench/raft_tls
+	PGW_BUILD=$(CURDIR)/$(RELEASE) bench/http_probe --self
+	PGW_BIN=$(CURDIR)/$(RELEASE)/pgwarden PGW_BUILD=$(CURDIR)/$(RELEASE) bench/probe_flood
 
 # Debian package: build/release/pgwarden_<version>_amd64.deb (CPack).
 deb: build
