@@ -3,6 +3,7 @@ cluster-wide parameter change reaching every node, pending_restart,
 reinitialize of a replica (old data moved aside, never deleted), metrics,
 basic auth on write methods, bad request bodies."""
 import glob
+import os
 import time
 
 import pytest
@@ -151,3 +152,9 @@ def test_metrics(cluster):
     count = next(int(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                  if line.startswith(hist + "_count{"))
     assert counts[-1] == count > 0, (buckets, count)  # the node has been ticking for seconds
+    # every metric the node serves is documented
+    with open(os.path.join(os.path.dirname(__file__), "..", "..", "docs", "rest-api.md")) as f:
+        doc = f.read()
+    served = {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")}
+    assert len(served) > 30, served
+    assert sorted(m for m in served if f"`{m}`" not in doc) == [], "undocumented metrics"
