@@ -62,6 +62,7 @@ struct http_server {
      * connection, each rejected socket. The server is freed at zero. */
     unsigned live;
     bool closing;
+    char *drain_reason; /* http_server_drain(): answer 503 with it */
     void (*done)(void *ctx);
     void *done_ctx;
 

@@ -35,6 +35,7 @@ static void server_free(struct http_server *s)
     free(s->routes);
     free(s->host);
     free(s->server_name);
+    free(s->drain_reason);
     free(s);
 }
 
@@ -65,6 +66,13 @@ void http_server_close(struct http_server *s, void (*done)(void *ctx), void *ctx
     uv_close((uv_handle_t *)&s->listener, on_listener_closed);
     for (struct http_conn *c = s->conns; c != NULL; c = c->next)
         http_conn_close(c, "server shutting down");
+}
+
+void http_server_drain(struct http_server *s, const char *reason)
+{
+    if (s == NULL || s->drain_reason != NULL)
+        return;
+    s->drain_reason = strdup(reason != NULL ? reason : "shutting down");
 }
 
 /* --- accepting -------------------------------------------------------- */
@@ -408,6 +416,10 @@ void http_server_dispatch(struct http_server *s, struct http_exchange *x)
         s->stats.bad_requests++;
         http_reply_text(x, 400, "bad request: invalid path (bad percent-encoding, %00, or not "
                                  "starting with '/')");
+        return;
+    }
+    if (s->drain_reason != NULL) {
+        http_reply_text(x, 503, s->drain_reason);
         return;
     }
     unsigned allowed = 0;

@@ -123,6 +123,10 @@ uint16_t http_server_port(const struct http_server *s);
  * are closed; `done` (may be NULL) runs then. Pending exchanges are
  * cancelled: their abort callbacks run, later http_reply() calls are no-ops. */
 void http_server_close(struct http_server *s, void (*done)(void *ctx), void *ctx);
+/* From now on every request gets 503 with this reason instead of reaching
+ * its handler: the daemon is closing what the handlers read, while the
+ * server itself must keep running a little longer. s may be NULL. */
+void http_server_drain(struct http_server *s, const char *reason);
 
 /* --- answering ------------------------------------------------------ */
 

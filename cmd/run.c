@@ -99,6 +99,11 @@ static void next_stage(struct daemon *d)
         /* fallthrough */
     case 1:
         d->stage = 2;
+        /* The handlers read the HA state, the submitter and Raft, which
+         * close from here on; the servers stay up until Raft is closed
+         * (see above) but answer 503 from now on. */
+        http_server_drain(d->http, "pgwarden is shutting down");
+        http_server_drain(d->health_http, "pgwarden is shutting down");
         if (d->ha != NULL) {
             ha_close(d->ha, stage_done, d);
             return;

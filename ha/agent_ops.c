@@ -178,6 +178,10 @@ int ha_request_restart(struct ha *h, const struct ha_restart_req *r, ha_action_c
         snprintf(why, whylen, "this node is a witness (no PostgreSQL)");
         return PGW_EREFUSED;
     }
+    if (h->shutting_down || h->closing) {
+        snprintf(why, whylen, "pgwarden is shutting down on this node");
+        return PGW_EREFUSED;
+    }
     struct agent *ag = &h->ag;
     if (ag->restart_pending) {
         snprintf(why, whylen, "a restart is already %s", ag->restart.scheduled_wall_ms ? "scheduled" : "pending");
@@ -229,6 +233,10 @@ int ha_request_reinit(struct ha *h, bool force, ha_action_cb cb, void *ctx, char
     (void)force;
     if (h->witness) {
         snprintf(why, whylen, "this node is a witness (no PostgreSQL)");
+        return PGW_EREFUSED;
+    }
+    if (h->shutting_down || h->closing) {
+        snprintf(why, whylen, "pgwarden is shutting down on this node");
         return PGW_EREFUSED;
     }
     if (agent_am_holder(h)) {

@@ -533,7 +533,7 @@ static void local_refreshed(struct pgmon *m, int status, const struct pg_status 
 
 void ha_local_status(struct ha *h, bool fresh, ha_status_cb cb, void *ctx)
 {
-    if (fresh && !h->witness) {
+    if (fresh && !h->witness && h->ag.mon != NULL) { /* no monitor once closed */
         struct local_status_req *r = malloc(sizeof *r);
         if (r != NULL) {
             r->h = h;

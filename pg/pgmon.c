@@ -498,7 +498,8 @@ int pgmon_start(struct pgmon *m)
 
 const struct pg_status *pgmon_status(const struct pgmon *m)
 {
-    return &m->st;
+    static const struct pg_status none;
+    return m != NULL ? &m->st : &none;
 }
 
 int pgmon_refresh(struct pgmon *m, pgmon_refresh_cb cb, void *ctx)

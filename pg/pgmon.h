@@ -103,7 +103,9 @@ struct pgmon_opts {
 int pgmon_new(uv_loop_t *loop, const struct pgmon_opts *opts, struct pgmon **out) PGW_MUST_CHECK;
 /* Starts ticking (first tick on the next loop iteration). */
 int pgmon_start(struct pgmon *m) PGW_MUST_CHECK;
-/* The latest status; always valid, state UNKNOWN before the first tick. */
+/* The latest status; always valid, state UNKNOWN before the first tick.
+ * m may be NULL (the monitor is already destroyed: pgwarden shutting down
+ * while the REST API still answers): an all-zero status, state UNKNOWN. */
 const struct pg_status *pgmon_status(const struct pgmon *m);
 /* Run a tick now and call back with the fresh status once the pid check,
  * probe and status query of that tick finished (deadline = probe/query

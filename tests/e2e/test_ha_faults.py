@@ -264,3 +264,51 @@ def test_graceful_stop_of_primary_hands_over(make_cluster):
     assert c.wait_healthy(timeout=90) is new
     assert old.query("SELECT pg_is_in_recovery()")[0][0] is True
     print(f"[scenario 11] handed over to {new.name}, write gap {gap:.2f}s, 0 lost")
+
+
+def test_stop_under_probe_load_exits_cleanly(make_cluster):
+    """SIGTERM to a replica's pgwarden while clients keep asking its REST API
+    (probes, /patroni with a fresh status, a restart request): the API keeps
+    answering until it closes, after the HA part is already gone, and the
+    process exits 0 (the test build aborts on any sanitizer report)."""
+    import http.client
+    import threading
+    c = make_cluster(n=3)
+    p = c.wait_healthy(timeout=90)
+    r = next(n for n in c.nodes if n is not p)
+    host, port = r.api.split("//")[1].split(":")
+    stop = threading.Event()
+    answered = [0]
+
+    def hammer(reqs):
+        conn = None
+        deadline = time.monotonic() + 60
+        while not stop.is_set() and time.monotonic() < deadline:
+            for method, path in reqs:
+                try:
+                    if conn is None:
+                        conn = http.client.HTTPConnection(host, int(port), timeout=1)
+                    conn.request(method, path)
+                    conn.getresponse().read()
+                    answered[0] += 1
+                except (OSError, http.client.HTTPException):
+                    if conn is not None:
+                        conn.close()
+                    conn = None
+                    time.sleep(0.001)
+        if conn is not None:
+            conn.close()
+
+    mixes = [[("GET", "/primary"), ("GET", "/replica")], [("GET", "/patroni")],
+             [("GET", "/cluster"), ("GET", "/metrics")], [("POST", "/restart")]]
+    threads = [threading.Thread(target=hammer, args=(m,), daemon=True) for m in mixes]
+    for t in threads:
+        t.start()
+    try:
+        wait_for(lambda: answered[0] > 50, 10, what="the clients getting answers")
+        rc = r.stop(timeout=60)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(10)
+    assert rc == 0, f"{r.name}: pgwarden exited {rc} under REST load:\n{r.log()[-4000:]}"

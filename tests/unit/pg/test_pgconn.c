@@ -341,6 +341,9 @@ static void test_monitor_down(void **state)
     assert_int_equal(pgmon_new(&loop, &mo, &m), 0);
     pgconn_params_free(&p);
     assert_int_equal(pgmon_status(m)->state, PG_RUN_UNKNOWN);
+    /* a destroyed monitor (shutdown) still gives a readable status */
+    assert_int_equal(pgmon_status(NULL)->state, PG_RUN_UNKNOWN);
+    assert_false(pgmon_status(NULL)->query_ok);
     assert_int_equal(pgmon_start(m), 0);
     assert_int_equal(pgmon_refresh(m, on_refresh, &o), 0);
     assert_int_equal(o.calls, 0);
