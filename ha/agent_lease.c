@@ -273,6 +273,12 @@ bool agent_must_fence(struct ha *h, enum agent_local local, uint64_t now, const 
     struct agent *ag = &h->ag;
     if (lease_holder_valid(&ag->lease, &h->timing, now))
         return false;
+    /* The monitor's "running primary" can be one step old: right after a
+     * clean stop (switchover) the postmaster is already gone, and a fence
+     * then would only count and report a stop that never happened. */
+    pid_t pm = pgmon_status(ag->mon)->postmaster_pid;
+    if (!(pm > 0 && pg_pid_alive(pm)) && !pg_postmaster_running(h->cfg->postgresql.data_dir, NULL))
+        return false;
     if (h->fresh) {
         /* A cluster not initialized yet has no other primary: the running
          * server is the one to adopt. */

@@ -252,6 +252,8 @@ def test_graceful_stop_of_primary_hands_over(make_cluster):
         floor=False)
     assert "switchover: stopped cleanly" in old.log(), "PostgreSQL stopped without a switchover"
     assert "stopping the primary anyway" not in old.log(), "PostgreSQL stopped without a handover"
+    # a clean stop is no fence (the monitor's last status may still say primary)
+    assert "FENCING" not in old.log(), old.log()[-3000:]
     new = c.wait_primary(timeout=10, exclude=old)
     writes_resumed_on(writer, new, t0)
     time.sleep(0.5)
