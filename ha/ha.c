@@ -269,12 +269,8 @@ static void tick_cb(uv_timer_t *t)
     step(t->data);
 }
 
-static void kick_cb(uv_timer_t *t)
-{
-    step(t->data);
-}
-
-static void fence_timer_cb(uv_timer_t *t)
+/* ha_kick() and the fence deadline timer: a step now, outside the schedule */
+static void step_cb(uv_timer_t *t)
 {
     step(t->data);
 }
@@ -289,7 +285,7 @@ void ha_arm_fence_timer(struct ha *h, uint64_t deadline_ms)
     }
     uint64_t now = ha_now(h);
     /* +1: lease_holder_valid() is still true at the deadline's own ms */
-    uv_timer_start(&h->fence_timer, fence_timer_cb, deadline_ms > now ? deadline_ms - now + 1 : 0, 0);
+    uv_timer_start(&h->fence_timer, step_cb, deadline_ms > now ? deadline_ms - now + 1 : 0, 0);
 }
 
 void ha_kick(struct ha *h)
@@ -298,7 +294,7 @@ void ha_kick(struct ha *h)
         return;
     /* Coalesce bursts of events into one step on the next iteration. */
     if (!uv_is_active((uv_handle_t *)&h->kick))
-        uv_timer_start(&h->kick, kick_cb, 0, 0);
+        uv_timer_start(&h->kick, step_cb, 0, 0);
 }
 
 int ha_start(const struct ha_opts *o, struct ha **out, char *err, size_t errlen)

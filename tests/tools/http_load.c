@@ -143,28 +143,33 @@ static void note_error(struct load *L, const char *fmt, ...)
     va_end(ap);
 }
 
+/* Message on stderr, then exit: 1 = the run failed, 2 = bad arguments
+ * (with the usage line). */
+static void vdie(int code, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0), noreturn));
+static void vdie(int code, const char *fmt, va_list ap)
+{
+    fputs("http_load: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    if (code == 2)
+        fputs("usage: http_load http://IPv4:PORT/path CONNECTIONS RATE SECONDS\n", stderr);
+    exit(code);
+}
+
 static void fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 static void fatal(const char *fmt, ...)
 {
     va_list ap;
-    fputs("http_load: ", stderr);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-    exit(1);
+    vdie(1, fmt, ap);
 }
 
 static void usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 static void usage_error(const char *fmt, ...)
 {
     va_list ap;
-    fputs("http_load: ", stderr);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputs("\nusage: http_load http://IPv4:PORT/path CONNECTIONS RATE SECONDS\n", stderr);
-    exit(2);
+    vdie(2, fmt, ap);
 }
 
 static long parse_count(const char *what, const char *s, long lo, long hi)
