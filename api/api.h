@@ -10,6 +10,7 @@
 #include <uv.h>
 
 #include "api/http_server.h"
+#include "common/loopstat.h"
 #include "common/cfg.h"
 #include "ha/ha.h"
 #include "raft/cluster.h"
@@ -24,6 +25,7 @@ struct api_ctx {
     struct ha *ha;
     struct submitter *sub;
     struct http_server *server;
+    const struct loopstat *loopstat; /* event-loop busy time (NULL: not measured) */
     /* POST /reload: re-read the configuration file, like SIGHUP. Returns 0
      * or a negative status with the reason in err. */
     int (*reload)(void *ctx, char *err, size_t errlen);

@@ -44,24 +44,50 @@ static void metric(struct buf *b, const char *name, const char *type, const char
     put(b, "# HELP %s %s\n# TYPE %s %s\n%s{%s} %.17g\n", name, help, name, type, name, b->labels, v);
 }
 
-/* Prometheus wants cumulative buckets, in seconds. */
+/* Prometheus wants cumulative buckets, in seconds. counts[i] is the number
+ * of observations <= bounds_s[i] (not cumulative); counts[nbounds] the rest. */
+static void histogram(struct buf *b, const char *name, const char *help, const double *bounds_s,
+                      size_t nbounds, const uint64_t *counts, double sum_s, uint64_t count)
+{
+    put(b, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+    uint64_t cum = 0;
+    for (size_t i = 0; i < nbounds; i++) {
+        cum += counts[i];
+        put(b, "%s_bucket{%s,le=\"%g\"} %llu\n", name, b->labels, bounds_s[i], (unsigned long long)cum);
+    }
+    cum += counts[nbounds];
+    put(b, "%s_bucket{%s,le=\"+Inf\"} %llu\n", name, b->labels, (unsigned long long)cum);
+    put(b, "%s_sum{%s} %.17g\n%s_count{%s} %llu\n", name, b->labels, sum_s, name, b->labels,
+        (unsigned long long)count);
+}
+
 static void tick_delay_histogram(struct buf *b, const struct ha_stats *hs)
 {
-    static const uint64_t bounds[] = HA_TICK_DELAY_BOUNDS_MS;
-    const char *name = "pgwarden_ha_tick_delay_seconds";
-    put(b, "# HELP %s How late each periodic HA tick ran after its schedule.\n# TYPE %s histogram\n",
-        name, name);
-    uint64_t cum = 0;
-    for (size_t i = 0; i < HA_TICK_DELAY_BUCKETS; i++) {
-        cum += hs->tick_delay_bucket[i];
-        if (i < sizeof bounds / sizeof bounds[0])
-            put(b, "%s_bucket{%s,le=\"%g\"} %llu\n", name, b->labels, bounds[i] / 1000.0,
-                (unsigned long long)cum);
-        else
-            put(b, "%s_bucket{%s,le=\"+Inf\"} %llu\n", name, b->labels, (unsigned long long)cum);
-    }
-    put(b, "%s_sum{%s} %.17g\n%s_count{%s} %llu\n", name, b->labels, hs->tick_delay_sum_ms / 1000.0,
-        name, b->labels, (unsigned long long)hs->ticks);
+    static const uint64_t bounds_ms[] = HA_TICK_DELAY_BOUNDS_MS;
+    double bounds[sizeof bounds_ms / sizeof bounds_ms[0]];
+    for (size_t i = 0; i < sizeof bounds / sizeof bounds[0]; i++)
+        bounds[i] = (double)bounds_ms[i] / 1000.0;
+    histogram(b, "pgwarden_ha_tick_delay_seconds",
+              "How late each periodic HA tick ran after its schedule.", bounds,
+              sizeof bounds / sizeof bounds[0], hs->tick_delay_bucket, hs->tick_delay_sum_ms / 1000.0,
+              hs->ticks);
+}
+
+static void loop_busy_metrics(struct buf *b, const struct loopstat *ls)
+{
+    static const uint64_t bounds_us[] = LOOPSTAT_BOUNDS_US;
+    double bounds[sizeof bounds_us / sizeof bounds_us[0]];
+    for (size_t i = 0; i < sizeof bounds / sizeof bounds[0]; i++)
+        bounds[i] = (double)bounds_us[i] / 1e6;
+    struct loopstat_counts c = {0};
+    if (ls != NULL)
+        loopstat_get(ls, &c);
+    histogram(b, "pgwarden_loop_busy_seconds",
+              "Time the event loop ran callbacks (or waited for a CPU) between two waits for I/O, "
+              "per iteration: how long a probe or a Raft message can be kept waiting.",
+              bounds, sizeof bounds / sizeof bounds[0], c.bucket, c.busy_sum_s, c.iterations);
+    metric(b, "pgwarden_loop_busy_max_seconds", "gauge",
+           "Longest single event-loop iteration since start.", (double)c.busy_max_us / 1e6);
 }
 
 static void h_metrics(struct http_exchange *x, const struct http_request *req, void *vctx)
@@ -141,6 +167,7 @@ static void h_metrics(struct http_exchange *x, const struct http_request *req, v
     metric(&b, "pgwarden_switchovers_total", "counter", "Switchovers decided or performed here.",
            (double)hs.switchovers);
     tick_delay_histogram(&b, &hs);
+    loop_busy_metrics(&b, ctx->loopstat);
     metric(&b, "pgwarden_commands_forwarded_total", "counter", "Commands forwarded to the Raft leader.",
            (double)ss.forwarded);
     metric(&b, "pgwarden_command_retries_total", "counter", "Command submissions retried.", (double)ss.retries);

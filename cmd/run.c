@@ -25,6 +25,7 @@
 #include "common/cfg.h"
 #include "common/httpc.h"
 #include "common/log.h"
+#include "common/loopstat.h"
 #include "common/sdnotify.h"
 #include "ha/ha.h"
 #include "ha/keeper.h"
@@ -50,6 +51,7 @@ struct daemon {
     uv_signal_t sigterm, sigint, sighup;
     uv_timer_t watch; /* fatal-error watch */
     uv_timer_t sd_watchdog; /* sdnotify: WATCHDOG=1 keep-alives */
+    struct loopstat loopstat; /* event-loop busy time, for /metrics */
     int exit_code;
     bool stopping;
     int stage;
@@ -144,6 +146,7 @@ static void next_stage(struct daemon *d)
         uv_close((uv_handle_t *)&d->sighup, handle_closed);
         uv_close((uv_handle_t *)&d->watch, handle_closed);
         uv_close((uv_handle_t *)&d->sd_watchdog, handle_closed); /* sdnotify */
+        loopstat_close(&d->loopstat);
         log_info("main", "stopped");
         return;
     default:
@@ -493,6 +496,7 @@ static int start_everything(struct daemon *d)
     d->api = (struct api_ctx){
         .loop = &d->loop, .cfg = cfg, .cluster = d->cluster, .fsm = &d->fsm, .ha = d->ha,
         .sub = d->sub, .server = d->http, .reload = do_reload, .reload_ctx = d,
+        .loopstat = &d->loopstat,
     };
     if (api_register(d->http, &d->api) != 0) {
         log_error("main", "cannot register the REST routes");
@@ -583,6 +587,7 @@ int cmd_run(int argc, char **argv)
     /* A peer closing a socket must not kill us (libraft notes, pitfall 1). */
     signal(SIGPIPE, SIG_IGN);
     uv_loop_init(&d->loop);
+    loopstat_start(&d->loop, &d->loopstat);
     uv_signal_init(&d->loop, &d->sigterm);
     uv_signal_init(&d->loop, &d->sigint);
     uv_signal_init(&d->loop, &d->sighup);

@@ -1,7 +1,8 @@
 /* Status monitor of the local instance (see pgmon.h).
  *
- * Happy path of a tick: postmaster.pid read and its pid alive -> a fresh
- * probe connection runs SELECT 1 within probe_timeout (RUNNING) while the
+ * Happy path of a tick: postmaster.pid read and its pid alive -> a
+ * startup-packet probe (pgprobe.h: a fresh connection answered by a forked
+ * backend, without authenticating) within probe_timeout (RUNNING) while the
  * persistent connection runs the three-statement status query -> both done
  * -> refresh callbacks served.
  * Failure modes: no pid file / dead pid => DOWN at once (both connections
@@ -18,6 +19,7 @@
 
 #include "common/log.h"
 #include "pg/pgctl.h"
+#include "pg/pgprobe.h"
 
 static const char status_sql[] =
     "SELECT current_setting('server_version_num')::int,"
@@ -77,7 +79,7 @@ struct pgmon {
     bool destroyed;
     bool orphan_seen;     /* the last check found the postmaster alive without postmaster.pid */
     struct pgconn *conn;  /* persistent, status query */
-    struct pgconn *probe; /* fresh per tick */
+    struct pgprobe *probe; /* one per tick */
     bool probe_inflight, query_inflight;
     uint64_t seq, ops_seq;
     bool pending_tick;
@@ -314,10 +316,9 @@ static bool check_pid(struct pgmon *m, struct pg_pidfile *pf)
     return true;
 }
 
-static void on_probe(struct pgconn *c, const struct pgconn_result *r, void *ctx)
+static void on_probe(const struct pgprobe_result *r, void *ctx)
 {
     struct pgmon *m = ctx;
-    pgconn_destroy(c);
     m->probe = NULL;
     m->probe_inflight = false;
     struct pg_pidfile pf;
@@ -325,27 +326,31 @@ static void on_probe(struct pgconn *c, const struct pgconn_result *r, void *ctx)
         ops_finished(m);
         return;
     }
-    if (r->status == PGW_OK) {
+    const char *msg = r->message;
+    if (r->outcome == PGPROBE_AUTH_REQUEST) {
         set_state(m, PG_RUN_RUNNING, NULL);
-    } else if (r->status == PGW_ETIMEDOUT) {
-        char why[300];
-        snprintf(why, sizeof why, "postmaster (pid %d) alive but no answer within %u ms",
-                 (int)pf.pid, (unsigned)m->probe_timeout_ms);
+    } else if (r->outcome == PGPROBE_TIMEOUT) {
+        char why[400];
+        snprintf(why, sizeof why, "postmaster (pid %d) alive but no answer within %u ms (%s)",
+                 (int)pf.pid, (unsigned)m->probe_timeout_ms, msg);
         set_state(m, PG_RUN_HUNG, why);
-    } else if (strstr(r->error, "starting up") || strstr(r->error, "not yet accepting") ||
-               strstr(r->error, "in recovery mode")) {
-        set_state(m, PG_RUN_STARTING, r->error);
-    } else if (strstr(r->error, "shutting down")) {
-        set_state(m, PG_RUN_STOPPING, r->error);
+    } else if (r->outcome == PGPROBE_SERVER_ERROR && strcmp(r->sqlstate, "57P03") == 0 &&
+               strstr(msg, "shutting down")) {
+        set_state(m, PG_RUN_STOPPING, msg);
+    } else if (r->outcome == PGPROBE_SERVER_ERROR && strcmp(r->sqlstate, "57P03") == 0 &&
+               (strstr(msg, "starting up") || strstr(msg, "not yet accepting") ||
+                strstr(msg, "in recovery mode"))) {
+        set_state(m, PG_RUN_STARTING, msg);
     } else if (pf.status == PG_PIDFILE_STARTING) {
-        set_state(m, PG_RUN_STARTING, r->error);
+        set_state(m, PG_RUN_STARTING, msg);
     } else if (pf.status == PG_PIDFILE_STOPPING) {
-        set_state(m, PG_RUN_STOPPING, r->error);
-    } else if (strstr(r->error, "FATAL") || strstr(r->error, "authentication")) {
-        /* the server answered: alive, but our credentials or hba are wrong */
-        set_state(m, PG_RUN_RUNNING, r->error);
+        set_state(m, PG_RUN_STOPPING, msg);
+    } else if (r->outcome == PGPROBE_SERVER_ERROR) {
+        /* a backend answered (too many clients, no pg_hba entry, hot
+         * standby disabled...): the server is up; the reason is kept */
+        set_state(m, PG_RUN_RUNNING, msg);
     } else {
-        set_state(m, PG_RUN_UNKNOWN, r->error);
+        set_state(m, PG_RUN_UNKNOWN, msg);
     }
     ops_finished(m);
 }
@@ -411,20 +416,21 @@ static void tick(struct pgmon *m)
         return; /* the previous tick's work has its own deadline */
     m->ops_seq = m->seq;
     m->round_query_ok = false;
-    struct pgconn_opts po = {.name = "probe",
-                             .connect_timeout_ms = m->probe_timeout_ms,
-                             .query_timeout_ms = m->probe_timeout_ms};
-    int rc = pgconn_new(m->loop, &m->params, &po, &m->probe);
-    if (rc == PGW_OK) {
-        rc = pgconn_query(m->probe, "SELECT 1", m->probe_timeout_ms, on_probe, m);
-        if (rc != PGW_OK) {
-            pgconn_destroy(m->probe);
-            m->probe = NULL;
-        } else {
-            m->probe_inflight = true;
-        }
-    }
-    if (rc != PGW_OK)
+    /* libpq's defaults for what the parameters leave out */
+    const char *host = pgconn_params_get(&m->params, "host");
+    const char *port = pgconn_params_get(&m->params, "port");
+    const char *user = pgconn_params_get(&m->params, "user");
+    const char *db = pgconn_params_get(&m->params, "dbname");
+    user = user ? user : "postgres";
+    char *end = NULL;
+    long portnum = port ? strtol(port, &end, 10) : 5432;
+    if (port && (*end != '\0' || portnum <= 0 || portnum > 65535))
+        portnum = 0; /* pgprobe_start refuses it, and the warning below says so */
+    int rc = pgprobe_start(m->loop, host ? host : "/var/run/postgresql", (uint16_t)portnum, user,
+                           db ? db : user, m->probe_timeout_ms, on_probe, m, &m->probe);
+    if (rc == PGW_OK)
+        m->probe_inflight = true;
+    else
         log_warn("pg", "cannot start the probe: %s", pgw_strerror(rc));
     rc = pgconn_query(m->conn, status_sql, m->query_timeout_ms, on_status, m);
     if (rc == PGW_OK)
@@ -541,8 +547,7 @@ void pgmon_destroy(struct pgmon *m)
         r->cb(m, PGW_ECANCELED, &m->st, r->ctx);
         free(r);
     }
-    if (m->probe)
-        pgconn_destroy(m->probe);
+    pgprobe_cancel(m->probe);
     m->probe = NULL;
     pgconn_destroy(m->conn);
     m->conn = NULL;

@@ -142,16 +142,23 @@ def test_metrics(cluster):
     assert f'patroni_replica{{scope="{cluster.scope}",name="{r.name}"}} 1' in text
     assert "# TYPE pgwarden_raft_term counter" in text
     # the HA tick-delay histogram: cumulative buckets ending in +Inf == _count
-    hist = "pgwarden_ha_tick_delay_seconds"
-    assert f"# TYPE {hist} histogram" in text
-    buckets = [(line.split('le="')[1].split('"')[0], int(line.rsplit(" ", 1)[1]))
-               for line in text.splitlines() if line.startswith(hist + "_bucket{")]
-    assert [b[0] for b in buckets] == ["0.001", "0.005", "0.01", "0.05", "0.1", "0.5", "+Inf"], buckets
-    counts = [b[1] for b in buckets]
-    assert counts == sorted(counts), buckets
-    count = next(int(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                 if line.startswith(hist + "_count{"))
-    assert counts[-1] == count > 0, (buckets, count)  # the node has been ticking for seconds
+    # and the event loop's busy-time histogram, the same way
+    for hist, bounds in (("pgwarden_ha_tick_delay_seconds",
+                          ["0.001", "0.005", "0.01", "0.05", "0.1", "0.5", "+Inf"]),
+                         ("pgwarden_loop_busy_seconds",
+                          ["0.0001", "0.0005", "0.001", "0.005", "0.01", "0.05", "0.1", "1", "+Inf"])):
+        assert f"# TYPE {hist} histogram" in text
+        buckets = [(line.split('le="')[1].split('"')[0], int(line.rsplit(" ", 1)[1]))
+                   for line in text.splitlines() if line.startswith(hist + "_bucket{")]
+        assert [b[0] for b in buckets] == bounds, buckets
+        counts = [b[1] for b in buckets]
+        assert counts == sorted(counts), buckets
+        count = next(int(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                     if line.startswith(hist + "_count{"))
+        assert counts[-1] == count > 0, (buckets, count)  # the node has been running for seconds
+    busy_max = next(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                    if line.startswith("pgwarden_loop_busy_max_seconds{"))
+    assert 0 < busy_max < 60, busy_max
     # every metric the node serves is documented
     with open(os.path.join(os.path.dirname(__file__), "..", "..", "docs", "rest-api.md")) as f:
         doc = f.read()
