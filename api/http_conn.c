@@ -108,6 +108,12 @@ static int plain_write(struct http_conn *c, uv_write_t *req, const char *data, s
     return uv_write(req, (uv_stream_t *)&c->tcp, &b, 1, cb);
 }
 
+static ssize_t plain_try_write(struct http_conn *c, const char *data, size_t len)
+{
+    uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
+    return uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+}
+
 static int plain_shutdown(struct http_conn *c)
 {
     return uv_shutdown(&c->sreq, (uv_stream_t *)&c->tcp, http_conn_on_shutdown);
@@ -117,6 +123,7 @@ static const struct http_io_ops plain_io = {
     .read_start = plain_read_start,
     .read_stop = plain_read_stop,
     .write = plain_write,
+    .try_write = plain_try_write,
     .shutdown = plain_shutdown,
 };
 
@@ -199,9 +206,8 @@ static void conn_linger(struct http_conn *c)
 
 /* --- writing --------------------------------------------------------- */
 
-static void on_write(uv_write_t *req, int status)
+static void write_finished(struct http_conn *c, int status)
 {
-    struct http_conn *c = req->data;
     free(c->out);
     c->out = NULL;
     if (c->state == CONN_CLOSING)
@@ -220,7 +226,13 @@ static void on_write(uv_write_t *req, int status)
         return;
     }
     c->state = CONN_READING;
-    conn_process(c);
+    if (!c->processing) /* else conn_process, up the stack, goes on */
+        conn_process(c);
+}
+
+static void on_write(uv_write_t *req, int status)
+{
+    write_finished(req->data, status);
 }
 
 void http_conn_send(struct http_conn *c, char *data, size_t len, bool close_after)
@@ -232,8 +244,28 @@ void http_conn_send(struct http_conn *c, char *data, size_t len, bool close_afte
     c->out = data;
     c->close_after = close_after;
     c->state = CONN_WRITING;
+    size_t done = 0;
+    /* A handler that answers at once (every health check) runs inside
+     * conn_process. A reply the socket takes whole is finished here, without
+     * uv_write: libuv re-arms the socket's epoll registration when a
+     * uv_write completes, one epoll_ctl per request. Replies given later
+     * (a switchover's outcome) take the uv_write path, so that no handler
+     * is entered from inside another's reply. */
+    if (c->processing && c->io->try_write != NULL) {
+        ssize_t n = c->io->try_write(c, data, len);
+        if (n == (ssize_t)len) {
+            write_finished(c, 0);
+            return;
+        }
+        if (n > 0) {
+            done = (size_t)n;
+        } else if (n != UV_EAGAIN) {
+            write_finished(c, (int)n);
+            return;
+        }
+    }
     timer_arm(c, TM_WRITE, c->srv->opts.request_timeout_ms);
-    int rc = c->io->write(c, &c->wreq, data, len, on_write);
+    int rc = c->io->write(c, &c->wreq, data + done, len - done, on_write);
     if (rc != 0) {
         free(c->out);
         c->out = NULL;
@@ -605,7 +637,7 @@ static void conn_parse(struct http_conn *c)
     }
 }
 
-static void conn_process(struct http_conn *c)
+static void conn_process_input(struct http_conn *c)
 {
     for (;;) {
         conn_parse(c);
@@ -629,6 +661,14 @@ static void conn_process(struct http_conn *c)
     }
     if (!c->in_message && c->tmode != TM_IDLE && c->tmode != TM_FIRST_BYTE)
         timer_arm(c, TM_IDLE, c->srv->opts.idle_timeout_ms);
+}
+
+static void conn_process(struct http_conn *c)
+{
+    bool outer = c->processing;
+    c->processing = true;
+    conn_process_input(c);
+    c->processing = outer;
 }
 
 /* --- accepting -------------------------------------------------------- */

@@ -109,6 +109,9 @@ struct http_io_ops {
     /* Write one buffer; cb runs later with 0 or a negative libuv error. */
     int (*write)(struct http_conn *c, uv_write_t *req, const char *data, size_t len,
                  uv_write_cb cb);
+    /* Optional: write what the socket takes now, without waiting; returns
+     * the bytes written or a negative libuv error (UV_EAGAIN: none). */
+    ssize_t (*try_write)(struct http_conn *c, const char *data, size_t len);
     int (*shutdown)(struct http_conn *c);
 };
 
@@ -132,6 +135,7 @@ struct http_conn {
     char *in; /* unparsed input: in[in_off .. in_off+in_len) */
     size_t in_off, in_len, in_cap;
     bool reading;
+    bool processing; /* inside conn_process: a reply written at once lets it go on */
     size_t linger_bytes;
 
     char *out; /* reply being written */

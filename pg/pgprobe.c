@@ -25,6 +25,11 @@
 #define PROTOCOL_3_0 196608u
 #define MAX_MESSAGE 4096u /* a startup answer is a few hundred bytes */
 
+/* Name lookups run in libuv's thread pool, which Raft's disk I/O shares:
+ * with a DNS server that does not answer, a lookup per loop_wait would pile
+ * up there and starve it. One at a time (loop thread only). */
+static int lookups_running;
+
 struct pgprobe {
     uv_loop_t *loop;
     pgprobe_cb cb;
@@ -127,13 +132,20 @@ static void on_timer(uv_timer_t *t)
 
 /* A failure before any I/O started: delivered from the timer, so that the
  * callback never runs inside pgprobe_start. */
-static void fail_soon(struct pgprobe *p, const char *what, int uverr)
+static void fail_soon_msg(struct pgprobe *p, const char *msg)
 {
     p->has_early = true;
     p->early.outcome = PGPROBE_FAILED;
-    snprintf(p->early.message, sizeof p->early.message, "%s: %s", what, uv_strerror(uverr));
+    snprintf(p->early.message, sizeof p->early.message, "%s", msg);
     uv_timer_stop(&p->timer);
     uv_timer_start(&p->timer, on_timer, 0, 0);
+}
+
+static void fail_soon(struct pgprobe *p, const char *what, int uverr)
+{
+    char msg[sizeof p->early.message];
+    snprintf(msg, sizeof msg, "%s: %s", what, uv_strerror(uverr));
+    fail_soon_msg(p, msg);
 }
 
 static uint32_t be32(const unsigned char *b)
@@ -318,6 +330,7 @@ static void on_resolved(uv_getaddrinfo_t *g, int status, struct addrinfo *ai)
 {
     struct pgprobe *p = g->data;
     p->gai_pending = false;
+    lookups_running--;
     p->addrs = ai;
     if (!p->finished) {
         if (status < 0 || ai == NULL) {
@@ -397,6 +410,10 @@ int pgprobe_start(uv_loop_t *loop, const char *host, uint16_t port, const char *
     } else if (uv_ip4_addr(host, port, (struct sockaddr_in *)&ss) == 0 ||
                uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss) == 0) {
         connect_tcp(p, (const struct sockaddr *)&ss);
+    } else if (lookups_running > 0) {
+        char msg[sizeof p->early.message];
+        snprintf(msg, sizeof msg, "resolving %s: an earlier lookup has not come back yet", host);
+        fail_soon_msg(p, msg);
     } else {
         char service[8];
         snprintf(service, sizeof service, "%u", (unsigned)port);
@@ -407,6 +424,7 @@ int pgprobe_start(uv_loop_t *loop, const char *host, uint16_t port, const char *
             fail_soon(p, "resolving", rc);
         } else {
             p->gai_pending = true;
+            lookups_running++;
             p->refs++;
         }
     }

@@ -425,6 +425,25 @@ static void test_name_tries_each_address(void **state)
     assert_int_equal(o.r.outcome, PGPROBE_AUTH_REQUEST);
     fake_close(&f);
 
+    /* one lookup at a time: a second name while the first is resolving
+     * fails at once (on a later iteration) instead of queueing */
+    struct res o1 = {0}, o2 = {0};
+    assert_int_equal(pgprobe_start(&loop, "localhost", 5999, "postgres", "postgres", 3000,
+                                   on_result, &o1, &p),
+                     PGW_OK);
+    assert_int_equal(pgprobe_start(&loop, "localhost", 5999, "postgres", "postgres", 3000,
+                                   on_result, &o2, &p),
+                     PGW_OK);
+    assert_int_equal(o2.calls, 0);
+    spin_until(&loop, &o2.calls, 5000);
+    assert_int_equal(o2.calls, 1);
+    assert_int_equal(o2.r.outcome, PGPROBE_FAILED);
+    assert_non_null(strstr(o2.r.message, "an earlier lookup has not come back yet"));
+    spin_until(&loop, &o1.calls, 5000);
+    drain(&loop);
+    assert_int_equal(o1.calls, 1);
+    assert_int_equal(o1.r.outcome, PGPROBE_FAILED); /* nobody listens on 5999 */
+
     o.calls = 0;
     assert_int_equal(pgprobe_start(&loop, "no-such-host.invalid", 5432, "postgres", "postgres", 3000,
                                    on_result, &o, &p),
