@@ -165,3 +165,21 @@ def test_metrics(cluster):
     served = {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")}
     assert len(served) > 30, served
     assert sorted(m for m in served if f"`{m}`" not in doc) == [], "undocumented metrics"
+
+
+def test_monitor_probe_leaves_no_trace_in_the_server_log(cluster):
+    """Every loop_wait each node's monitor checks that PostgreSQL still
+    accepts connections with a startup packet and no login (pg/pgprobe.c,
+    what pg_isready does): PostgreSQL must log nothing for it, neither a
+    reset connection nor a broken authentication exchange."""
+    cluster.wait_healthy()
+    time.sleep(3)  # a few more loop_waits of probes on every node
+    noise = ("could not receive data from client", "unexpected EOF", "connection reset",
+             "expected SASL response", "incomplete startup packet",
+             "password authentication failed", "pgwarden-probe")
+    for n in cluster.data_nodes():
+        with open(n.data_dir + ".startup.log", errors="replace") as f:
+            text = f.read()
+        assert "ready to accept" in text, (n.name, text[-2000:])  # the server's own log
+        bad = [line for line in text.splitlines() if any(s in line for s in noise)]
+        assert bad == [], (n.name, bad[:5])
