@@ -26,6 +26,7 @@ struct api_ctx {
     struct submitter *sub;
     struct http_server *server;
     const struct loopstat *loopstat; /* event-loop busy time (NULL: not measured) */
+    struct api_status_cache *status_cache; /* handlers_status.c; freed by api_status_cache_free */
     /* POST /reload: re-read the configuration file, like SIGHUP. Returns 0
      * or a negative status with the reason in err. */
     int (*reload)(void *ctx, char *err, size_t errlen);
@@ -33,6 +34,8 @@ struct api_ctx {
 };
 
 int api_register(struct http_server *s, struct api_ctx *ctx) PGW_MUST_CHECK;
+/* Frees what the handlers keep in ctx (once the servers are closed). */
+void api_status_cache_free(struct api_ctx *ctx);
 
 /* Only the health-check routes (GET/HEAD/OPTIONS of /, /primary, /replica,
  * /read-only, /sync, /async, /health, /liveness, /readiness, ...): for the

@@ -15,7 +15,9 @@ void api_reply_error(struct http_exchange *x, int status, const char *fmt, ...)
 json_t *api_body_object(struct http_exchange *x, const struct http_request *req);
 
 /* The node status document (GET /patroni, and the body of health checks). */
-json_t *api_status_json(const struct api_ctx *ctx);
+/* Reply with the status document (GET /patroni, the health checks), from a
+ * rendering cached while nothing in it changed (handlers_status.c). */
+void api_reply_status(struct http_exchange *x, struct api_ctx *ctx, int status);
 /* The freshest known primary WAL position (FSM renewal, member reports). */
 uint64_t api_primary_lsn(const struct api_ctx *ctx);
 

@@ -106,15 +106,15 @@ static bool replica_ok(const struct api_ctx *ctx, const struct ha_view *v,
     return tags_match(ctx, req);
 }
 
-static void answer(struct http_exchange *x, const struct api_ctx *ctx, bool ok)
+static void answer(struct http_exchange *x, struct api_ctx *ctx, bool ok)
 {
-    api_reply_json(x, ok ? 200 : 503, api_status_json(ctx));
+    api_reply_status(x, ctx, ok ? 200 : 503);
 }
 
 static void h_primary(struct http_exchange *x, const struct http_request *req, void *vctx)
 {
     (void)req;
-    const struct api_ctx *ctx = vctx;
+    struct api_ctx *ctx = vctx;
     struct ha_view v;
     ha_get_view(ctx->ha, &v);
     answer(x, ctx, is_primary(ctx, &v));
@@ -122,7 +122,7 @@ static void h_primary(struct http_exchange *x, const struct http_request *req, v
 
 static void h_replica(struct http_exchange *x, const struct http_request *req, void *vctx)
 {
-    const struct api_ctx *ctx = vctx;
+    struct api_ctx *ctx = vctx;
     struct ha_view v;
     ha_get_view(ctx->ha, &v);
     answer(x, ctx, replica_ok(ctx, &v, req, false));
@@ -130,7 +130,7 @@ static void h_replica(struct http_exchange *x, const struct http_request *req, v
 
 static void h_read_only(struct http_exchange *x, const struct http_request *req, void *vctx)
 {
-    const struct api_ctx *ctx = vctx;
+    struct api_ctx *ctx = vctx;
     struct ha_view v;
     ha_get_view(ctx->ha, &v);
     answer(x, ctx, is_primary(ctx, &v) || is_standby_leader(&v) || replica_ok(ctx, &v, req, false));
@@ -138,7 +138,7 @@ static void h_read_only(struct http_exchange *x, const struct http_request *req,
 
 static void h_sync(struct http_exchange *x, const struct http_request *req, void *vctx)
 {
-    const struct api_ctx *ctx = vctx;
+    struct api_ctx *ctx = vctx;
     struct ha_view v;
     ha_get_view(ctx->ha, &v);
     answer(x, ctx, fsm_in_sync_set(&ctx->fsm->st, ctx->cfg->name) && replica_ok(ctx, &v, req, false));
@@ -146,7 +146,7 @@ static void h_sync(struct http_exchange *x, const struct http_request *req, void
 
 static void h_async(struct http_exchange *x, const struct http_request *req, void *vctx)
 {
-    const struct api_ctx *ctx = vctx;
+    struct api_ctx *ctx = vctx;
     struct ha_view v;
     ha_get_view(ctx->ha, &v);
     answer(x, ctx, !fsm_in_sync_set(&ctx->fsm->st, ctx->cfg->name) && replica_ok(ctx, &v, req, false));
@@ -154,7 +154,7 @@ static void h_async(struct http_exchange *x, const struct http_request *req, voi
 
 static void h_read_only_sync(struct http_exchange *x, const struct http_request *req, void *vctx)
 {
-    const struct api_ctx *ctx = vctx;
+    struct api_ctx *ctx = vctx;
     struct ha_view v;
     ha_get_view(ctx->ha, &v);
     answer(x, ctx, is_primary(ctx, &v) ||
@@ -164,7 +164,7 @@ static void h_read_only_sync(struct http_exchange *x, const struct http_request 
 static void h_health(struct http_exchange *x, const struct http_request *req, void *vctx)
 {
     (void)req;
-    const struct api_ctx *ctx = vctx;
+    struct api_ctx *ctx = vctx;
     struct ha_view v;
     ha_get_view(ctx->ha, &v);
     answer(x, ctx, v.pg.present ? v.pg.running : true);
@@ -173,7 +173,7 @@ static void h_health(struct http_exchange *x, const struct http_request *req, vo
 static void h_standby_leader(struct http_exchange *x, const struct http_request *req, void *vctx)
 {
     (void)req;
-    const struct api_ctx *ctx = vctx;
+    struct api_ctx *ctx = vctx;
     struct ha_view v;
     ha_get_view(ctx->ha, &v);
     answer(x, ctx, is_standby_leader(&v));
@@ -184,7 +184,7 @@ static void h_standby_leader(struct http_exchange *x, const struct http_request 
 static void h_leader(struct http_exchange *x, const struct http_request *req, void *vctx)
 {
     (void)req;
-    const struct api_ctx *ctx = vctx;
+    struct api_ctx *ctx = vctx;
     struct ha_view v;
     ha_get_view(ctx->ha, &v);
     answer(x, ctx, is_primary(ctx, &v) || is_standby_leader(&v));
@@ -193,7 +193,7 @@ static void h_leader(struct http_exchange *x, const struct http_request *req, vo
 static void h_liveness(struct http_exchange *x, const struct http_request *req, void *vctx)
 {
     (void)req;
-    const struct api_ctx *ctx = vctx;
+    struct api_ctx *ctx = vctx;
     struct ha_view v;
     ha_get_view(ctx->ha, &v);
     bool ok = v.paused || v.loop_alive;
@@ -205,7 +205,7 @@ static void h_liveness(struct http_exchange *x, const struct http_request *req, 
 
 static void h_readiness(struct http_exchange *x, const struct http_request *req, void *vctx)
 {
-    const struct api_ctx *ctx = vctx;
+    struct api_ctx *ctx = vctx;
     struct ha_view v;
     ha_get_view(ctx->ha, &v);
     bool ok = is_primary(ctx, &v);

@@ -34,20 +34,68 @@ static json_t *tags_of(const struct api_ctx *ctx)
     return json_object();
 }
 
-json_t *api_status_json(const struct api_ctx *ctx)
+/* Everything the status document is made of, by value: strings are copied
+ * and the struct is zeroed first (padding too), so two inputs that compare
+ * equal (memcmp) render the same bytes. What comes from the replicated state
+ * is covered by the FSM's applied index (tags) or copied (the rest). */
+struct status_input {
+    struct ha_view v; /* its string pointers are cleared: the copies below count */
+    char role[32], state[48], repl_state[32], last_error[256];
+    const struct api_ctx *ctx;
+    const struct cfg *cfg; /* scope, name */
+    uint64_t fsm_applied;  /* this member's tags */
+    int primary_state;
+    bool pause, in_sync;
+    int raft_role;
+};
+
+/* The last rendering, reused while its input is unchanged: a flood of health
+ * probes otherwise builds and serializes the same document for each. The
+ * input includes lease_expires_in (ms), so a rendering lives at most 1 ms. */
+struct api_status_cache {
+    struct status_input in;
+    char *body;
+    size_t len;
+    uint64_t hits, renders;
+};
+
+static void copy_str(char *dst, size_t len, const char *src)
 {
-    struct ha_view v;
-    ha_get_view(ctx->ha, &v);
+    snprintf(dst, len, "%s", src != NULL ? src : "");
+}
+
+static void status_input_take(const struct api_ctx *ctx, struct status_input *in)
+{
+    memset(in, 0, sizeof *in);
+    ha_get_view(ctx->ha, &in->v);
+    copy_str(in->role, sizeof in->role, in->v.role);
+    copy_str(in->state, sizeof in->state, in->v.pg.state);
+    copy_str(in->repl_state, sizeof in->repl_state, in->v.pg.repl_state);
+    copy_str(in->last_error, sizeof in->last_error, in->v.last_error);
+    in->v.role = in->v.pg.state = in->v.pg.repl_state = in->v.last_error = NULL;
     const struct fsm_state *st = &ctx->fsm->st;
+    in->ctx = ctx;
+    in->cfg = ctx->cfg;
+    in->fsm_applied = st->applied_index;
+    in->primary_state = (int)st->primary.state;
+    in->pause = st->pause;
+    in->in_sync = fsm_in_sync_set(st, ctx->cfg->name);
+    in->raft_role = (int)cluster_role(ctx->cluster);
+}
+
+/* The document, from the input alone (and the tags its FSM index stands for). */
+static json_t *status_render(const struct status_input *in)
+{
+    const struct api_ctx *ctx = in->ctx;
+    const struct ha_pg_view *p = &in->v.pg;
     json_t *j = json_object();
-    const struct ha_pg_view *p = &v.pg;
-    json_object_set_new(j, "state", json_string(p->present ? p->state : "running"));
+    json_object_set_new(j, "state", json_string(p->present ? in->state : "running"));
     if (p->present && p->running && p->postmaster_start_ms > 0) {
         char ts[40];
         iso(p->postmaster_start_ms, ts, sizeof ts);
         json_object_set_new(j, "postmaster_start_time", json_string(ts));
     }
-    json_object_set_new(j, "role", json_string(v.role));
+    json_object_set_new(j, "role", json_string(in->role));
     if (p->present && p->status_known) {
         json_object_set_new(j, "server_version", json_integer(p->server_version));
         json_object_set_new(j, "timeline", json_integer(p->timeline));
@@ -67,37 +115,78 @@ json_t *api_status_json(const struct api_ctx *ctx)
             json_object_set_new(x, "location", json_integer((json_int_t)p->wal_lsn));
         }
         json_object_set_new(j, "xlog", x);
-        if (p->repl_state[0] != '\0')
-            json_object_set_new(j, "replication_state", json_string(p->repl_state));
+        if (in->repl_state[0] != '\0')
+            json_object_set_new(j, "replication_state", json_string(in->repl_state));
         char sysid[24];
         snprintf(sysid, sizeof sysid, "%" PRIu64, p->sysid);
         json_object_set_new(j, "database_system_identifier", json_string(sysid));
     }
     if (p->present)
         json_object_set_new(j, "pending_restart", json_boolean(p->pending_restart));
-    if (st->primary.state == FSM_PRIMARY_NONE)
+    if (in->primary_state == FSM_PRIMARY_NONE)
         json_object_set_new(j, "cluster_unlocked", json_true());
-    if (st->pause)
+    if (in->pause)
         json_object_set_new(j, "pause", json_true());
-    if (fsm_in_sync_set(st, ctx->cfg->name))
+    if (in->in_sync)
         json_object_set_new(j, "sync_standby", json_true());
     json_object_set_new(j, "tags", tags_of(ctx));
     json_object_set_new(j, "patroni", json_pack("{s:s, s:s, s:s}", "version", PGW_VERSION, "scope",
-                                                 ctx->cfg->scope, "name", ctx->cfg->name));
+                                                 in->cfg->scope, "name", in->cfg->name));
     json_t *pw = json_object();
-    json_object_set_new(pw, "raft_state", json_string(cluster_role_name(cluster_role(ctx->cluster))));
-    json_object_set_new(pw, "lease_expires_in", json_real((double)v.lease_expires_in_ms / 1000.0));
-    json_object_set_new(pw, "epoch", json_integer((json_int_t)v.epoch));
-    if (v.last_error != NULL && v.last_error[0] != '\0')
-        json_object_set_new(pw, "last_error", json_string(v.last_error));
+    json_object_set_new(pw, "raft_state", json_string(cluster_role_name((enum cluster_role)in->raft_role)));
+    json_object_set_new(pw, "lease_expires_in", json_real((double)in->v.lease_expires_in_ms / 1000.0));
+    json_object_set_new(pw, "epoch", json_integer((json_int_t)in->v.epoch));
+    if (in->last_error[0] != '\0')
+        json_object_set_new(pw, "last_error", json_string(in->last_error));
     json_object_set_new(j, "pgwarden", pw);
     return j;
+}
+
+void api_reply_status(struct http_exchange *x, struct api_ctx *ctx, int status)
+{
+    struct status_input in;
+    status_input_take(ctx, &in);
+    struct api_status_cache *c = ctx->status_cache;
+    if (c == NULL) {
+        c = calloc(1, sizeof *c);
+        if (c == NULL) {
+            api_reply_json(x, status, status_render(&in));
+            return;
+        }
+        ctx->status_cache = c;
+    }
+    if (c->body == NULL || memcmp(&c->in, &in, sizeof in) != 0) {
+        json_t *j = status_render(&in);
+        char *text = j != NULL ? json_dumps(j, JSON_COMPACT) : NULL;
+        json_decref(j);
+        if (text == NULL) {
+            http_reply_text(x, 500, "out of memory");
+            return;
+        }
+        free(c->body);
+        c->body = text;
+        c->len = strlen(text);
+        c->in = in;
+        c->renders++;
+    } else {
+        c->hits++;
+    }
+    http_reply(x, status, "application/json", c->body, c->len);
+}
+
+void api_status_cache_free(struct api_ctx *ctx)
+{
+    if (ctx->status_cache != NULL) {
+        free(ctx->status_cache->body);
+        free(ctx->status_cache);
+        ctx->status_cache = NULL;
+    }
 }
 
 static void h_patroni(struct http_exchange *x, const struct http_request *req, void *vctx)
 {
     (void)req;
-    api_reply_json(x, 200, api_status_json(vctx));
+    api_reply_status(x, vctx, 200);
 }
 
 static const char *member_role(const struct fsm_state *st, const struct fsm_member *m,

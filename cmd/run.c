@@ -615,6 +615,7 @@ int cmd_run(int argc, char **argv)
             uv_timer_start(&d->sd_watchdog, sd_watchdog_cb, 0, wd_ms);
     }
     uv_run(&d->loop, UV_RUN_DEFAULT);
+    api_status_cache_free(&d->api); /* the REST servers are closed */
     tls_link_ctx_free(d->raft_tls); /* raft TLS: after the cluster (and its links) closed */
     if (d->ha != NULL)
         ha_free(d->ha);

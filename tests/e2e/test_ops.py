@@ -183,3 +183,29 @@ def test_monitor_probe_leaves_no_trace_in_the_server_log(cluster):
         assert "ready to accept" in text, (n.name, text[-2000:])  # the server's own log
         bad = [line for line in text.splitlines() if any(s in line for s in noise)]
         assert bad == [], (n.name, bad[:5])
+
+
+def test_status_document_follows_every_change(cluster):
+    """The status document (GET /patroni, the body of every health check) is
+    reused while nothing in it changed (api/handlers_status.c): it must still
+    follow the clock (lease_expires_in) and every replicated change at once."""
+    p = cluster.wait_healthy()
+    first = http(p.api + "/primary")[1]
+    time.sleep(0.05)
+    second = http(p.api + "/primary")[1]
+    assert first["pgwarden"]["lease_expires_in"] != second["pgwarden"]["lease_expires_in"], \
+        (first, second)
+    assert "pause" not in second
+    try:
+        assert http(p.api + "/config", "PATCH", {"pause": True}, auth=AUTH)[0] == 200
+        for n in cluster.data_nodes():  # the FSM change reaches each node's cached document
+            wait_for(lambda: http(n.api + "/patroni")[1].get("pause") is True, 20,
+                     what=f"pause in {n.name}'s /patroni")
+            path = "/primary" if n is p else "/replica"
+            status, body = http(n.api + path)
+            assert status == 200 and body.get("pause") is True, (n.name, status, body)
+    finally:
+        assert http(p.api + "/config", "PATCH", {"pause": None}, auth=AUTH)[0] == 200
+    for n in cluster.data_nodes():
+        wait_for(lambda: "pause" not in http(n.api + "/patroni")[1], 20,
+                 what=f"pause gone from {n.name}'s /patroni")
