@@ -10,17 +10,26 @@
  * SQL error (PGW_EIO + server message, connection kept); connection lost
  * (PGW_EUNAVAIL, connection closed).
  *
+ * A host NAME is looked up first with uv_getaddrinfo (libuv's thread pool),
+ * and libpq gets its addresses as hostaddr: given only a name, libpq calls
+ * getaddrinfo inside PQconnectStartParams/PQconnectPoll and the whole event
+ * loop (health checks, Raft, lease renewals) would wait for DNS, seconds
+ * when a resolver does not answer.
+ *
  * During connect a NEW uv_poll_t is made after every PQconnectPoll step:
  * libpq may close the socket and open another one (next host, SSL
  * fallback) that can reuse the same descriptor number, which an old epoll
  * registration would silently miss. */
 #include "pg/pgconn.h"
 
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/log.h"
+
+#define PGCONN_MAX_ADDRS 8 /* addresses of a name tried in turn (libpq's multi-host) */
 
 enum cstate { CS_IDLE = 0, CS_CONNECTING, CS_READY, CS_QUERY };
 
@@ -57,7 +66,10 @@ struct pgconn {
     uint32_t backoff_cur;
     unsigned seed;
     bool destroyed;
-    int open_handles;
+    int open_handles; /* the timer, a poll handle, a name lookup in flight */
+    uv_getaddrinfo_t gai;
+    bool resolving;
+    char looked_up[320]; /* 'host "db1" is 10.0.0.5': libpq's messages show only the address */
 };
 
 static void conn_fail(struct pgconn *c, int status, const char *fmt, ...)
@@ -388,7 +400,10 @@ static void connect_step(struct pgconn *c)
         connected(c);
         return;
     case PGRES_POLLING_FAILED:
-        conn_fail(c, PGW_EUNAVAIL, "%s", PQerrorMessage(c->conn));
+        if (c->looked_up[0])
+            conn_fail(c, PGW_EUNAVAIL, "%s (%s)", PQerrorMessage(c->conn), c->looked_up);
+        else
+            conn_fail(c, PGW_EUNAVAIL, "%s", PQerrorMessage(c->conn));
         return;
     case PGRES_POLLING_READING:
         if (poll_watch(c, UV_READABLE, true) != PGW_OK)
@@ -402,10 +417,25 @@ static void connect_step(struct pgconn *c)
     }
 }
 
-static int start_connect(struct pgconn *c, uint32_t timeout_ms)
+/* PQconnectStartParams with the parameters, or with host/hostaddr replaced
+ * by a looked-up name's lists. The deadline timer is started by the caller. */
+static int start_libpq(struct pgconn *c, const char *hosts, const char *addrs)
 {
-    c->conn = PQconnectStartParams((const char *const *)c->params.keys,
-                                   (const char *const *)c->params.vals, 0);
+    struct pgconn_params tmp;
+    const struct pgconn_params *p = &c->params;
+    if (hosts != NULL) {
+        if (pgconn_params_copy(&tmp, &c->params) != PGW_OK ||
+            pgconn_params_set(&tmp, "host", hosts) != PGW_OK ||
+            pgconn_params_set(&tmp, "hostaddr", addrs) != PGW_OK) {
+            pgconn_params_free(&tmp);
+            snprintf(c->err, sizeof c->err, "out of memory starting a connection");
+            return PGW_ENOMEM;
+        }
+        p = &tmp;
+    }
+    c->conn = PQconnectStartParams((const char *const *)p->keys, (const char *const *)p->vals, 0);
+    if (hosts != NULL)
+        pgconn_params_free(&tmp);
     if (!c->conn) {
         snprintf(c->err, sizeof c->err, "out of memory starting a connection");
         return PGW_ENOMEM;
@@ -421,14 +451,113 @@ static int start_connect(struct pgconn *c, uint32_t timeout_ms)
         arm_backoff(c);
         return PGW_EUNAVAIL;
     }
-    uv_timer_start(&c->timer, on_timer, timeout_ms, 0);
     /* libpq: after PQconnectStart, act as if PQconnectPoll said WRITING */
     if (poll_watch(c, UV_WRITABLE, true) != PGW_OK) {
-        uv_timer_stop(&c->timer);
         close_conn(c);
         snprintf(c->err, sizeof c->err, "cannot watch the socket");
         return PGW_EIO;
     }
+    return PGW_OK;
+}
+
+/* The host to look up before libpq may connect, or NULL: none given (libpq's
+ * default socket), a socket directory, an address, hostaddr already set, or
+ * a list of hosts (left to libpq, which then resolves them itself). */
+static const char *name_to_look_up(const struct pgconn *c)
+{
+    const char *host = pgconn_params_get(&c->params, "host");
+    if (!host || !*host || host[0] == '/' || host[0] == '@' || strchr(host, ',') ||
+        pgconn_params_get(&c->params, "hostaddr"))
+        return NULL;
+    unsigned char a[sizeof(struct in6_addr)];
+    if (inet_pton(AF_INET, host, a) == 1 || inet_pton(AF_INET6, host, a) == 1)
+        return NULL;
+    return host;
+}
+
+static void on_resolved(uv_getaddrinfo_t *g, int status, struct addrinfo *ai)
+{
+    struct pgconn *c = g->data;
+    c->resolving = false;
+    c->open_handles--;
+    /* still the attempt that asked: not destroyed, not timed out (a new
+     * attempt cannot start while a lookup runs) */
+    if (!c->destroyed && c->state == CS_CONNECTING && c->conn == NULL) {
+        const char *name = pgconn_params_get(&c->params, "host");
+        size_t hcap = (strlen(name) + 1) * PGCONN_MAX_ADDRS + 1;
+        size_t acap = (INET6_ADDRSTRLEN + 1) * PGCONN_MAX_ADDRS + 1;
+        char *hosts = malloc(hcap);
+        char *addrs = malloc(acap);
+        size_t hl = 0, al = 0;
+        int n = 0;
+        for (const struct addrinfo *a = ai; status == 0 && a && n < PGCONN_MAX_ADDRS && hosts && addrs;
+             a = a->ai_next) {
+            char ip[INET6_ADDRSTRLEN] = "";
+            if (a->ai_family == AF_INET)
+                uv_ip4_name((const struct sockaddr_in *)a->ai_addr, ip, sizeof ip);
+            else if (a->ai_family == AF_INET6)
+                uv_ip6_name((const struct sockaddr_in6 *)a->ai_addr, ip, sizeof ip);
+            if (!ip[0])
+                continue;
+            hl += (size_t)snprintf(hosts + hl, hcap - hl, "%s%s", n ? "," : "", name);
+            al += (size_t)snprintf(addrs + al, acap - al, "%s%s", n ? "," : "", ip);
+            n++;
+        }
+        int rc;
+        if (!hosts || !addrs) {
+            rc = PGW_ENOMEM;
+            snprintf(c->err, sizeof c->err, "out of memory starting a connection");
+        } else if (status < 0 || n == 0) {
+            rc = PGW_EUNAVAIL;
+            snprintf(c->err, sizeof c->err, "could not translate host name \"%s\" to an address: %s",
+                     name, status < 0 ? uv_strerror(status) : "no IPv4 or IPv6 address");
+        } else {
+            snprintf(c->looked_up, sizeof c->looked_up, "host \"%s\" is %s", name, addrs);
+            rc = start_libpq(c, hosts, addrs);
+        }
+        free(hosts);
+        free(addrs);
+        if (rc != PGW_OK) {
+            char why[sizeof c->err];
+            copy_str(why, sizeof why, c->err);
+            conn_fail(c, rc, "%s", why);
+        }
+    }
+    uv_freeaddrinfo(ai);
+    maybe_free(c);
+}
+
+static int start_connect(struct pgconn *c, uint32_t timeout_ms)
+{
+    c->looked_up[0] = '\0';
+    const char *name = name_to_look_up(c);
+    if (name == NULL) {
+        int rc = start_libpq(c, NULL, NULL);
+        if (rc == PGW_OK)
+            uv_timer_start(&c->timer, on_timer, timeout_ms, 0);
+        return rc;
+    }
+    if (c->resolving) {
+        /* uv_getaddrinfo cannot be cancelled once running: no second one */
+        snprintf(c->err, sizeof c->err,
+                 "the lookup of \"%s\" from an earlier attempt has not come back yet", name);
+        copy_str(c->lasterr, sizeof c->lasterr, c->err);
+        arm_backoff(c);
+        return PGW_EUNAVAIL;
+    }
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    c->gai.data = c;
+    int rc = uv_getaddrinfo(c->loop, &c->gai, on_resolved, name, NULL, &hints);
+    if (rc != 0) {
+        snprintf(c->err, sizeof c->err, "cannot look up \"%s\": %s", name, uv_strerror(rc));
+        copy_str(c->lasterr, sizeof c->lasterr, c->err);
+        arm_backoff(c);
+        return PGW_EUNAVAIL;
+    }
+    c->resolving = true;
+    c->open_handles++;
+    c->state = CS_CONNECTING; /* the deadline covers the lookup */
+    uv_timer_start(&c->timer, on_timer, timeout_ms, 0);
     return PGW_OK;
 }
 

@@ -157,3 +157,37 @@ def test_existing_data_founds_the_cluster_even_when_it_reports_last():
             "".join(n.log() for n in c.nodes)
     finally:
         c.cleanup()
+
+
+def test_cluster_addressed_by_host_name():
+    """PostgreSQL's addresses given as a name ("localhost:PORT" for listen and
+    connect_address): the monitor's connection and probe, and the
+    connections between members, look the name up off the event loop
+    (pg/pgconn.c, pg/pgprobe.c; libpq alone would block the loop in
+    getaddrinfo) and work end to end, through a switchover after which the
+    old primary follows the new one by name."""
+    c = Cluster(n=3)
+    for n in c.nodes:
+        n.extra = {"postgresql": {"listen": f"localhost:{n.pg_port}",
+                                  "connect_address": f"localhost:{n.pg_port}"}}
+    try:
+        c.start()
+        old = c.wait_healthy(timeout=120)
+        members = http(old.api + "/cluster")[1]["members"]
+        assert {m["host"] for m in members} == {"localhost"}, members
+        old.query("CREATE TABLE byname (x int)")
+        cand = next(n for n in c.nodes if n is not old)
+        status, body = http(old.api + "/switchover", "POST",
+                            {"leader": old.name, "candidate": cand.name}, timeout=70)
+        assert status == 200, (status, body, c.dump_logs())
+        new = c.wait_healthy(timeout=90)
+        assert new is cand
+        new.query("INSERT INTO byname VALUES (1)")
+        for r in c.nodes:
+            if r is not new:
+                wait_for(lambda: r.query("SELECT count(*) FROM byname")[0][0] == 1, 30,
+                         what=f"{r.name} replays from the new primary")
+        for n in c.nodes:
+            assert "could not translate host name" not in n.log(), n.name
+    finally:
+        c.cleanup()

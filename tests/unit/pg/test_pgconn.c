@@ -195,6 +195,83 @@ static void test_black_hole_times_out(void **state)
     assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+/* A host name is looked up off the loop (uv_getaddrinfo) and libpq gets
+ * host plus hostaddr lists: the failures name the host, every address is
+ * tried, the deadline covers the lookup, and destroying the connection
+ * while the lookup runs frees everything once it comes back (ASan). */
+static void test_host_name_is_looked_up_off_the_loop(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    struct pgconn_opts o = {.name = "t", .connect_timeout_ms = 3000, .backoff_min_ms = 1,
+                            .backoff_max_ms = 1};
+    struct pgconn_params p;
+    struct pgconn *c;
+
+    /* nothing listens: refused on each of localhost's addresses */
+    params_for(&p, dead_port());
+    assert_int_equal(pgconn_params_set(&p, "host", "localhost"), 0);
+    assert_int_equal(pgconn_new(&loop, &p, &o, &c), 0);
+    pgconn_params_free(&p);
+    struct res r = {0};
+    assert_int_equal(pgconn_query(c, "SELECT 1", 3000, on_query, &r), 0);
+    assert_int_equal(r.calls, 0);
+    spin(&loop, &r.calls, 1, 5000);
+    assert_int_equal(r.status, PGW_EUNAVAIL);
+    assert_non_null(strstr(r.error, "host \"localhost\" is "));
+    assert_non_null(strstr(r.error, "127.0.0.1"));
+    assert_non_null(strstr(r.error, "refused"));
+    pgconn_destroy(c);
+    drain(&loop);
+
+    /* a name that does not resolve: our lookup's message, not libpq's */
+    params_for(&p, 5432);
+    assert_int_equal(pgconn_params_set(&p, "host", "no-such-host.invalid"), 0);
+    assert_int_equal(pgconn_new(&loop, &p, &o, &c), 0);
+    pgconn_params_free(&p);
+    memset(&r, 0, sizeof r);
+    assert_int_equal(pgconn_query(c, "SELECT 1", 3000, on_query, &r), 0);
+    spin(&loop, &r.calls, 1, 8000);
+    assert_int_equal(r.status, PGW_EUNAVAIL);
+    assert_non_null(strstr(r.error, "could not translate host name \"no-such-host.invalid\" to an address"));
+    pgconn_destroy(c);
+    drain(&loop);
+
+    /* a black hole behind the name: the deadline covers lookup and connect */
+    uint16_t port;
+    int fd = black_hole(&port);
+    params_for(&p, port);
+    assert_int_equal(pgconn_params_set(&p, "host", "localhost"), 0);
+    o.connect_timeout_ms = 400;
+    assert_int_equal(pgconn_new(&loop, &p, &o, &c), 0);
+    pgconn_params_free(&p);
+    memset(&r, 0, sizeof r);
+    uint64_t t0 = uv_hrtime() / 1000000;
+    assert_int_equal(pgconn_query(c, "SELECT 1", 400, on_query, &r), 0);
+    spin(&loop, &r.calls, 1, 5000);
+    assert_int_equal(r.status, PGW_ETIMEDOUT);
+    assert_true(r.at_ms - t0 >= 390 && r.at_ms - t0 < 3000);
+    pgconn_destroy(c);
+    drain(&loop);
+    close(fd);
+
+    /* destroyed while its lookup runs: no callback, nothing leaks */
+    params_for(&p, 5432);
+    assert_int_equal(pgconn_params_set(&p, "host", "localhost"), 0);
+    assert_int_equal(pgconn_new(&loop, &p, &o, &c), 0);
+    pgconn_params_free(&p);
+    memset(&r, 0, sizeof r);
+    assert_int_equal(pgconn_query(c, "SELECT 1", 1000, on_query, &r), 0);
+    pgconn_destroy(c);
+    /* the lookup (thread pool) comes back in its own time: run until it has */
+    uint64_t end = uv_hrtime() / 1000000 + 5000;
+    while (uv_loop_alive(&loop) && uv_hrtime() / 1000000 < end)
+        uv_run(&loop, UV_RUN_ONCE);
+    assert_int_equal(r.calls, 0);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
 static void test_destroy_with_pending_query(void **state)
 {
     (void)state;
@@ -376,6 +453,7 @@ int main(void)
         cmocka_unit_test(test_params),
         cmocka_unit_test(test_refused_then_backoff),
         cmocka_unit_test(test_black_hole_times_out),
+        cmocka_unit_test(test_host_name_is_looked_up_off_the_loop),
         cmocka_unit_test(test_destroy_with_pending_query),
         cmocka_unit_test(test_parse_status_replica),
         cmocka_unit_test(test_monitor_down),
