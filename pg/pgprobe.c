@@ -57,17 +57,6 @@ struct pgprobe {
     unsigned char in[MAX_MESSAGE + 8];
 };
 
-const char *pgprobe_outcome_name(enum pgprobe_outcome o)
-{
-    switch (o) {
-    case PGPROBE_AUTH_REQUEST: return "auth_request";
-    case PGPROBE_SERVER_ERROR: return "server_error";
-    case PGPROBE_FAILED: return "failed";
-    case PGPROBE_TIMEOUT: return "timeout";
-    default: return "unknown";
-    }
-}
-
 static void unref(struct pgprobe *p)
 {
     if (--p->refs > 0)

@@ -51,6 +51,4 @@ int pgprobe_start(uv_loop_t *loop, const char *host, uint16_t port, const char *
  * probe frees itself once its handles are closed. */
 void pgprobe_cancel(struct pgprobe *p);
 
-const char *pgprobe_outcome_name(enum pgprobe_outcome o);
-
 #endif
