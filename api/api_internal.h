@@ -16,8 +16,10 @@ json_t *api_body_object(struct http_exchange *x, const struct http_request *req)
 
 /* The node status document (GET /patroni, and the body of health checks). */
 /* Reply with the status document (GET /patroni, the health checks), from a
- * rendering cached while nothing in it changed (handlers_status.c). */
-void api_reply_status(struct http_exchange *x, struct api_ctx *ctx, int status);
+ * rendering cached while nothing in it changed (handlers_status.c). view:
+ * the ha_get_view the caller decided the status from, or NULL. */
+void api_reply_status(struct http_exchange *x, struct api_ctx *ctx, const struct ha_view *view,
+                      int status);
 /* The freshest known primary WAL position (FSM renewal, member reports). */
 uint64_t api_primary_lsn(const struct api_ctx *ctx);
 

@@ -106,9 +106,10 @@ static bool replica_ok(const struct api_ctx *ctx, const struct ha_view *v,
     return tags_match(ctx, req);
 }
 
-static void answer(struct http_exchange *x, struct api_ctx *ctx, bool ok)
+/* v: the view the decision was made from; the body shows the same one */
+static void answer(struct http_exchange *x, struct api_ctx *ctx, const struct ha_view *v, bool ok)
 {
-    api_reply_status(x, ctx, ok ? 200 : 503);
+    api_reply_status(x, ctx, v, ok ? 200 : 503);
 }
 
 static void h_primary(struct http_exchange *x, const struct http_request *req, void *vctx)
@@ -117,7 +118,7 @@ static void h_primary(struct http_exchange *x, const struct http_request *req, v
     struct api_ctx *ctx = vctx;
     struct ha_view v;
     ha_get_view(ctx->ha, &v);
-    answer(x, ctx, is_primary(ctx, &v));
+    answer(x, ctx, &v, is_primary(ctx, &v));
 }
 
 static void h_replica(struct http_exchange *x, const struct http_request *req, void *vctx)
@@ -125,7 +126,7 @@ static void h_replica(struct http_exchange *x, const struct http_request *req, v
     struct api_ctx *ctx = vctx;
     struct ha_view v;
     ha_get_view(ctx->ha, &v);
-    answer(x, ctx, replica_ok(ctx, &v, req, false));
+    answer(x, ctx, &v, replica_ok(ctx, &v, req, false));
 }
 
 static void h_read_only(struct http_exchange *x, const struct http_request *req, void *vctx)
@@ -133,7 +134,8 @@ static void h_read_only(struct http_exchange *x, const struct http_request *req,
     struct api_ctx *ctx = vctx;
     struct ha_view v;
     ha_get_view(ctx->ha, &v);
-    answer(x, ctx, is_primary(ctx, &v) || is_standby_leader(&v) || replica_ok(ctx, &v, req, false));
+    answer(x, ctx, &v,
+           is_primary(ctx, &v) || is_standby_leader(&v) || replica_ok(ctx, &v, req, false));
 }
 
 static void h_sync(struct http_exchange *x, const struct http_request *req, void *vctx)
@@ -141,7 +143,8 @@ static void h_sync(struct http_exchange *x, const struct http_request *req, void
     struct api_ctx *ctx = vctx;
     struct ha_view v;
     ha_get_view(ctx->ha, &v);
-    answer(x, ctx, fsm_in_sync_set(&ctx->fsm->st, ctx->cfg->name) && replica_ok(ctx, &v, req, false));
+    answer(x, ctx, &v,
+           fsm_in_sync_set(&ctx->fsm->st, ctx->cfg->name) && replica_ok(ctx, &v, req, false));
 }
 
 static void h_async(struct http_exchange *x, const struct http_request *req, void *vctx)
@@ -149,7 +152,8 @@ static void h_async(struct http_exchange *x, const struct http_request *req, voi
     struct api_ctx *ctx = vctx;
     struct ha_view v;
     ha_get_view(ctx->ha, &v);
-    answer(x, ctx, !fsm_in_sync_set(&ctx->fsm->st, ctx->cfg->name) && replica_ok(ctx, &v, req, false));
+    answer(x, ctx, &v,
+           !fsm_in_sync_set(&ctx->fsm->st, ctx->cfg->name) && replica_ok(ctx, &v, req, false));
 }
 
 static void h_read_only_sync(struct http_exchange *x, const struct http_request *req, void *vctx)
@@ -157,8 +161,9 @@ static void h_read_only_sync(struct http_exchange *x, const struct http_request 
     struct api_ctx *ctx = vctx;
     struct ha_view v;
     ha_get_view(ctx->ha, &v);
-    answer(x, ctx, is_primary(ctx, &v) ||
-                       (fsm_in_sync_set(&ctx->fsm->st, ctx->cfg->name) && replica_ok(ctx, &v, req, false)));
+    bool sync_replica =
+        fsm_in_sync_set(&ctx->fsm->st, ctx->cfg->name) && replica_ok(ctx, &v, req, false);
+    answer(x, ctx, &v, is_primary(ctx, &v) || sync_replica);
 }
 
 static void h_health(struct http_exchange *x, const struct http_request *req, void *vctx)
@@ -167,7 +172,7 @@ static void h_health(struct http_exchange *x, const struct http_request *req, vo
     struct api_ctx *ctx = vctx;
     struct ha_view v;
     ha_get_view(ctx->ha, &v);
-    answer(x, ctx, v.pg.present ? v.pg.running : true);
+    answer(x, ctx, &v, v.pg.present ? v.pg.running : true);
 }
 
 static void h_standby_leader(struct http_exchange *x, const struct http_request *req, void *vctx)
@@ -176,7 +181,7 @@ static void h_standby_leader(struct http_exchange *x, const struct http_request 
     struct api_ctx *ctx = vctx;
     struct ha_view v;
     ha_get_view(ctx->ha, &v);
-    answer(x, ctx, is_standby_leader(&v));
+    answer(x, ctx, &v, is_standby_leader(&v));
 }
 
 /* Patroni's /leader: the primary or the standby leader (a load balancer
@@ -187,7 +192,7 @@ static void h_leader(struct http_exchange *x, const struct http_request *req, vo
     struct api_ctx *ctx = vctx;
     struct ha_view v;
     ha_get_view(ctx->ha, &v);
-    answer(x, ctx, is_primary(ctx, &v) || is_standby_leader(&v));
+    answer(x, ctx, &v, is_primary(ctx, &v) || is_standby_leader(&v));
 }
 
 static void h_liveness(struct http_exchange *x, const struct http_request *req, void *vctx)
@@ -221,7 +226,7 @@ static void h_readiness(struct http_exchange *x, const struct http_request *req,
         ok = lag >= 0 && pg_lsn_diff(api_primary_lsn(ctx), pos) <= (uint64_t)lag;
     }
     if (req->method == HTTP_M_GET)
-        answer(x, ctx, ok);
+        answer(x, ctx, &v, ok);
     else
         http_reply(x, ok ? 200 : 503, NULL, NULL, 0);
 }

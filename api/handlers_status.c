@@ -64,10 +64,14 @@ static void copy_str(char *dst, size_t len, const char *src)
     snprintf(dst, len, "%s", src != NULL ? src : "");
 }
 
-static void status_input_take(const struct api_ctx *ctx, struct status_input *in)
+static void status_input_take(const struct api_ctx *ctx, const struct ha_view *view,
+                              struct status_input *in)
 {
     memset(in, 0, sizeof *in);
-    ha_get_view(ctx->ha, &in->v);
+    if (view != NULL)
+        in->v = *view; /* ha_get_view zeroes the struct first: padding stays zero */
+    else
+        ha_get_view(ctx->ha, &in->v);
     copy_str(in->role, sizeof in->role, in->v.role);
     copy_str(in->state, sizeof in->state, in->v.pg.state);
     copy_str(in->repl_state, sizeof in->repl_state, in->v.pg.repl_state);
@@ -133,8 +137,10 @@ static json_t *status_render(const struct status_input *in)
     json_object_set_new(j, "patroni", json_pack("{s:s, s:s, s:s}", "version", PGW_VERSION, "scope",
                                                  in->cfg->scope, "name", in->cfg->name));
     json_t *pw = json_object();
-    json_object_set_new(pw, "raft_state", json_string(cluster_role_name((enum cluster_role)in->raft_role)));
-    json_object_set_new(pw, "lease_expires_in", json_real((double)in->v.lease_expires_in_ms / 1000.0));
+    json_object_set_new(pw, "raft_state",
+                        json_string(cluster_role_name((enum cluster_role)in->raft_role)));
+    json_object_set_new(pw, "lease_expires_in",
+                        json_real((double)in->v.lease_expires_in_ms / 1000.0));
     json_object_set_new(pw, "epoch", json_integer((json_int_t)in->v.epoch));
     if (in->last_error[0] != '\0')
         json_object_set_new(pw, "last_error", json_string(in->last_error));
@@ -142,10 +148,11 @@ static json_t *status_render(const struct status_input *in)
     return j;
 }
 
-void api_reply_status(struct http_exchange *x, struct api_ctx *ctx, int status)
+void api_reply_status(struct http_exchange *x, struct api_ctx *ctx, const struct ha_view *view,
+                      int status)
 {
     struct status_input in;
-    status_input_take(ctx, &in);
+    status_input_take(ctx, view, &in);
     struct api_status_cache *c = ctx->status_cache;
     if (c == NULL) {
         c = calloc(1, sizeof *c);
@@ -186,7 +193,7 @@ void api_status_cache_free(struct api_ctx *ctx)
 static void h_patroni(struct http_exchange *x, const struct http_request *req, void *vctx)
 {
     (void)req;
-    api_reply_status(x, vctx, 200);
+    api_reply_status(x, vctx, NULL, 200);
 }
 
 static const char *member_role(const struct fsm_state *st, const struct fsm_member *m,
