@@ -44,6 +44,7 @@ struct daemon {
     struct http_server *health_http; /* tls: restapi.health_listen (plain HTTP probes) */
     struct httpc_tls_opts tls;       /* tls: for calls to other members' APIs */
     struct cluster *cluster;
+    struct cluster *closed_cluster;
     struct tls_link_ctx *raft_tls; /* raft TLS: NULL = plain TCP on the Raft port */
     struct ha *ha;
     struct keeper *keeper;
@@ -127,6 +128,7 @@ static void next_stage(struct daemon *d)
         /* fallthrough */
     case 4:
         d->stage = 5;
+        d->closed_cluster = d->cluster; /* freed once the loop has stopped */
         d->cluster = NULL;
         if (d->health_http != NULL) { /* tls: closes with the loop's other handles */
             http_server_close(d->health_http, NULL, NULL);
@@ -616,6 +618,7 @@ int cmd_run(int argc, char **argv)
     }
     uv_run(&d->loop, UV_RUN_DEFAULT);
     api_status_cache_free(&d->api); /* the REST servers are closed */
+    cluster_free(d->closed_cluster);
     tls_link_ctx_free(d->raft_tls); /* raft TLS: after the cluster (and its links) closed */
     if (d->ha != NULL)
         ha_free(d->ha);

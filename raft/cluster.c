@@ -14,6 +14,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,6 +42,10 @@ struct cluster {
 
     struct raft raft;
     struct raft_io io;
+    /* libraft's own io close, wrapped (io_close_once) */
+    void (*uv_io_close)(struct raft_io *io, raft_io_close_cb cb);
+    raft_io_close_cb raft_io_closed; /* raft's callback, until it has run once */
+    bool closed;                     /* close done: only cluster_free is left */
     struct raft_uv_transport transport;
     bool transport_ready, io_ready, raft_ready, raft_started;
     bool transport_closing;
@@ -228,6 +233,30 @@ static int transport_start(struct cluster *c, char *err, size_t errlen)
     return PGW_OK;
 }
 
+/* libraft 0.15 keeps its io close callback after calling it, and calls it
+ * again when a close it does not wait for (an open segment's writer, whose
+ * last write was still in flight) completes after the rest: raft's own
+ * close then runs twice and frees its address twice (seen once, at a
+ * SIGTERM under load). Raft hears of the io's close once. */
+static void io_closed_once(struct raft_io *io)
+{
+    struct cluster *c = (struct cluster *)((char *)io - offsetof(struct cluster, io));
+    raft_io_close_cb cb = c->raft_io_closed;
+    c->raft_io_closed = NULL;
+    if (cb == NULL) {
+        log_debug("raft", "libraft reported its I/O closed a second time: ignored");
+        return;
+    }
+    cb(io);
+}
+
+static void io_close_once(struct raft_io *io, raft_io_close_cb cb)
+{
+    struct cluster *c = (struct cluster *)((char *)io - offsetof(struct cluster, io));
+    c->raft_io_closed = cb;
+    c->uv_io_close(io, io_closed_once);
+}
+
 static int raft_setup(struct cluster *c, bool bootstrap, char *err, size_t errlen)
 {
     int rv;
@@ -238,6 +267,8 @@ static int raft_setup(struct cluster *c, bool bootstrap, char *err, size_t errle
         return PGW_EIO;
     }
     c->io_ready = true;
+    c->uv_io_close = c->io.close;
+    c->io.close = io_close_once;
     raft_uv_set_connect_retry_delay(&c->io, 100);
     c->o.fsm->raft = &c->raft;
     rv = raft_init(&c->raft, &c->io, &c->o.fsm->raft_fsm, c->id, c->self_addr);
@@ -807,22 +838,30 @@ int cluster_start(const struct cluster_opts *o, struct cluster **out, char *err,
 
 static void maybe_finish_close(struct cluster *c)
 {
-    if (c->open_handles > 0 || c->probes_inflight > 0 || c->raft_ready || c->transport_closing)
+    if (c->closed || c->open_handles > 0 || c->probes_inflight > 0 || c->raft_ready ||
+        c->transport_closing)
         return;
-    if (c->io_ready) {
-        raft_uv_close(&c->io);
-        c->io_ready = false;
-    }
-    if (c->transport_ready) {
-        transport_free(&c->transport);
-        c->transport_ready = false;
-    }
-    void (*done)(void *) = c->close_done;
-    void *ctx = c->close_ctx;
+    c->closed = true;
     c->o.fsm->raft = NULL;
+    if (c->close_done != NULL)
+        c->close_done(c->close_ctx);
+    else
+        cluster_free(c); /* a failed start: raft never ran, nobody holds it */
+}
+
+void cluster_free(struct cluster *c)
+{
+    if (c == NULL)
+        return;
+    if (!c->closed) {
+        log_error("raft", "cluster_free before its close finished: leaked");
+        return;
+    }
+    if (c->io_ready)
+        raft_uv_close(&c->io);
+    if (c->transport_ready)
+        transport_free(&c->transport);
     free_cluster(c);
-    if (done != NULL)
-        done(ctx);
 }
 
 static void handle_closed(uv_handle_t *h)

@@ -79,8 +79,12 @@ struct cluster_opts {
 int cluster_start(const struct cluster_opts *opts, struct cluster **out, char *err, size_t errlen)
     PGW_MUST_CHECK;
 
-/* Close raft and the transport; `done` runs once everything is released. */
+/* Close raft and the transport; `done` runs once both are closed. The
+ * memory stays until cluster_free, called once the loop has stopped: libraft
+ * can finish a close of its own after it reported itself closed. With done
+ * NULL the cluster frees itself once closed. */
 void cluster_close(struct cluster *c, void (*done)(void *ctx), void *ctx);
+void cluster_free(struct cluster *c);
 
 /* Set when a fatal error happened after start (e.g. libraft became
  * unavailable); the daemon should stop. NULL otherwise. */
