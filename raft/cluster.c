@@ -234,10 +234,11 @@ static int transport_start(struct cluster *c, char *err, size_t errlen)
 }
 
 /* libraft 0.15 keeps its io close callback after calling it, and calls it
- * again when a close it does not wait for (an open segment's writer, whose
- * last write was still in flight) completes after the rest: raft's own
- * close then runs twice and frees its address twice (seen once, at a
- * SIGTERM under load). Raft hears of the io's close once. */
+ * again whenever a late completion re-checks whether everything is closed
+ * (most likely an open segment's writer whose last write was still in
+ * flight: its queue entry goes before its close completes). Raft's own
+ * close then ran twice and freed its address twice (seen once, at a SIGTERM
+ * under load). Raft hears of the io's close once. */
 static void io_closed_once(struct raft_io *io)
 {
     struct cluster *c = (struct cluster *)((char *)io - offsetof(struct cluster, io));
