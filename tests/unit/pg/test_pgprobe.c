@@ -172,13 +172,13 @@ static void spin_until(uv_loop_t *loop, const int *flag, int max_ms)
         uv_run(loop, UV_RUN_ONCE);
 }
 
-/* Probe the fake; returns the single result. */
-static struct res probe_fake(uv_loop_t *loop, struct fake *f, uint32_t timeout_ms)
+/* Probe host:port; returns the single result. */
+static struct res probe_at(uv_loop_t *loop, const char *host, int port, uint32_t timeout_ms)
 {
     struct res o = {0};
     struct pgprobe *p = NULL;
-    assert_int_equal(pgprobe_start(loop, "127.0.0.1", (uint16_t)f->port, "postgres", "postgres",
-                                   timeout_ms, on_result, &o, &p),
+    assert_int_equal(pgprobe_start(loop, host, (uint16_t)port, "postgres", "postgres", timeout_ms,
+                                   on_result, &o, &p),
                      PGW_OK);
     assert_non_null(p);
     assert_int_equal(o.calls, 0); /* never from inside pgprobe_start */
@@ -186,6 +186,11 @@ static struct res probe_fake(uv_loop_t *loop, struct fake *f, uint32_t timeout_m
     drain(loop);
     assert_int_equal(o.calls, 1);
     return o;
+}
+
+static struct res probe_fake(uv_loop_t *loop, struct fake *f, uint32_t timeout_ms)
+{
+    return probe_at(loop, "127.0.0.1", f->port, timeout_ms);
 }
 
 /* The startup packet carries protocol 3.0, the user and the database. */
@@ -379,25 +384,14 @@ static void test_unix_socket(void **state)
     assert_int_equal(uv_listen(&f.srv.s, 8, fake_conn), 0);
     uv_timer_init(&loop, &f.later);
 
-    struct res o = {0};
-    struct pgprobe *p;
-    assert_int_equal(pgprobe_start(&loop, dir, 5999, "postgres", "postgres", 2000, on_result, &o, &p),
-                     PGW_OK);
-    spin_until(&loop, &o.calls, 5000);
-    assert_int_equal(o.calls, 1);
+    struct res o = probe_at(&loop, dir, 5999, 2000);
     assert_int_equal(o.r.outcome, PGPROBE_AUTH_REQUEST);
     assert_startup_packet(&f);
     fake_close(&f);
-    drain(&loop);
 
     /* no server on the socket any more */
     unlink(path);
-    o.calls = 0;
-    assert_int_equal(pgprobe_start(&loop, dir, 5999, "postgres", "postgres", 2000, on_result, &o, &p),
-                     PGW_OK);
-    spin_until(&loop, &o.calls, 5000);
-    drain(&loop);
-    assert_int_equal(o.calls, 1);
+    o = probe_at(&loop, dir, 5999, 2000);
     assert_int_equal(o.r.outcome, PGPROBE_FAILED);
     assert_non_null(strstr(o.r.message, "no such file"));
     rmdir(dir);
@@ -414,20 +408,14 @@ static void test_name_tries_each_address(void **state)
     uv_loop_init(&loop);
     struct fake f;
     fake_tcp(&f, &loop, M_REPLY, SASL_REQ, sizeof SASL_REQ - 1);
-    struct res o = {0};
-    struct pgprobe *p;
-    assert_int_equal(pgprobe_start(&loop, "localhost", (uint16_t)f.port, "postgres", "postgres",
-                                   3000, on_result, &o, &p),
-                     PGW_OK);
-    spin_until(&loop, &o.calls, 5000);
-    drain(&loop);
-    assert_int_equal(o.calls, 1);
+    struct res o = probe_at(&loop, "localhost", f.port, 3000);
     assert_int_equal(o.r.outcome, PGPROBE_AUTH_REQUEST);
     fake_close(&f);
 
     /* one lookup at a time: a second name while the first is resolving
      * fails at once (on a later iteration) instead of queueing */
     struct res o1 = {0}, o2 = {0};
+    struct pgprobe *p;
     assert_int_equal(pgprobe_start(&loop, "localhost", 5999, "postgres", "postgres", 3000,
                                    on_result, &o1, &p),
                      PGW_OK);
@@ -444,13 +432,7 @@ static void test_name_tries_each_address(void **state)
     assert_int_equal(o1.calls, 1);
     assert_int_equal(o1.r.outcome, PGPROBE_FAILED); /* nobody listens on 5999 */
 
-    o.calls = 0;
-    assert_int_equal(pgprobe_start(&loop, "no-such-host.invalid", 5432, "postgres", "postgres", 3000,
-                                   on_result, &o, &p),
-                     PGW_OK);
-    spin_until(&loop, &o.calls, 5000);
-    drain(&loop);
-    assert_int_equal(o.calls, 1);
+    o = probe_at(&loop, "no-such-host.invalid", 5432, 3000);
     assert_int_equal(o.r.outcome, PGPROBE_FAILED);
     assert_non_null(strstr(o.r.message, "resolving no-such-host.invalid"));
     assert_int_equal(uv_loop_close(&loop), 0);
