@@ -80,6 +80,7 @@ struct pgmon {
     bool orphan_seen;     /* the last check found the postmaster alive without postmaster.pid */
     struct pgconn *conn;  /* persistent, status query */
     struct pgprobe *probe; /* one per tick */
+    uint16_t probe_port;   /* from the parameters; 0 if malformed (the probe refuses it) */
     bool probe_inflight, query_inflight;
     uint64_t seq, ops_seq;
     bool pending_tick;
@@ -418,15 +419,10 @@ static void tick(struct pgmon *m)
     m->round_query_ok = false;
     /* libpq's defaults for what the parameters leave out */
     const char *host = pgconn_params_get(&m->params, "host");
-    const char *port = pgconn_params_get(&m->params, "port");
     const char *user = pgconn_params_get(&m->params, "user");
     const char *db = pgconn_params_get(&m->params, "dbname");
     user = user ? user : "postgres";
-    char *end = NULL;
-    long portnum = port ? strtol(port, &end, 10) : 5432;
-    if (port && (*end != '\0' || portnum <= 0 || portnum > 65535))
-        portnum = 0; /* pgprobe_start refuses it, and the warning below says so */
-    int rc = pgprobe_start(m->loop, host ? host : "/var/run/postgresql", (uint16_t)portnum, user,
+    int rc = pgprobe_start(m->loop, host ? host : "/var/run/postgresql", m->probe_port, user,
                            db ? db : user, m->probe_timeout_ms, on_probe, m, &m->probe);
     if (rc == PGW_OK)
         m->probe_inflight = true;
@@ -475,6 +471,11 @@ int pgmon_new(uv_loop_t *loop, const struct pgmon_opts *opts, struct pgmon **out
     m->probe_timeout_ms = opts->probe_timeout_ms ? opts->probe_timeout_ms : m->interval_ms;
     m->on_change = opts->on_change;
     m->ctx = opts->ctx;
+    const char *port = pgconn_params_get(&m->params, "port");
+    char *end = NULL;
+    long portnum = port ? strtol(port, &end, 10) : 5432;
+    m->probe_port = port && (*end != '\0' || portnum <= 0 || portnum > 65535) ? 0
+                                                                              : (uint16_t)portnum;
     struct pgconn_opts co = {.name = "monitor",
                              .connect_timeout_ms = m->query_timeout_ms,
                              .query_timeout_ms = m->query_timeout_ms,
