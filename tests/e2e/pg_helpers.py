@@ -10,12 +10,13 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 
 import yaml
+
+from ports import free_port
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUILD = os.environ.get("PGW_BUILD", os.path.join(REPO, "build", "test"))
@@ -24,12 +25,6 @@ PGUSER = "postgres"
 SU_PASSWORD = "su:pass\\word"  # ':' and '\' exercise the pgpass escaping
 REPL_PASSWORD = "rep-secret"
 REWIND_PASSWORD = "rw-secret"
-
-
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def pg_uid():

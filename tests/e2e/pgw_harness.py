@@ -31,6 +31,8 @@ import urllib.request
 import psycopg2
 import yaml
 
+from ports import free_ports  # noqa: F401 (tests import it from here)
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PGBIN = os.environ.get("PGW_PGBIN", "/usr/lib/postgresql/15/bin")
 SU_PASSWORD = "su-Secret-1"
@@ -46,22 +48,6 @@ def pgw_binary():
         import pytest
         pytest.skip("PGW_BIN (the pgwarden binary to test) is not set; run through `make test`")
     return path
-
-
-def free_ports(n):
-    socks, ports = [], []
-    try:
-        while len(ports) < n:
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            p = s.getsockname()[1]
-            socks.append(s)
-            if p != 5432:
-                ports.append(p)
-    finally:
-        for s in socks:
-            s.close()
-    return ports
 
 
 def http(url, method="GET", body=None, timeout=2.0, auth=None):
