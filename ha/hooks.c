@@ -27,12 +27,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/child_lines.h"
 #include "common/clock.h"
 #include "common/log.h"
 
 extern char **environ;
 
-#define LINE_MAX_LEN 2048
 #define LOG_LINES_MAX 1000
 #define EOF_GRACE_MS 2000
 
@@ -201,8 +201,7 @@ struct stream {
     uv_pipe_t pipe; /* first member: the handle's address is the stream's */
     struct hook_run *run;
     bool open;
-    char line[LINE_MAX_LEN];
-    size_t line_len;
+    struct child_lines lines;
 };
 
 struct hook_run {
@@ -288,18 +287,12 @@ static void close_run(struct hook_run *r)
             uv_close(hs[i], run_handle_closed);
 }
 
-static void emit_line(struct stream *s)
+static void log_line(void *ctx, const char *line, size_t len)
 {
-    struct hook_run *r = s->run;
-    size_t len = s->line_len;
-    s->line_len = 0;
-    while (len > 0 && (s->line[len - 1] == ' ' || s->line[len - 1] == '\t'))
-        len--;
-    if (len == 0)
-        return;
-    s->line[len] = '\0';
+    (void)len;
+    struct hook_run *r = ((struct stream *)ctx)->run;
     if (++r->lines < LOG_LINES_MAX)
-        log_info("hooks", "%s: %s", hooks_kind_name(r->kind), s->line);
+        log_info("hooks", "%s: %s", hooks_kind_name(r->kind), line);
     else if (r->lines == LOG_LINES_MAX)
         log_warn("hooks", "%s: more than %d lines of output; not logging the rest",
                  hooks_kind_name(r->kind), LOG_LINES_MAX);
@@ -310,10 +303,8 @@ static void finish(struct hook_run *r)
     if (r->reported)
         return;
     r->reported = true;
-    if (r->out.line_len)
-        emit_line(&r->out);
-    if (r->err.line_len)
-        emit_line(&r->err);
+    child_lines_flush(&r->out.lines, log_line, &r->out);
+    child_lines_flush(&r->err.lines, log_line, &r->err);
     struct hook_result res = {
         .exit_code = r->term_signal ? -1 : (int)r->exit_status,
         .term_signal = r->term_signal,
@@ -356,33 +347,15 @@ static void maybe_finish(struct hook_run *r)
         finish(r);
 }
 
-static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
-{
-    (void)h;
-    static char dummy;
-    buf->base = malloc(suggested);
-    buf->len = buf->base != NULL ? suggested : 0;
-    if (buf->base == NULL)
-        buf->base = &dummy;
-}
-
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 {
     struct stream *s = (struct stream *)st;
-    for (ssize_t i = 0; i < nread; i++) {
-        char c = buf->base[i];
-        if (c == '\n' || c == '\r') {
-            emit_line(s);
-        } else {
-            if (s->line_len == LINE_MAX_LEN - 1)
-                emit_line(s); /* an overlong line is logged in pieces */
-            s->line[s->line_len++] = c;
-        }
-    }
+    if (nread > 0)
+        child_lines_feed(&s->lines, buf->base, (size_t)nread, log_line, s);
     if (buf->len > 0)
         free(buf->base);
     if (nread < 0) {
-        emit_line(s);
+        child_lines_flush(&s->lines, log_line, s);
         if (s->open) {
             s->open = false;
             uv_read_stop(st);
@@ -585,8 +558,8 @@ int hooks_run(struct hooks *hk, const struct hook_spec *spec, hook_done_cb cb, v
     free(argv);
     hooks_argv_free(words);
     r->out.open = r->err.open = true;
-    uv_read_start((uv_stream_t *)&r->out.pipe, on_alloc, on_read);
-    uv_read_start((uv_stream_t *)&r->err.pipe, on_alloc, on_read);
+    uv_read_start((uv_stream_t *)&r->out.pipe, child_lines_alloc, on_read);
+    uv_read_start((uv_stream_t *)&r->err.pipe, child_lines_alloc, on_read);
     uv_update_time(hk->loop); /* the deadline counts from the spawn, not the last tick */
     uv_timer_start(&r->timer, on_timer, spec->timeout_ms, 0);
     hk->current[spec->kind] = r;

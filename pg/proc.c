@@ -20,12 +20,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/child_lines.h"
 #include "common/log.h"
 
 extern char **environ;
 
 #define TAIL_MAX 4096
-#define LINE_MAX_LEN 2048
 #define KILL_GRACE_MS 5000
 #define EOF_GRACE_MS 2000
 
@@ -34,8 +34,7 @@ struct stream {
     struct proc *p;
     bool is_stdout;
     bool open;     /* reading, not yet EOF */
-    char line[LINE_MAX_LEN];
-    size_t line_len;
+    struct child_lines lines;
 };
 
 struct proc {
@@ -96,31 +95,15 @@ static void tail_append(struct proc *p, const char *line, size_t len)
     p->tail[p->tail_len] = '\0';
 }
 
-static void emit_line(struct stream *s)
+static void log_line(void *ctx, const char *line, size_t len)
 {
+    struct stream *s = ctx;
     struct proc *p = s->p;
-    size_t len = s->line_len;
-    s->line_len = 0;
-    while (len > 0 && (s->line[len - 1] == ' ' || s->line[len - 1] == '\t'))
-        len--;
-    if (len == 0)
-        return;
-    s->line[len] = '\0';
-    tail_append(p, s->line, len);
+    tail_append(p, line, len);
     if (p->log_output || !s->is_stdout)
-        log_info("pg", "%s: %s", p->name, s->line);
+        log_info("pg", "%s: %s", p->name, line);
     else
-        log_debug("pg", "%s: %s", p->name, s->line);
-}
-
-static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
-{
-    (void)h;
-    static char dummy;
-    buf->base = malloc(suggested);
-    buf->len = buf->base ? suggested : 0;
-    if (!buf->base)
-        buf->base = &dummy;
+        log_debug("pg", "%s: %s", p->name, line);
 }
 
 static void maybe_finish(struct proc *p);
@@ -138,20 +121,12 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
             p->captured_len += n;
             p->captured[p->captured_len] = '\0';
         }
-        for (ssize_t i = 0; i < nread; i++) {
-            char c = buf->base[i];
-            if (c == '\n' || c == '\r') {
-                emit_line(s);
-            } else {
-                if (s->line_len < LINE_MAX_LEN - 1)
-                    s->line[s->line_len++] = c;
-            }
-        }
+        child_lines_feed(&s->lines, buf->base, (size_t)nread, log_line, s);
     }
     if (buf->len > 0)
         free(buf->base);
     if (nread < 0) {
-        emit_line(s);
+        child_lines_flush(&s->lines, log_line, s);
         if (s->open) {
             s->open = false;
             uv_read_stop(st);
@@ -165,10 +140,8 @@ static void finish(struct proc *p)
     if (p->done)
         return;
     p->done = true;
-    if (p->out.line_len)
-        emit_line(&p->out);
-    if (p->err.line_len)
-        emit_line(&p->err);
+    child_lines_flush(&p->out.lines, log_line, &p->out);
+    child_lines_flush(&p->err.lines, log_line, &p->err);
     struct proc_result r;
     memset(&r, 0, sizeof r);
     r.exit_code = p->term_signal ? -1 : (int)p->exit_status;
@@ -359,8 +332,8 @@ int proc_spawn(uv_loop_t *loop, const struct proc_spec *spec, proc_done_cb cb, v
     p->out.open = p->err.open = true;
     p->out.pipe.data = p;
     p->err.pipe.data = p;
-    uv_read_start((uv_stream_t *)&p->out.pipe, on_alloc, on_read);
-    uv_read_start((uv_stream_t *)&p->err.pipe, on_alloc, on_read);
+    uv_read_start((uv_stream_t *)&p->out.pipe, child_lines_alloc, on_read);
+    uv_read_start((uv_stream_t *)&p->err.pipe, child_lines_alloc, on_read);
     if (spec->timeout_ms)
         uv_timer_start(&p->timer, on_timer, spec->timeout_ms, 0);
     log_debug("pg", "%s started (pid %d)", name, p->pid);
