@@ -4,7 +4,9 @@ tests: they are programs, not modules).
 http_load (open-loop, fixed-rate HTTP load for bench/http_probe) against
 http_bench_server on a free port: the counts it reports must add up, the rate
 must be the one asked for, the percentiles must be ordered; bad URLs must be
-refused with exit code 2 and a message naming the problem.
+refused with exit code 2 and a message naming the problem. cpu_stall (how
+often the machine stops running a process, printed by bench/probe_flood)
+must report one consistent line per CPU and refuse bad arguments.
 
 Tools are taken from $PGW_BUILD (a CMake build dir, default build/test), as
 in pg_helpers.py. Nothing here needs the postgres user: both programs run as
@@ -212,3 +214,43 @@ def test_http_load_bad_arguments(args, rc, message):
     assert p.returncode == rc, f"exit {p.returncode}: {p.stderr}"
     assert message in p.stderr, p.stderr
     assert p.stdout == "", p.stdout
+
+
+CPU_LINE = re.compile(r"^cpu (\d+): (\d+) s, gaps > 0\.1 ms (\d+), > 1 ms (\d+) \([\d.]+/s\), "
+                      r"> 5 ms (\d+), > 10 ms (\d+); longest ([\d.]+) ms; lost ([\d.]+) ms "
+                      r"\(([\d.]+) %\); (steal \d+ ms|steal n/a)$")
+
+
+def test_cpu_stall_reports_each_cpu():
+    """cpu_stall (the platform's own stalls, printed by bench/probe_flood):
+    one line per CPU asked for, the gap counts nested (> 10 ms is a subset of
+    > 5 ms of > 1 ms of > 0.1 ms), the lost time within the measured time."""
+    cpu = sorted(os.sched_getaffinity(0))[0]
+    p = subprocess.run([tool("cpu_stall"), "1", str(cpu)], capture_output=True, text=True,
+                       timeout=30)
+    no_sanitizer_report("cpu_stall", p.stderr)
+    assert p.returncode == 0, f"cpu_stall exited {p.returncode}:\n{p.stdout}\n{p.stderr}"
+    lines = p.stdout.strip().splitlines()
+    assert len(lines) == 1, p.stdout
+    m = CPU_LINE.match(lines[0])
+    assert m, f"unexpected line: {lines[0]!r}"
+    assert int(m.group(1)) == cpu and int(m.group(2)) == 1
+    g01, g1, g5, g10 = (int(m.group(i)) for i in (3, 4, 5, 6))
+    assert g01 >= g1 >= g5 >= g10 >= 0
+    longest, lost, pct = float(m.group(7)), float(m.group(8)), float(m.group(9))
+    assert longest <= lost + 0.01 and lost < 1000.0 and pct < 100.0
+    if g01 == 0:
+        assert longest == 0.0 and lost == 0.0
+
+
+@pytest.mark.parametrize("args,why", [
+    ([], "usage: cpu_stall SECONDS"),
+    (["0"], "got 0"),
+    (["2x"], "got 2x"),
+    (["1", "-1"], "-1 is not a CPU this process may run on"),
+    (["1", "99999"], "99999 is not a CPU this process may run on"),
+])
+def test_cpu_stall_bad_arguments(args, why):
+    p = subprocess.run([tool("cpu_stall")] + args, capture_output=True, text=True, timeout=30)
+    assert p.returncode == 2, f"cpu_stall {args} exited {p.returncode}: {p.stdout}{p.stderr}"
+    assert why in p.stderr and p.stdout == ""
