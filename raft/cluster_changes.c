@@ -1,8 +1,9 @@
 /* Changes a node asks of the Raft group: log appends (cluster_apply),
- * membership changes and leadership transfer. Each request is refused up
- * front when this node cannot carry it out (not the leader, a change already
- * in flight, a removal that would leave no quorum), so a caller never waits
- * on a request libraft would reject later. */
+ * membership changes and leadership transfer. What this node can tell at
+ * once (not the leader, a change already in flight, a removal that would
+ * leave no quorum, an undecodable command) is refused synchronously with a
+ * status; what only libraft learns later (leadership lost, shutdown) comes
+ * through the callback, mapped to the same statuses. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
