@@ -49,15 +49,22 @@ struct status_input {
     int raft_role;
 };
 
-/* The last rendering, reused while its input is unchanged: a flood of health
- * probes otherwise builds and serializes the same document for each. The
- * input includes lease_expires_in (ms), so a rendering lives at most 1 ms. */
+/* The last rendering, reused while its input is unchanged: a health probe
+ * otherwise builds and serializes the same document each time. The one
+ * value that changes every millisecond, lease_expires_in, is not part of
+ * the input: the rendering is kept as the text before that value and the
+ * text after it, and each reply puts the current value between the two. So
+ * probes at any rate, a few a second from HAProxy included, reuse it. */
 struct api_status_cache {
     struct status_input in;
-    char *body;
+    char *body;           /* the rendering; lease_expires_in's value is cut out */
     size_t len;
-    uint64_t hits, renders;
+    size_t value_at;      /* where the value goes: body[0, value_at) comes before it */
+    char *reply;          /* body with the current value, reused (len + LEASE_TEXT_MAX) */
 };
+
+#define LEASE_KEY "\"lease_expires_in\":"
+#define LEASE_TEXT_MAX 24 /* "18446744073709551.615" */
 
 static void copy_str(char *dst, size_t len, const char *src)
 {
@@ -139,8 +146,7 @@ static json_t *status_render(const struct status_input *in)
     json_t *pw = json_object();
     json_object_set_new(pw, "raft_state",
                         json_string(cluster_role_name((enum cluster_role)in->raft_role)));
-    json_object_set_new(pw, "lease_expires_in",
-                        json_real((double)in->v.lease_expires_in_ms / 1000.0));
+    json_object_set_new(pw, "lease_expires_in", json_integer(0)); /* api_reply_status puts the value */
     json_object_set_new(pw, "epoch", json_integer((json_int_t)in->v.epoch));
     if (in->last_error[0] != '\0')
         json_object_set_new(pw, "last_error", json_string(in->last_error));
@@ -148,16 +154,44 @@ static json_t *status_render(const struct status_input *in)
     return j;
 }
 
+/* Cuts the placeholder value out of a fresh rendering: the last
+ * "lease_expires_in": in the text is ours, since only epoch (a number) and
+ * last_error (a value, never followed by ':') come after it in the document,
+ * and an escaped string cannot end in an unescaped '"'. */
+static int cache_take(struct api_status_cache *c, char *text)
+{
+    char *at = NULL;
+    for (char *p = strstr(text, LEASE_KEY); p != NULL; p = strstr(p + 1, LEASE_KEY))
+        at = p;
+    if (at == NULL || at[sizeof LEASE_KEY - 1] != '0')
+        return -1;
+    size_t len = strlen(text);
+    char *reply = malloc(len + LEASE_TEXT_MAX);
+    if (reply == NULL)
+        return -1;
+    size_t value_at = (size_t)(at - text) + sizeof LEASE_KEY - 1;
+    memmove(text + value_at, text + value_at + 1, len - value_at); /* drop the '0' and keep the NUL */
+    free(c->body);
+    free(c->reply);
+    c->body = text;
+    c->len = len - 1;
+    c->value_at = value_at;
+    c->reply = reply;
+    return 0;
+}
+
 void api_reply_status(struct http_exchange *x, struct api_ctx *ctx, const struct ha_view *view,
                       int status)
 {
     struct status_input in;
     status_input_take(ctx, view, &in);
+    uint64_t lease_ms = in.v.lease_expires_in_ms;
+    in.v.lease_expires_in_ms = 0;
     struct api_status_cache *c = ctx->status_cache;
     if (c == NULL) {
         c = calloc(1, sizeof *c);
         if (c == NULL) {
-            api_reply_json(x, status, status_render(&in));
+            http_reply_text(x, 500, "out of memory");
             return;
         }
         ctx->status_cache = c;
@@ -166,25 +200,30 @@ void api_reply_status(struct http_exchange *x, struct api_ctx *ctx, const struct
         json_t *j = status_render(&in);
         char *text = j != NULL ? json_dumps(j, JSON_COMPACT) : NULL;
         json_decref(j);
-        if (text == NULL) {
+        if (text == NULL || cache_take(c, text) != 0) {
+            free(text);
+            free(c->body);
+            c->body = NULL; /* render again next time */
             http_reply_text(x, 500, "out of memory");
             return;
         }
-        free(c->body);
-        c->body = text;
-        c->len = strlen(text);
         c->in = in;
-        c->renders++;
-    } else {
-        c->hits++;
     }
-    http_reply(x, status, "application/json", c->body, c->len);
+    /* seconds, to the millisecond (a JSON number) */
+    char value[LEASE_TEXT_MAX];
+    int n = snprintf(value, sizeof value, "%" PRIu64 ".%03u", lease_ms / 1000,
+                     (unsigned)(lease_ms % 1000));
+    memcpy(c->reply, c->body, c->value_at);
+    memcpy(c->reply + c->value_at, value, (size_t)n);
+    memcpy(c->reply + c->value_at + (size_t)n, c->body + c->value_at, c->len - c->value_at);
+    http_reply(x, status, "application/json", c->reply, c->len + (size_t)n);
 }
 
 void api_status_cache_free(struct api_ctx *ctx)
 {
     if (ctx->status_cache != NULL) {
         free(ctx->status_cache->body);
+        free(ctx->status_cache->reply);
         free(ctx->status_cache);
         ctx->status_cache = NULL;
     }
