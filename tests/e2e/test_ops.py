@@ -11,10 +11,17 @@ import pytest
 from pgw_harness import Cluster, http, wait_for
 
 
+# Custom tags that spell the status document's own "lease_expires_in": key
+# (once as a key, once after an escaped quote): the value put into the cached
+# document for each reply must land in pgwarden{}, not in the tags.
+TRICKY_TAGS = {"lease_expires_in": 'x"lease_expires_in', 'a"lease_expires_in': '0'}
+
+
 @pytest.fixture(scope="module")
 def cluster():
     c = Cluster(n=3, node_opts={n: {"extra": {"restapi": {"authentication": {
-        "username": "admin", "password": "op-Secret-9"}}}} for n in ("n1", "n2", "n3")})
+        "username": "admin", "password": "op-Secret-9"}}}, "tags": TRICKY_TAGS}
+        for n in ("n1", "n2", "n3")})
     try:
         c.start()
         c.wait_healthy(timeout=90)
@@ -195,6 +202,11 @@ def test_status_document_follows_every_change(cluster):
     second = http(p.api + "/primary")[1]
     assert first["pgwarden"]["lease_expires_in"] != second["pgwarden"]["lease_expires_in"], \
         (first, second)
+    for doc in (first, second):
+        lease = doc["pgwarden"]["lease_expires_in"]
+        assert isinstance(lease, float) and 0 < lease <= 2.0, doc  # ttl 2 s
+        for k, v in TRICKY_TAGS.items():
+            assert doc["tags"][k] == v, doc
     assert "pause" not in second
     try:
         assert http(p.api + "/config", "PATCH", {"pause": True}, auth=AUTH)[0] == 200
