@@ -9,6 +9,7 @@
 
 #include "build_info.h"
 #include "common/clock.h"
+#include "common/log.h"
 #include "pg/lsn.h"
 
 static void iso(int64_t ms, char *buf, size_t len)
@@ -201,10 +202,14 @@ void api_reply_status(struct http_exchange *x, struct api_ctx *ctx, const struct
         char *text = j != NULL ? json_dumps(j, JSON_COMPACT) : NULL;
         json_decref(j);
         if (text == NULL || cache_take(c, text) != 0) {
+            const char *why = text == NULL ? "out of memory"
+                                           : "status document: no place for lease_expires_in";
+            if (text != NULL)
+                log_error("api", "%s", why); /* a jansson that formats differently */
             free(text);
             free(c->body);
             c->body = NULL; /* render again next time */
-            http_reply_text(x, 500, "out of memory");
+            http_reply_text(x, 500, why);
             return;
         }
         c->in = in;
