@@ -276,10 +276,7 @@ void http_conn_send(struct http_conn *c, char *data, size_t len, bool close_afte
 static void on_continue_written(uv_write_t *req, int status)
 {
     struct http_conn *c = req->data;
-    if (req == &c->creq)
-        c->creq_busy = false;
-    else
-        free(req);
+    free(req);
     if (status < 0 && c->state != CONN_CLOSING)
         http_conn_close(c, uv_strerror(status));
 }
@@ -465,25 +462,19 @@ static int on_headers_complete(llhttp_t *p)
     if (expect != NULL && strcasecmp(expect, "100-continue") == 0 && p->http_major == 1 &&
         p->http_minor >= 1) {
         static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
-        /* A write request is libuv's until its callback has run, one loop
-         * iteration after the bytes left at the earliest. A pipelined
-         * request answered at once (uv_try_write) lets the parser reach
-         * the next one's headers before that: it gets a request of its own. */
-        uv_write_t *req = &c->creq;
-        if (c->creq_busy) {
-            req = malloc(sizeof *req);
-            if (req == NULL)
-                return oom(c);
-            req->data = c;
-        }
+        /* Each one gets its own write request: libuv keeps a request until
+         * its callback has run, and a pipelined request answered at once
+         * (uv_try_write) lets the parser reach the next one's headers
+         * before that. */
+        uv_write_t *req = malloc(sizeof *req);
+        if (req == NULL)
+            return oom(c);
+        req->data = c;
         int rc = c->io->write(c, req, cont, sizeof cont - 1, on_continue_written);
         if (rc != 0) {
             log_debug("http", "cannot send 100 Continue to %s: %s", c->client_ip,
                       uv_strerror(rc));
-            if (req != &c->creq)
-                free(req);
-        } else if (req == &c->creq) {
-            c->creq_busy = true;
+            free(req);
         }
     }
     return 0;
@@ -728,7 +719,6 @@ int http_conn_accept(struct http_server *s)
         c->handles_open = 2;
     c->timer.data = c;
     c->wreq.data = c;
-    c->creq.data = c;
     c->sreq.data = c;
     llhttp_init(&c->parser, HTTP_REQUEST, &parser_settings);
     c->parser.data = c;

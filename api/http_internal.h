@@ -124,8 +124,6 @@ struct http_conn {
     uv_tcp_t tcp;
     uv_timer_t timer;
     uv_write_t wreq;     /* the reply */
-    uv_write_t creq;     /* "100 Continue" */
-    bool creq_busy;      /* creq's callback has not run yet: another one is malloc'd */
     uv_shutdown_t sreq;
     int handles_open;
 
