@@ -23,6 +23,7 @@
 #include "build_info.h"
 #include "cmd/cmd.h"
 #include "common/cfg.h"
+#include "common/dirlock.h"
 #include "common/httpc.h"
 #include "common/log.h"
 #include "common/loopstat.h"
@@ -48,6 +49,8 @@ struct daemon {
     struct tls_link_ctx *raft_tls; /* raft TLS: NULL = plain TCP on the Raft port */
     struct ha *ha;
     struct keeper *keeper;
+    int lock_fd;   /* raft.data_dir/pgwarden.lock, held until exit */
+    bool started;  /* start_everything succeeded */
     struct api_ctx api;
     uv_signal_t sigterm, sigint, sighup;
     uv_timer_t watch; /* fatal-error watch */
@@ -544,6 +547,7 @@ int cmd_run(int argc, char **argv)
     struct daemon *d = calloc(1, sizeof *d);
     if (d == NULL)
         return 1;
+    d->lock_fd = -1;
     struct cfg_error err;
     struct cfg_warnings warn = {0};
     if (cfg_load(path, &d->cfgs[0], &err, &warn) != 0) {
@@ -564,24 +568,27 @@ int cmd_run(int argc, char **argv)
     log_info("main", "pgwarden %s starting: member %s of cluster %s%s", PGW_VERSION, d->cfgs[0].name,
              d->cfgs[0].scope, d->cfgs[0].witness || !d->cfgs[0].postgresql.present ? " (witness)" : "");
 
+    /* One pgwarden per raft.data_dir, checked before anything touches the
+     * fence: a second instance started by mistake must not take the fence
+     * keeper's page over, or disarm it when it then fails to start. */
+    const struct cfg *c0 = &d->cfgs[0];
+    char lerr[4400];
+    if (mkdir(c0->raft.data_dir, 0700) != 0 && errno != EEXIST) {
+        log_error("main", "raft.data_dir %s cannot be created: %s", c0->raft.data_dir, strerror(errno));
+        goto fail_early;
+    }
+    if (dirlock_take(c0->raft.data_dir, "pgwarden.lock", &d->lock_fd, lerr, sizeof lerr) != 0) {
+        log_error("main", "%s", lerr);
+        goto fail_early;
+    }
     /* The fence keeper is forked now, before the event loop starts any
      * thread: it outlives a stopped or killed pgwarden (ha/keeper.h). */
-    const struct cfg *c0 = &d->cfgs[0];
     if (!c0->witness && c0->postgresql.present) {
         char kerr[512];
-        if (mkdir(c0->raft.data_dir, 0700) != 0 && errno != EEXIST) {
-            fprintf(stderr, "pgwarden: raft.data_dir %s cannot be created: %s\n", c0->raft.data_dir,
-                    strerror(errno));
-            cfg_free(&d->cfgs[0]);
-            free(d);
-            return 1;
-        }
         if (keeper_start(c0->raft.data_dir, c0->postgresql.data_dir, &d->keeper, kerr,
                          sizeof kerr) != 0) {
             log_error("main", "%s", kerr);
-            cfg_free(&d->cfgs[0]);
-            free(d);
-            return 1;
+            goto fail_early;
         }
         log_info("main", "fence keeper running as pid %d", (int)keeper_pid(d->keeper));
     }
@@ -603,11 +610,13 @@ int cmd_run(int argc, char **argv)
     uv_timer_init(&d->loop, &d->sd_watchdog); /* sdnotify */
 
     if (start_everything(d) != 0) {
+        log_error("main", "start-up failed: the fence keeper keeps guarding what it guarded");
         d->exit_code = 1;
         d->stopping = true;
         d->stage = 1; /* nothing to hand over: close what was started */
         next_stage(d);
     } else {
+        d->started = true;
         /* sdnotify: REST API listening, Raft started */
         char status[256];
         snprintf(status, sizeof status, "member %s of cluster %s", d->cfgs[0].name, d->cfgs[0].scope);
@@ -620,9 +629,14 @@ int cmd_run(int argc, char **argv)
     api_status_cache_free(&d->api); /* the REST servers are closed */
     cluster_free(d->closed_cluster);
     tls_link_ctx_free(d->raft_tls); /* raft TLS: after the cluster (and its links) closed */
+    /* The keeper is disarmed only when pgwarden can vouch for PostgreSQL; a
+     * failed start never touches what it guards. */
+    if (d->started && d->ha != NULL && ha_fence_may_disarm(d->ha))
+        keeper_stop(d->keeper);
+    else
+        keeper_detach(d->keeper);
     if (d->ha != NULL)
         ha_free(d->ha);
-    keeper_stop(d->keeper);
     fsm_close(&d->fsm);
     int rc = uv_loop_close(&d->loop);
     if (rc != 0) {
@@ -634,6 +648,15 @@ int cmd_run(int argc, char **argv)
     cfg_free(&d->cfgs[0]);
     cfg_free(&d->cfgs[1]);
     log_shutdown();
+    close(d->lock_fd);
     free(d);
     return code;
+
+fail_early:
+    if (d->lock_fd >= 0)
+        close(d->lock_fd);
+    cfg_free(&d->cfgs[0]);
+    log_shutdown();
+    free(d);
+    return 1;
 }

@@ -94,7 +94,7 @@ static uint64_t cluster_sysid(const struct ha *h)
     return strtoull(h->fsm->st.sysid, NULL, 10);
 }
 
-static bool standby_signal_exists(const struct ha *h)
+bool agent_standby_signal(const struct ha *h)
 {
     char path[4096];
     snprintf(path, sizeof path, "%s/standby.signal", h->cfg->postgresql.data_dir);
@@ -135,7 +135,7 @@ enum agent_local agent_local_state(struct ha *h)
     case PGNODE_DATADIR_OTHER: return AL_BAD_DATA;
     case PGNODE_DATADIR_CLUSTER: break;
     }
-    h->ag.was_primary = !standby_signal_exists(h);
+    h->ag.was_primary = !agent_standby_signal(h);
     /* reported, so that the controller prefers data to a new initdb */
     if (pgnode_read_sysid(h->cfg->postgresql.data_dir, &h->ag.stopped_sysid) != 0)
         h->ag.stopped_sysid = 0;
@@ -341,6 +341,7 @@ void agent_step(struct ha *h)
     struct agent *ag = &h->ag;
     uint64_t now = ha_now(h);
     sync_node_config(h);
+    agent_observe_role(h);
     agent_lease_step(h);
     enum agent_local local = agent_local_state(h);
     if (local != AL_PRIMARY && local != AL_STARTING && local != AL_HUNG) {
@@ -425,7 +426,10 @@ static void mon_changed(struct pgmon *m, const struct pg_status *st, enum pg_run
 int agent_init(struct ha *h, char *err, size_t errlen)
 {
     struct agent *ag = &h->ag;
-    int rc = cfg_dcs_copy(&ag->node_dcs, &h->dcs);
+    int rc = pginst_init(&ag->inst, h->cfg->postgresql.data_dir, err, errlen);
+    if (rc != 0)
+        return rc;
+    rc = cfg_dcs_copy(&ag->node_dcs, &h->dcs);
     if (rc != 0)
         return rc;
     ag->node_dcs_set = true;

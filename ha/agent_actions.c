@@ -44,7 +44,7 @@ void agent_act_bootstrap(struct ha *h)
 {
     if (agent_bootstrap_refused(h))
         return;
-    if (!lease_holder_valid(&h->ag.lease, &h->timing, ha_now(h)))
+    if (!lease_holder_valid(&h->ag.lease, ha_now(h)))
         return; /* the lease must be confirmed before a primary starts */
     if (!agent_watchdog_ready(h))
         return;
@@ -78,7 +78,7 @@ void agent_act_adopt(struct ha *h)
 {
     if (agent_bootstrap_refused(h))
         return; /* never adopt what a failed bootstrap left running */
-    if (!lease_holder_valid(&h->ag.lease, &h->timing, ha_now(h)))
+    if (!lease_holder_valid(&h->ag.lease, ha_now(h)))
         return;
     if (!agent_watchdog_ready(h))
         return;
@@ -170,7 +170,7 @@ void agent_act_confirm_primary(struct ha *h)
 
 void agent_act_promote(struct ha *h)
 {
-    if (!lease_holder_valid(&h->ag.lease, &h->timing, ha_now(h)))
+    if (!lease_holder_valid(&h->ag.lease, ha_now(h)))
         return;
     if (!agent_watchdog_ready(h))
         return;
@@ -207,7 +207,7 @@ void agent_act_start_primary(struct ha *h)
         agent_release(h, "PostgreSQL was hung");
         return;
     }
-    if (!lease_holder_valid(&ag->lease, &h->timing, now))
+    if (!lease_holder_valid(&ag->lease, now))
         return;
     if (!agent_watchdog_ready(h))
         return;
@@ -305,11 +305,10 @@ void agent_act_release_hung(struct ha *h)
     if (ag->released_epoch == h->fsm->st.primary.epoch)
         return;
     agent_fence_now(h, "the postmaster is hung (accepts connections but never answers)");
-    agent_kill_postgres(h);
     ag->hung_epoch = h->fsm->st.primary.epoch;
     /* The controller promotes at once after a release (no lease to wait
-     * out): release only once PostgreSQL is really gone. */
-    if (pg_postmaster_running(h->cfg->postgresql.data_dir, NULL))
+     * out): release only once every process of the instance is gone. */
+    if (pginst_count(&ag->inst) > 0)
         return;
     agent_release(h, "PostgreSQL is hung");
 }

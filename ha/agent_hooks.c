@@ -272,7 +272,7 @@ static void release_refused(struct ha *h, const char *why)
 static bool holds_epoch(struct ha *h, uint64_t epoch)
 {
     return agent_am_holder(h) && h->fsm->st.primary.epoch == epoch &&
-           lease_holder_valid(&h->ag.lease, &h->timing, ha_now(h));
+           lease_holder_valid(&h->ag.lease, ha_now(h));
 }
 
 static void pre_watch(uv_timer_t *t)

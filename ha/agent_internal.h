@@ -32,6 +32,10 @@ void agent_lease_file_restore(struct ha *h);
 void agent_lease_step(struct ha *h);
 void agent_fence_now(struct ha *h, const char *why);
 void agent_kill_postgres(struct ha *h);
+/* standby.signal is in the data directory */
+bool agent_standby_signal(const struct ha *h);
+/* Update what the agent knows of the instance's role from the monitor. */
+void agent_observe_role(struct ha *h);
 bool agent_watchdog_ready(struct ha *h);
 void agent_watchdog_tick(struct ha *h, uint64_t now);
 bool agent_must_fence(struct ha *h, enum agent_local local, uint64_t now, const char **why);

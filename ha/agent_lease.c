@@ -5,9 +5,10 @@
  * fence deadline (lease file, keeper page).
  * Failure modes: a renewal refused as stale (the role is gone: the lease is
  * dropped at once, and fencing follows), one that times out (the deadline
- * stays; /primary answers 503 until one succeeds), PostgreSQL running as
- * primary without a valid lease (SIGQUIT to the postmaster now; the keeper
- * kills the process group if this process cannot). */
+ * stays; /primary answers 503 until one succeeds), PostgreSQL that may be
+ * writing as a primary without a valid lease (every process of the instance
+ * SIGKILLed now; the keeper does the same if this process cannot). The
+ * keeper's deadline is cleared only once PostgreSQL cannot be writing. */
 #include "ha/agent_internal.h"
 
 #include <errno.h>
@@ -35,10 +36,19 @@ void agent_keeper_sync(struct ha *h)
 {
     if (h->ag.test_no_fencing)
         return;
-    uint64_t d = lease_holder_fence_deadline(&h->ag.lease, &h->timing);
+    uint64_t d = lease_holder_fence_deadline(&h->ag.lease);
     ha_arm_fence_timer(h, d);
-    if (h->keeper != NULL)
-        keeper_set_deadline(h->keeper, d != 0 ? d + KEEPER_GRACE_MS : 0);
+    if (h->keeper == NULL)
+        return;
+    if (d != 0) {
+        keeper_set_deadline(h->keeper, d + KEEPER_GRACE_MS);
+        return;
+    }
+    /* No lease: the keeper keeps the last one's deadline for as long as
+     * PostgreSQL may still be writing, so that a pgwarden frozen right after
+     * losing its lease is still fenced. */
+    if (keeper_deadline(h->keeper) != 0 && !agent_pg_may_write(h))
+        keeper_set_deadline(h->keeper, 0);
 }
 
 /* The keeper only acts when this process was stopped or too slow: say so
@@ -57,23 +67,36 @@ void agent_keeper_fenced(struct ha *h)
     agent_set_state(h, "stopping (fenced)");
 }
 
+/* The kernel's boot id: a lease file written in another boot means nothing
+ * (the monotonic clock restarted). Read once. */
+static const char *boot_id(void)
+{
+    static char boot[64];
+    static bool read_once;
+    if (!read_once) {
+        read_once = true;
+        FILE *f = fopen("/proc/sys/kernel/random/boot_id", "r");
+        if (f != NULL) {
+            if (fgets(boot, sizeof boot, f) == NULL)
+                boot[0] = '\0';
+            fclose(f);
+        }
+        boot[strcspn(boot, "\n")] = '\0';
+    }
+    return boot;
+}
+
 void agent_lease_file_save(struct ha *h)
 {
     agent_keeper_sync(h);
     struct agent *ag = &h->ag;
     if (ag->lease_fd < 0)
         return;
-    char boot[64] = "";
-    FILE *f = fopen("/proc/sys/kernel/random/boot_id", "r");
-    if (f != NULL) {
-        if (fgets(boot, sizeof boot, f) == NULL)
-            boot[0] = '\0';
-        fclose(f);
-    }
-    boot[strcspn(boot, "\n")] = '\0';
+    const struct lease_holder *l = &ag->lease;
     char line[192];
-    int n = snprintf(line, sizeof line, "%s %" PRIu64 " %" PRIu64 "\n", boot, ag->lease.epoch,
-                     ag->lease.confirmed_send_ms);
+    int n = snprintf(line, sizeof line, "%s %" PRIu64 " %" PRIu64 " %" PRIu32 " %" PRIu32 "\n",
+                     boot_id(), l->epoch, l->confirmed_send_ms, l->confirmed_ttl_ms,
+                     l->confirmed_retry_ms);
     /* No fsync: the value only means something until the next reboot. */
     if (n > 0 && pwrite(ag->lease_fd, line, (size_t)n, 0) == n)
         (void)ftruncate(ag->lease_fd, n);
@@ -90,23 +113,20 @@ void agent_lease_file_restore(struct ha *h)
     if (n <= 0)
         return;
     buf[n] = '\0';
-    char boot[64] = "", now_boot[64] = "";
+    char boot[64] = "";
     uint64_t epoch = 0, sent = 0;
-    if (sscanf(buf, "%63s %" SCNu64 " %" SCNu64, boot, &epoch, &sent) != 3 || epoch == 0)
+    uint32_t ttl = 0, retry = 0;
+    int got = sscanf(buf, "%63s %" SCNu64 " %" SCNu64 " %" SCNu32 " %" SCNu32, boot, &epoch, &sent,
+                     &ttl, &retry);
+    if (got < 3 || epoch == 0 || strcmp(boot, boot_id()) != 0)
         return;
-    FILE *f = fopen("/proc/sys/kernel/random/boot_id", "r");
-    if (f != NULL) {
-        if (fgets(now_boot, sizeof now_boot, f) == NULL)
-            now_boot[0] = '\0';
-        fclose(f);
+    if (got < 5 || ttl == 0 || retry >= ttl) {
+        /* written by an older pgwarden: it counted on the configuration then */
+        ttl = h->timing.ttl_ms;
+        retry = h->timing.retry_timeout_ms;
     }
-    now_boot[strcspn(now_boot, "\n")] = '\0';
-    if (strcmp(boot, now_boot) != 0)
-        return;
-    lease_holder_reset(&ag->lease, epoch);
-    ag->lease.confirmed = true;
-    ag->lease.confirmed_send_ms = sent;
-    uint64_t left = lease_holder_remaining(&ag->lease, &h->timing, ha_now(h));
+    lease_holder_restore(&ag->lease, epoch, sent, ttl, retry);
+    uint64_t left = lease_holder_remaining(&ag->lease, ha_now(h));
     if (left > 0)
         log_info("ha", "restored the primary lease of epoch %" PRIu64 " (%" PRIu64 " ms left): "
                  "PostgreSQL may keep running while it is renewed", epoch, left);
@@ -137,7 +157,7 @@ static void renew_done(void *ctx, int status, const struct fsm_result *res, cons
     } else {
         lease_holder_failed(&ag->lease);
         log_warn("ha", "lease renewal failed (%s); %" PRIu64 " ms left before fencing", msg,
-                 lease_holder_remaining(&ag->lease, &h->timing, ha_now(h)));
+                 lease_holder_remaining(&ag->lease, ha_now(h)));
     }
     ha_kick(h);
 }
@@ -159,6 +179,8 @@ void agent_lease_step(struct ha *h)
     }
     uint64_t now = ha_now(h);
     agent_watchdog_tick(h, now);
+    if (ag->lease.epoch == 0 && h->keeper != NULL && keeper_deadline(h->keeper) != 0)
+        agent_keeper_sync(h); /* cleared once PostgreSQL cannot be writing */
     if (ag->renew_inflight || !lease_holder_due(&ag->lease, &h->timing, now))
         return;
     const struct pg_status *ps = pgmon_status(ag->mon);
@@ -175,7 +197,9 @@ void agent_lease_step(struct ha *h)
          * follow, its cascading replicas compare against it */
         c.u.lease.timeline = ps->timeline;
     }
-    lease_holder_sent(&ag->lease, now); /* the lease counts from before the send */
+    c.u.lease.ttl_ms = h->timing.ttl_ms;
+    c.u.lease.held_ttl_ms = lease_holder_held_ttl(&ag->lease);
+    lease_holder_sent(&ag->lease, now, &h->timing); /* the lease counts from before the send */
     if (submit_cmd(h->sub, &c, h->timing.retry_timeout_ms, renew_done, h) == 0)
         ag->renew_inflight = true;
     else
@@ -216,7 +240,7 @@ void agent_watchdog_tick(struct ha *h, uint64_t now)
     struct agent *ag = &h->ag;
     if (!watchdog_armed(&ag->wd))
         return;
-    if (lease_holder_valid(&ag->lease, &h->timing, now)) {
+    if (lease_holder_valid(&ag->lease, now)) {
         watchdog_keepalive(&ag->wd);
         return;
     }
@@ -230,54 +254,87 @@ void agent_watchdog_tick(struct ha *h, uint64_t now)
 
 /* --- fencing ----------------------------------------------------------------- */
 
-/* SIGKILL to PostgreSQL's whole process group: a stopped or hung postmaster
- * never acts on SIGQUIT, and its backends would go on committing. The
- * postmaster runs in its own session (pg_ctl is started detached), so the
- * group is exactly PostgreSQL's processes. */
+void agent_observe_role(struct ha *h)
+{
+    struct agent *ag = &h->ag;
+    const struct pg_status *ps = pgmon_status(ag->mon);
+    if (ps->state == PG_RUN_RUNNING && ps->query_ok)
+        ag->seen_primary = !ps->in_recovery;
+    else if (ps->state == PG_RUN_DOWN && ag->seen_primary && pginst_count(&ag->inst) == 0)
+        ag->seen_primary = false;
+}
+
+/* A running PostgreSQL is known not to write only when the monitor's status
+ * query says it is in recovery; while that query fails (a role that cannot
+ * log in, a fast shutdown in progress, a start, a hung postmaster) it may
+ * write unless it was started as a standby and has not been seen as a
+ * primary since. Then: does any process of the instance still run? The
+ * monitor's "running primary" can be one step old (a clean stop just
+ * ended), and processes that outlived their postmaster count: each of them
+ * can still commit its current statement. */
+bool agent_pg_may_write(struct ha *h)
+{
+    struct agent *ag = &h->ag;
+    const struct pg_status *ps = pgmon_status(ag->mon);
+    bool answered = ps->state == PG_RUN_RUNNING && ps->query_ok;
+    if (answered && ps->in_recovery)
+        return false;
+    if (!(answered || ag->seen_primary) && agent_standby_signal(h))
+        return false;
+    pid_t pm = ps->postmaster_pid;
+    if ((pm > 0 && pg_pid_alive(pm)) || pg_postmaster_running(h->cfg->postgresql.data_dir, NULL))
+        return true;
+    return pginst_count(&ag->inst) > 0;
+}
+
+static void kill_instance(struct ha *h, const char *what)
+{
+    struct pginst_kill_result r;
+    pginst_kill(&h->ag.inst, 50, &r);
+    if (r.found > 0)
+        log_warn("ha", "%s: SIGKILL to every process of PostgreSQL (%u found%s%u left)", what,
+                 r.found, r.left ? ", " : ", all gone, ", r.left);
+}
+
+/* SIGKILL to every process of the instance, the postmaster first: a stopped
+ * or hung postmaster never acts on SIGQUIT, and a signal to its process
+ * group reaches none of its children (pg/instance.h). */
 void agent_kill_postgres(struct ha *h)
 {
-    pid_t pid = pgmon_status(h->ag.mon)->postmaster_pid;
-    if (pid <= 0)
-        (void)pg_postmaster_running(h->cfg->postgresql.data_dir, &pid);
-    if (pid <= 0)
-        return;
-    pid_t grp = getpgid(pid);
-    if (grp > 1 && grp != getpgid(0))
-        (void)kill(-grp, SIGKILL);
-    (void)kill(pid, SIGKILL);
+    kill_instance(h, "killing PostgreSQL");
 }
 
 void agent_fence_now(struct ha *h, const char *why)
 {
     struct agent *ag = &h->ag;
-    const struct pg_status *ps = pgmon_status(ag->mon);
-    pid_t pid = ps->postmaster_pid;
-    if (pid <= 0)
-        (void)pg_postmaster_running(h->cfg->postgresql.data_dir, &pid);
     if (!ag->fencing) {
-        log_error("ha", "FENCING: %s: stopping PostgreSQL immediately", why);
+        log_error("ha", "FENCING: %s: killing PostgreSQL immediately", why);
         h->stats.fences++;
     }
     ag->fencing = true;
     agent_set_state(h, "stopping (fenced)");
-    /* SIGQUIT is what pg_ctl stop -m immediate sends; doing it here costs no
-     * fork and cannot wait behind another action. */
-    if (pid > 0 && kill(pid, SIGQUIT) != 0 && errno != ESRCH)
-        log_error("ha", "cannot signal postmaster %d: %s", (int)pid, strerror(errno));
+    /* the keeper backs this up at once, whatever deadline it had */
+    uint64_t now = ha_now(h);
+    if (h->keeper != NULL && !ag->test_no_fencing) {
+        uint64_t kd = keeper_deadline(h->keeper);
+        if (kd == 0 || kd > now + KEEPER_GRACE_MS)
+            keeper_set_deadline(h->keeper, now + KEEPER_GRACE_MS);
+    }
+    /* SIGKILL, not the SIGQUIT of an immediate shutdown: the outcome is the
+     * same (crash recovery at the next start), but nothing depends on the
+     * postmaster passing the signal on. */
+    kill_instance(h, "fence");
 }
 
 bool agent_must_fence(struct ha *h, enum agent_local local, uint64_t now, const char **why)
 {
-    if (local != AL_PRIMARY || h->ag.test_no_fencing)
-        return false;
+    (void)local;
     struct agent *ag = &h->ag;
-    if (lease_holder_valid(&ag->lease, &h->timing, now))
+    if (ag->test_no_fencing)
         return false;
-    /* The monitor's "running primary" can be one step old: right after a
-     * clean stop (switchover) the postmaster is already gone, and a fence
-     * then would only count and report a stop that never happened. */
-    pid_t pm = pgmon_status(ag->mon)->postmaster_pid;
-    if (!(pm > 0 && pg_pid_alive(pm)) && !pg_postmaster_running(h->cfg->postgresql.data_dir, NULL))
+    if (lease_holder_valid(&ag->lease, now))
+        return false;
+    if (!agent_pg_may_write(h))
         return false;
     if (h->fresh) {
         /* A cluster not initialized yet has no other primary: the running
@@ -285,7 +342,8 @@ bool agent_must_fence(struct ha *h, enum agent_local local, uint64_t now, const 
         if (h->fsm->st.sysid[0] == '\0')
             return false;
         *why = ag->lease.epoch != 0 ? "the primary lease expired before it could be renewed"
-                                    : "PostgreSQL runs as primary but this node does not hold the primary role";
+                                    : "PostgreSQL may be running as primary but this node does not "
+                                      "hold the primary role";
         return true;
     }
     /* Not caught up with the cluster yet: a restarted pgwarden must not keep
@@ -293,7 +351,6 @@ bool agent_must_fence(struct ha *h, enum agent_local local, uint64_t now, const 
      * the cluster is reachable. */
     if (now - h->started_ms < 2 * (uint64_t)h->timing.retry_timeout_ms)
         return false;
-    *why = "PostgreSQL runs as primary and this node could not confirm its lease";
+    *why = "PostgreSQL may be running as primary and this node could not confirm its lease";
     return true;
 }
-

@@ -89,7 +89,7 @@ bool agent_primary_up(const struct ha *h)
     const struct fsm_state *st = &h->fsm->st;
     if (st->primary.state != FSM_PRIMARY_RUNNING && st->primary.state != FSM_PRIMARY_PROMOTING)
         return false;
-    return ha_now(h) < lease_judged_expiry(h->fsm->local_lease_ms, &h->timing);
+    return ha_now(h) < lease_judged_expiry(h->fsm->local_lease_ms, h->fsm->st.primary.lease_ttl_ms, &h->timing);
 }
 
 void agent_act_restore(struct ha *h)

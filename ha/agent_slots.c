@@ -62,7 +62,7 @@ static size_t build_input(struct ha *h, bool primary, struct pgslots_member *mem
         .now_ms = now,
         .absent_after_ms = h->timing.ttl_ms,
         .member_slots_ttl_ms = h->dcs.member_slots_ttl_ms,
-        .may_drop_members = !primary || lease_holder_valid(&h->ag.lease, &h->timing, now),
+        .may_drop_members = !primary || lease_holder_valid(&h->ag.lease, now),
         .members = mem,
         .n_members = n,
         .permanent = &h->dcs.slots,

@@ -67,7 +67,7 @@ static void rejoin_remote_done(struct pgnode *n, int status, const struct pgnode
 static void follow_remote(struct ha *h)
 {
     struct agent *ag = &h->ag;
-    if (!lease_holder_valid(&ag->lease, &h->timing, ha_now(h)))
+    if (!lease_holder_valid(&ag->lease, ha_now(h)))
         return;
     const char *host = remote_host(h);
     uint16_t port = host != NULL ? remote_port(h) : 0;
@@ -103,7 +103,7 @@ static void start_remote(struct ha *h)
 {
     struct agent *ag = &h->ag;
     uint64_t now = ha_now(h);
-    if (!lease_holder_valid(&ag->lease, &h->timing, now))
+    if (!lease_holder_valid(&ag->lease, now))
         return;
     if (now - ag->last_start_ms < START_BACKOFF_MS * (ag->start_failures > 4 ? 5 : ag->start_failures))
         return;
@@ -163,7 +163,7 @@ static void clone_remote(struct ha *h)
 {
     struct agent *ag = &h->ag;
     uint64_t now = ha_now(h);
-    if (!lease_holder_valid(&ag->lease, &h->timing, now))
+    if (!lease_holder_valid(&ag->lease, now))
         return;
     if (now - ag->last_start_ms < START_BACKOFF_MS * (ag->start_failures > 4 ? 5 : ag->start_failures))
         return;

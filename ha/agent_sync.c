@@ -4,9 +4,13 @@
  *
  * Happy path (on): choose the standbys to wait for -> drop from the
  * replicated set whoever is no longer chosen -> write
- * synchronous_standby_names and reload -> once a chosen standby reports
- * sync and has flushed past the position of that change, add it to the
- * replicated set.
+ * synchronous_standby_names and reload -> wait until the walsenders show
+ * they applied it (pg_stat_replication.sync_priority is set by each
+ * walsender from its own configuration) -> read the primary's WAL position
+ * in a later status query: the change's LSN -> once a chosen standby
+ * reports sync and has flushed past that LSN, add it to the replicated set.
+ * An LSN read before PostgreSQL applied the change could be older than a
+ * commit acknowledged without the new standby meanwhile.
  * Quorum: the replicated set grows before PostgreSQL's list does, and
  * shrinks only once k members of the new list flushed past the change.
  * Failure modes: a standby dies or lags past maximum_lag_on_syncnode (it is
@@ -46,6 +50,8 @@ static bool submit_set(struct ha *h, char (*names)[SYNC_NAME_MAX], unsigned n, u
     c.u.sync.count = count;
     c.u.sync.quorum = quorum;
     c.u.sync.primary_epoch = h->fsm->st.primary.epoch;
+    c.u.sync.if_version_set = true;
+    c.u.sync.if_version = h->fsm->st.sync_version;
     char list[512] = "";
     size_t o = 0;
     for (unsigned i = 0; i < c.u.sync.n && o < sizeof list; i++)
@@ -76,6 +82,8 @@ static void reload_done(struct pgctl *ctl, int status, void *vctx)
     (void)ctl;
     if (h->closing)
         return;
+    if (status == 0) /* status queries after this one were sent after the SIGHUP */
+        h->ag.sync_reload_seq = pgmon_status(h->ag.mon)->query_seq;
     if (status == 0 && pgnode_nudge_wal(h->ag.node, nudge_done, h) == 0)
         return; /* the op ends in nudge_done */
     agent_op_finish(h, status);
@@ -94,7 +102,10 @@ static bool apply_names(struct ha *h, const char *names)
         return false;
     }
     snprintf(ag->sync_applied, sizeof ag->sync_applied, "%s", names);
-    ag->sync_change_lsn = pgmon_status(ag->mon)->wal_lsn;
+    /* nobody joins until PostgreSQL is seen to apply it (sync_threshold) */
+    ag->sync_change_lsn = UINT64_MAX;
+    ag->sync_reload_seq = UINT64_MAX;
+    ag->sync_seen_seq = 0;
     log_info("ha", "synchronous_standby_names = '%s'", names);
     agent_op_begin(h, "reload (synchronous_standby_names)", NULL);
     if (pgctl_reload(pgnode_ctl(ag->node), reload_done, h) != 0) {
@@ -118,6 +129,39 @@ static const struct pg_repl_row *repl_row(const struct pg_status *ps, const char
         if (strcmp(ps->repl[i].application_name, name) == 0)
             return &ps->repl[i];
     return NULL;
+}
+
+/* Every walsender's priority agrees with the new list (listed: > 0, not
+ * listed: 0): each has re-read its configuration. */
+static bool walsenders_applied(const struct pg_status *ps, char (*want)[SYNC_NAME_MAX], unsigned n)
+{
+    for (size_t i = 0; i < ps->nrepl; i++)
+        if (listed(want, n, ps->repl[i].application_name) != (ps->repl[i].sync_priority > 0))
+            return false;
+    return true;
+}
+
+/* The LSN a joining standby must have flushed: read in a status query that
+ * ran after one in which the walsenders had applied the change (the
+ * query's pg_current_wal_lsn() comes before its pg_stat_replication). */
+static void sync_threshold(struct ha *h, char (*want)[SYNC_NAME_MAX], unsigned n)
+{
+    struct agent *ag = &h->ag;
+    const struct pg_status *ps = pgmon_status(ag->mon);
+    if (ag->sync_change_lsn != UINT64_MAX || ag->sync_reload_seq == UINT64_MAX ||
+        !ps->query_ok || ps->query_seq <= ag->sync_reload_seq)
+        return;
+    if (ag->sync_seen_seq == 0) {
+        if (walsenders_applied(ps, want, n))
+            ag->sync_seen_seq = ps->query_seq;
+        return;
+    }
+    if (ps->query_seq > ag->sync_seen_seq) {
+        ag->sync_change_lsn = ps->wal_lsn;
+        log_info("ha", "synchronous_standby_names applied by PostgreSQL; a standby joins the "
+                 "synchronous set once it flushed past %X/%X",
+                 (unsigned)(ag->sync_change_lsn >> 32), (unsigned)ag->sync_change_lsn);
+    }
 }
 
 bool agent_sync_step(struct ha *h)
@@ -200,6 +244,7 @@ bool agent_sync_step(struct ha *h)
             return apply_names(h, names) || ag->busy;
         }
         /* 3. record standbys that are sync and caught up */
+        sync_threshold(h, want, nwant);
         char next[SYNC_MAX][SYNC_NAME_MAX];
         unsigned nnext = 0;
         for (unsigned i = 0; i < ncur; i++)
@@ -231,6 +276,7 @@ bool agent_sync_step(struct ha *h)
         return apply_names(h, names) || ag->busy;
     }
     /* 3. shrink once k members of the list have flushed past the change */
+    sync_threshold(h, want, nwant);
     unsigned caught = 0;
     for (unsigned i = 0; i < nwant; i++) {
         const struct pg_repl_row *r = repl_row(ps, want[i]);

@@ -105,6 +105,7 @@ enum round_kind { ROUND_FAILOVER = 1, ROUND_SWITCHOVER_CHECK, ROUND_SWITCHOVER_P
 struct round_ctx {
     enum round_kind kind;
     uint64_t epoch;            /* primary epoch the round was started for */
+    uint64_t renewals;         /* the holder's renewals when the round was decided */
     char exclude[FSM_NAME_MAX];
 };
 
@@ -200,13 +201,18 @@ static int choose(struct ha *h, struct peer_status *ps, size_t n, const struct r
     return best;
 }
 
-static void assign(struct ha *h, const char *member, uint64_t expect_epoch, const char *reason,
-                   bool allow_data_loss)
+/* The assignment holds only if the holder has not renewed since the view it
+ * was decided from (expect_renewals): a controller that stalled between the
+ * decision and its commit must not take the role from a live holder. */
+static void assign(struct ha *h, const char *member, uint64_t expect_epoch,
+                   uint64_t expect_renewals, const char *reason, bool allow_data_loss)
 {
     struct fsm_cmd c;
     fsm_cmd_init(&c, FSM_OP_PRIMARY_ASSIGN, NULL);
     snprintf(c.member, sizeof c.member, "%s", member);
     c.epoch = expect_epoch;
+    c.u.assign.if_renewals_set = true;
+    c.u.assign.if_renewals = expect_renewals;
     c.u.assign.mode = FSM_ASSIGN_PROMOTE;
     c.u.assign.allow_data_loss = allow_data_loss;
     snprintf(c.u.assign.reason, sizeof c.u.assign.reason, "%s", reason);
@@ -255,7 +261,7 @@ static void round_done(struct ha *h, struct peer_status *ps, size_t n, void *ctx
                 log_warn("ha", "controller: MANUAL FAILOVER TO %s ACCEPTS DATA LOSS (lag checks "
                          "skipped on request)", ps[best].name);
             h->stats.failovers++;
-            assign(h, ps[best].name, p->epoch, why, lag_ignored);
+            assign(h, ps[best].name, p->epoch, rc->renewals, why, lag_ignored);
         } else if (st->sw.pending && st->sw.failover) {
             clear_switchover(h, h->ctl.note);
         }
@@ -290,11 +296,12 @@ static void round_done(struct ha *h, struct peer_status *ps, size_t n, void *ctx
         if (pick >= 0) {
             char why[FSM_TEXT_MAX];
             snprintf(why, sizeof why, "switchover from %s", p->member);
-            assign(h, ps[pick].name, p->epoch, why, false);
+            assign(h, ps[pick].name, p->epoch, rc->renewals, why, false);
         } else if (ha_now(h) - c->stopped_since_ms > SWITCHOVER_CATCHUP_MS) {
             log_warn("ha", "controller: switchover candidate did not replay the final LSN in %d s; "
                      "giving the role back to %s", SWITCHOVER_CATCHUP_MS / 1000, p->member);
-            assign(h, p->member, p->epoch, "switchover aborted: candidate did not catch up", false);
+            assign(h, p->member, p->epoch, rc->renewals, "switchover aborted: candidate did not catch up",
+                   false);
         } else {
             note(h, "switchover: waiting for %s to replay the final LSN", p->target[0] ? p->target : "a candidate");
         }
@@ -314,6 +321,7 @@ static void start_round(struct ha *h, enum round_kind kind, const char *exclude)
         return;
     rc->kind = kind;
     rc->epoch = h->fsm->st.primary.epoch;
+    rc->renewals = h->fsm->st.primary.renewals;
     if (exclude != NULL)
         snprintf(rc->exclude, sizeof rc->exclude, "%s", exclude);
     c->fetching = true;
@@ -435,6 +443,8 @@ static void choose_founder(struct ha *h)
     fsm_cmd_init(&c, FSM_OP_PRIMARY_ASSIGN, NULL);
     snprintf(c.member, sizeof c.member, "%s", best->name);
     c.epoch = st->primary.epoch;
+    c.u.assign.if_renewals_set = true;
+    c.u.assign.if_renewals = st->primary.renewals;
     c.u.assign.mode = FSM_ASSIGN_BOOTSTRAP;
     snprintf(c.u.assign.reason, sizeof c.u.assign.reason, "%s",
              best_has_data ? "found the cluster on existing data" : "create a new cluster");
@@ -480,7 +490,7 @@ void controller_step(struct ha *h)
         return;
     const struct fsm_primary *p = &st->primary;
     uint64_t now = ha_now(h);
-    uint64_t expiry = lease_judged_expiry(h->fsm->local_lease_ms, &h->timing);
+    uint64_t expiry = lease_judged_expiry(h->fsm->local_lease_ms, h->fsm->st.primary.lease_ttl_ms, &h->timing);
     bool holding = p->state == FSM_PRIMARY_BOOTSTRAPPING || p->state == FSM_PRIMARY_PROMOTING ||
                    p->state == FSM_PRIMARY_RUNNING || p->state == FSM_PRIMARY_DEMOTING;
     bool expired = holding && now >= expiry;

@@ -372,11 +372,20 @@ void ha_close(struct ha *h, void (*done)(void *ctx), void *ctx)
     h->closing = true;
     h->close_done = done;
     h->close_ctx = ctx;
+    h->fence_may_disarm = h->witness || ha_paused(h) || !agent_pg_may_write(h);
+    if (!h->fence_may_disarm)
+        log_warn("ha", "stopping while PostgreSQL may still run as a primary: the fence keeper "
+                 "goes on guarding the lease and kills it when the lease runs out");
     if (!h->witness)
         agent_close(h);
     uv_close((uv_handle_t *)&h->tick, handle_closed);
     uv_close((uv_handle_t *)&h->kick, handle_closed);
     uv_close((uv_handle_t *)&h->fence_timer, handle_closed);
+}
+
+bool ha_fence_may_disarm(const struct ha *h)
+{
+    return h->closing && h->fence_may_disarm;
 }
 
 void ha_free(struct ha *h)
@@ -421,9 +430,9 @@ void ha_get_view(const struct ha *h, struct ha_view *v)
         return;
     }
     const struct agent *ag = &h->ag;
-    v->lease_serving = lease_holder_serving(&ag->lease, &h->timing, now) ||
+    v->lease_serving = lease_holder_serving(&ag->lease, now) ||
                        (ag->test_no_fencing && ag->lease.epoch != 0);
-    v->lease_expires_in_ms = lease_holder_remaining(&ag->lease, &h->timing, now);
+    v->lease_expires_in_ms = lease_holder_remaining(&ag->lease, now);
     v->epoch = ag->lease.epoch;
     const struct pg_status *ps = pgmon_status(ag->mon);
     struct ha_pg_view *p = &v->pg;

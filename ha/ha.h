@@ -51,6 +51,11 @@ void ha_shutdown(struct ha *h, void (*done)(void *ctx), void *ctx);
  * ha_free(). */
 void ha_close(struct ha *h, void (*done)(void *ctx), void *ctx);
 void ha_free(struct ha *h);
+/* After ha_close: pgwarden may disarm the fence keeper, because PostgreSQL
+ * cannot be writing as a primary (no process of the instance runs, or it
+ * runs as a standby), or maintenance mode left it running on purpose, or
+ * this is a witness. False when it was never decided. */
+bool ha_fence_may_disarm(const struct ha *h);
 
 /* The dynamic configuration in effect (the cluster's, or bootstrap.dcs until
  * the cluster has one). */

@@ -8,6 +8,7 @@
 #include "ha/ha.h"
 #include "ha/lease.h"
 #include "ha/watchdog.h"
+#include "pg/instance.h"
 #include "pg/pgmon.h"
 #include "pg/pgnode.h"
 
@@ -62,7 +63,9 @@ struct agent {
     uint64_t running_reported_epoch;
     uint64_t stopped_reported_epoch;
     uint64_t released_epoch;
-    bool fencing;             /* SIGQUIT sent, waiting for the postmaster to go */
+    bool fencing;             /* killed, waiting for every process of the instance to go */
+    bool seen_primary;        /* the monitor saw it out of recovery since it last stopped */
+    struct pginst inst;       /* every process of the local instance (pg/instance.h) */
     unsigned start_failures;
     uint64_t last_start_ms;
     uint64_t slots_sig;       /* what the slots were last synced for (agent_slots.c) */
@@ -93,7 +96,9 @@ struct agent {
     /* synchronous replication (agent_sync.c) */
     bool sync_inflight, sync_managed, sync_names_set;
     char sync_applied[1024];
-    uint64_t sync_change_lsn;
+    uint64_t sync_change_lsn;  /* a joining standby must have flushed past it; UINT64_MAX: not known yet */
+    uint64_t sync_reload_seq;  /* status query count when the reload was done (UINT64_MAX: pending) */
+    uint64_t sync_seen_seq;    /* status query in which the walsenders had applied it (0: not yet) */
     struct cfg_dcs node_dcs;
     bool node_dcs_set;
     uint64_t node_config_gen;
@@ -176,6 +181,7 @@ struct ha {
     void *shutdown_ctx;
     bool closing;
     bool close_reported;
+    bool fence_may_disarm;    /* decided in ha_close, before the agent closes */
     bool start_failed;
     unsigned async_inflight;  /* peer fetches and local status requests */
     void (*close_done)(void *);
@@ -199,6 +205,9 @@ void agent_fill_report(struct ha *h, struct fsm_report *r);
 void agent_shutdown_step(struct ha *h);
 /* The fence keeper killed PostgreSQL (this process was too late). */
 void agent_keeper_fenced(struct ha *h);
+/* PostgreSQL could be accepting writes as a primary: a process of the
+ * instance runs and it is not known to be a standby (agent_lease.c). */
+bool agent_pg_may_write(struct ha *h);
 
 /* controller.c */
 void controller_step(struct ha *h);

@@ -1,12 +1,15 @@
 /* Fence keeper (see keeper.h).
  *
- * Happy path: fork -> child loops: read deadline; nothing to do while it is
- * 0 or in the future; exit when told to or when another pgwarden owns the
- * page. Failure modes: the page cannot be created (pgwarden refuses to
- * start: a primary without its safety net is not allowed), the keeper dies
- * (the in-process fencing still works; keeper_alive() lets the daemon say
- * so), postmaster.pid unreadable at fence time (nothing to kill: PostgreSQL
- * is not running). */
+ * Happy path: fork -> child: own session, memory locked, loops: read the
+ * deadline; nothing to do while it is 0 or in the future; exit when told to,
+ * when another pgwarden owns the page, or when pgwarden is gone and nothing
+ * is left to guard.
+ * Failure modes: the page cannot be created (pgwarden refuses to start: a
+ * primary without its safety net is not allowed), mlockall refused (logged;
+ * the keeper runs unlocked), the keeper dies (the in-process fencing still
+ * works; keeper_alive() lets the daemon say so), a process of the instance
+ * that does not die at once (uninterruptible sleep: the deadline stays and
+ * the next tick kills again). */
 #include "ha/keeper.h"
 
 #include <errno.h>
@@ -16,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -23,6 +27,8 @@
 #include <stdbool.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "pg/instance.h"
 
 #define KEEPER_MAGIC 0x7067774b50455231ull /* "pgwKPER1" */
 
@@ -32,13 +38,14 @@ struct keeper_page {
     int32_t owner_pid;
     int32_t exit_requested;
     uint64_t fences;
+    int32_t mem_locked;
 };
 
 struct keeper {
     struct keeper_page *page;
     pid_t pid;
     int fd;
-    char pg_data_dir[4096];
+    struct pginst inst;
 };
 
 static uint64_t mono_ms(void)
@@ -48,7 +55,7 @@ static uint64_t mono_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-static void say(const char *msg, long a)
+static void say(const char *level, const char *msg, long a)
 {
     /* The child writes plain lines to stderr (the daemon's log stream). */
     char line[512];
@@ -57,59 +64,58 @@ static void say(const char *msg, long a)
     struct tm tm;
     gmtime_r(&ts.tv_sec, &tm);
     int n = snprintf(line, sizeof line,
-                     "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ ERROR   [keeper] %s %ld\n",
+                     "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %-7s [keeper] %s %ld\n",
                      tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                     tm.tm_sec, ts.tv_nsec / 1000000L, msg, a);
+                     tm.tm_sec, ts.tv_nsec / 1000000L, level, msg, a);
     if (n > 0)
         (void)!write(STDERR_FILENO, line, (size_t)n);
 }
 
-static pid_t read_postmaster_pid(const char *data_dir)
+static void fence(struct keeper_page *pg, const struct pginst *inst)
 {
-    char path[4200];
-    snprintf(path, sizeof path, "%s/postmaster.pid", data_dir);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return 0;
-    char buf[32];
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0)
-        return 0;
-    buf[n] = '\0';
-    char *end;
-    long pid = strtol(buf, &end, 10);
-    if (end == buf || pid == 0)
-        return 0;
-    return (pid_t)(pid < 0 ? -pid : pid);
-}
-
-static void fence(struct keeper_page *pg, const char *data_dir)
-{
-    pid_t pm = read_postmaster_pid(data_dir);
-    if (pm > 0 && kill(pm, 0) == 0) {
-        pid_t grp = getpgid(pm);
-        /* The postmaster runs in its own session (pgwarden starts pg_ctl
-         * detached), so its group holds exactly PostgreSQL's processes. */
-        if (grp > 1 && grp != getpgid(0))
-            kill(-grp, SIGKILL);
-        kill(pm, SIGKILL);
-        say("primary lease expired and pgwarden did not fence: killed PostgreSQL, postmaster pid",
-            (long)pm);
+    struct pginst_kill_result r;
+    pginst_kill(inst, 500, &r);
+    if (r.found > 0) {
+        say("ERROR", "primary lease expired and pgwarden did not fence: killed every process of "
+            "PostgreSQL, count", (long)r.found);
         __atomic_add_fetch(&pg->fences, 1, __ATOMIC_SEQ_CST);
+    }
+    if (r.left > 0) {
+        /* stuck in uninterruptible sleep: SIGKILL is pending, try again next tick */
+        say("ERROR", "processes of PostgreSQL not gone yet after SIGKILL, count", (long)r.left);
+        return;
     }
     __atomic_store_n(&pg->deadline_ms, 0, __ATOMIC_SEQ_CST);
 }
 
-static void child_loop(struct keeper_page *pg, const char *data_dir, pid_t parent)
+/* Lock what the keeper maps, so that a node short of memory does not page it
+ * out just before it must act. MCL_ONFAULT: pages are locked as they are
+ * touched, not all read in now. */
+static void lock_memory(struct keeper_page *pg)
+{
+    if (mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT) == 0) {
+        __atomic_store_n(&pg->mem_locked, 1, __ATOMIC_SEQ_CST);
+        return;
+    }
+    struct rlimit rl;
+    long kb = getrlimit(RLIMIT_MEMLOCK, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY
+                  ? (long)(rl.rlim_cur / 1024) : -1;
+    say("WARNING", "cannot lock the keeper's memory (raise LimitMEMLOCK, the unit's default is infinity); "
+        "RLIMIT_MEMLOCK kB", kb);
+    __atomic_store_n(&pg->mem_locked, 0, __ATOMIC_SEQ_CST);
+}
+
+static void child_loop(struct keeper_page *pg, const struct pginst *inst, pid_t parent)
 {
     prctl(PR_SET_NAME, "pgwarden-keeper", 0, 0, 0);
-    /* SIGTERM to the daemon's process group must not take the keeper down
-     * before the daemon has handed over. */
+    /* A session and process group of its own: a SIGSTOP, SIGTERM or SIGKILL
+     * sent to pgwarden's group must not reach the keeper. */
+    (void)setsid();
     signal(SIGTERM, SIG_IGN);
     signal(SIGINT, SIG_IGN);
     signal(SIGHUP, SIG_IGN);
     signal(SIGPIPE, SIG_IGN);
+    lock_memory(pg);
     for (;;) {
         struct timespec ts = {0, KEEPER_TICK_MS * 1000000L};
         nanosleep(&ts, NULL);
@@ -121,7 +127,7 @@ static void child_loop(struct keeper_page *pg, const char *data_dir, pid_t paren
             _exit(0); /* a new pgwarden took over the page and has its own keeper */
         uint64_t d = __atomic_load_n(&pg->deadline_ms, __ATOMIC_SEQ_CST);
         if (d != 0 && mono_ms() >= d)
-            fence(pg, data_dir);
+            fence(pg, inst);
         if (parent_gone && __atomic_load_n(&pg->deadline_ms, __ATOMIC_SEQ_CST) == 0)
             _exit(0); /* no lease left to guard */
     }
@@ -133,7 +139,12 @@ int keeper_start(const char *state_dir, const char *pg_data_dir, struct keeper *
     struct keeper *k = calloc(1, sizeof *k);
     if (k == NULL)
         return PGW_ENOMEM;
-    snprintf(k->pg_data_dir, sizeof k->pg_data_dir, "%s", pg_data_dir);
+    char ierr[256];
+    if (pginst_init(&k->inst, pg_data_dir, ierr, sizeof ierr) != 0) {
+        snprintf(err, errlen, "fence keeper: postgresql.data_dir: %s", ierr);
+        free(k);
+        return PGW_EINVAL;
+    }
     char path[4200];
     snprintf(path, sizeof path, "%s/%s", state_dir, KEEPER_FILE);
     k->fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
@@ -173,7 +184,7 @@ int keeper_start(const char *state_dir, const char *pg_data_dir, struct keeper *
         long maxfd = sysconf(_SC_OPEN_MAX);
         for (long fd = 3; fd < (maxfd > 0 && maxfd < 65536 ? maxfd : 1024); fd++)
             close((int)fd);
-        child_loop(k->page, k->pg_data_dir, self);
+        child_loop(k->page, &k->inst, self);
         _exit(0);
     }
     k->pid = pid;
@@ -222,6 +233,18 @@ pid_t keeper_pid(const struct keeper *k)
     return k != NULL ? k->pid : 0;
 }
 
+bool keeper_memory_locked(const struct keeper *k)
+{
+    return k != NULL && __atomic_load_n(&k->page->mem_locked, __ATOMIC_SEQ_CST) != 0;
+}
+
+static void release(struct keeper *k)
+{
+    munmap(k->page, 4096);
+    close(k->fd);
+    free(k);
+}
+
 void keeper_stop(struct keeper *k)
 {
     if (k == NULL)
@@ -239,7 +262,12 @@ void keeper_stop(struct keeper *k)
         struct timespec ts = {0, 10 * 1000000L};
         nanosleep(&ts, NULL);
     }
-    munmap(k->page, 4096);
-    close(k->fd);
-    free(k);
+    release(k);
+}
+
+void keeper_detach(struct keeper *k)
+{
+    if (k == NULL)
+        return;
+    release(k);
 }

@@ -364,6 +364,12 @@ int pgctl_new(uv_loop_t *loop, const struct pgctl_opts *opts, struct pgctl **out
         snprintf(errbuf, errlen, "out of memory");
         return PGW_ENOMEM;
     }
+    char ierr[256];
+    if (pginst_init(&c->inst, opts->data_dir, ierr, sizeof ierr) != 0) {
+        snprintf(errbuf, errlen, "postgresql.data_dir: %s", ierr);
+        free(c);
+        return PGW_EINVAL;
+    }
     c->loop = loop;
     c->bin_major = major;
     c->bin_dir = strdup(opts->bin_dir);
@@ -647,18 +653,33 @@ static void stop_finished(struct pgctl *c, int status)
 static void stop_poll(struct pgctl *c)
 {
     if (!pg_pid_alive(c->stop_pid)) {
-        stop_finished(c, PGW_OK);
-        return;
+        /* A postmaster that died of SIGKILL leaves its children running
+         * (each in a session of its own): an immediate stop is over when
+         * every process of the instance is gone. */
+        struct pginst_kill_result r;
+        pginst_kill(&c->inst, 0, &r);
+        if (r.found > 0)
+            log_warn("pg", "%u processes of %s outlived their postmaster: SIGKILL (%u left)",
+                     r.found, c->data_dir, r.left);
+        if (r.left == 0) {
+            stop_finished(c, PGW_OK);
+            return;
+        }
     }
     if (uv_now(c->loop) >= c->deadline) {
         if (!c->sent_kill) {
-            /* a hung (SIGSTOPped) postmaster ignores SIGQUIT */
-            log_warn("pg", "postmaster %d did not stop in time: SIGKILL", (int)c->stop_pid);
+            /* a hung (SIGSTOPped) postmaster ignores SIGQUIT, and passes
+             * nothing on to its children */
+            log_warn("pg", "postmaster %d did not stop in time: SIGKILL to every process of %s",
+                     (int)c->stop_pid, c->data_dir);
+            struct pginst_kill_result r;
+            pginst_kill(&c->inst, 0, &r);
             kill(c->stop_pid, SIGKILL);
             c->sent_kill = true;
             c->deadline = uv_now(c->loop) + 5000;
         } else {
-            pgctl__set_err(c, "postmaster %d of %s survived SIGKILL", (int)c->stop_pid, c->data_dir);
+            pgctl__set_err(c, "processes of %s (postmaster %d) survived SIGKILL", c->data_dir,
+                           (int)c->stop_pid);
             pgctl__op_done(c, PGW_ETIMEDOUT);
             return;
         }

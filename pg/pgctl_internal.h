@@ -5,6 +5,7 @@
 #ifndef PGW_PG_PGCTL_INTERNAL_H
 #define PGW_PG_PGCTL_INTERNAL_H
 
+#include "pg/instance.h"
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -55,6 +56,7 @@ struct pgctl {
     enum pgctl_stop_mode mode;
     pid_t stop_pid;
     bool sent_kill;
+    struct pginst inst; /* every process of the instance: an immediate stop waits for all */
     char pwfile[256];
     long log_offset;
     bool start_retried; /* once per start, after clearing a stale socket lock */

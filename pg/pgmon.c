@@ -381,6 +381,7 @@ static void on_status(struct pgconn *c, const struct pgconn_result *r, void *ctx
             }
             tmp.query_ok = true;
             tmp.query_ms = uv_now(m->loop);
+            tmp.query_seq = m->st.query_seq + 1;
             m->st = tmp;
             m->round_query_ok = true;
         } else {

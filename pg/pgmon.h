@@ -67,6 +67,7 @@ struct pg_status {
     /* Filled by the status query; valid only when query_ok. */
     bool query_ok;
     uint64_t query_ms;       /* monotonic time of the last successful status query */
+    uint64_t query_seq;      /* counts successful status queries: orders observations */
     int server_version;      /* e.g. 150004 */
     bool in_recovery;
     pg_lsn wal_lsn;          /* primary: pg_current_wal_lsn(); replica: max(received, replayed) */

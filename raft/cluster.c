@@ -20,7 +20,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -131,18 +130,8 @@ static int prepare_data_dir(struct cluster *c, char *err, size_t errlen)
                  strerror(errno));
         return PGW_EIO;
     }
-    char lock[4096];
-    snprintf(lock, sizeof lock, "%s/pgwarden.lock", c->data_dir);
-    c->lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (c->lock_fd < 0) {
-        snprintf(err, errlen, "cannot open %s: %s", lock, strerror(errno));
-        return PGW_EIO;
-    }
-    if (flock(c->lock_fd, LOCK_EX | LOCK_NB) != 0) {
-        snprintf(err, errlen, "raft.data_dir %s is in use by another pgwarden process",
-                 c->data_dir);
-        return PGW_EBUSY;
-    }
+    /* One process per data dir: the daemon holds <data_dir>/pgwarden.lock
+     * from before anything else starts (cmd/run.c, common/dirlock.h). */
     return PGW_OK;
 }
 
@@ -649,8 +638,6 @@ static void timer_cb(uv_timer_t *t)
 
 static void free_cluster(struct cluster *c)
 {
-    if (c->lock_fd >= 0)
-        close(c->lock_fd);
     for (size_t i = 0; i < c->n_partners; i++)
         free(c->partners[i]);
     free(c->partners);
@@ -675,7 +662,6 @@ int cluster_start(const struct cluster_opts *o, struct cluster **out, char *err,
     c->o = *o;
     if (c->o.clock == NULL)
         c->o.clock = &clock_monotonic;
-    c->lock_fd = -1;
     c->scope = strdup(o->scope);
     c->name = strdup(o->name);
     c->data_dir = strdup(o->data_dir);

@@ -21,7 +21,6 @@ struct cluster {
     uint8_t *secret; /* raft.password's bytes; o.sec.secret points here */
     char **partners;
     size_t n_partners;
-    int lock_fd;
 
     struct raft raft;
     struct raft_io io;

@@ -159,6 +159,8 @@ static void sync_remove(struct fsm_state *st, const char *name)
     for (unsigned i = 0; i < st->n_sync; i++)
         if (strcmp(st->sync[i], name) != 0)
             memmove(st->sync[o++], st->sync[i], FSM_NAME_MAX);
+    if (o != st->n_sync)
+        st->sync_version++;
     st->n_sync = o;
 }
 
@@ -221,6 +223,8 @@ static int op_lease_renew(struct fsm *f, const struct fsm_cmd *c, struct fsm_res
     if (c->u.lease.timeline > 0 && p->state == FSM_PRIMARY_RUNNING)
         p->timeline = c->u.lease.timeline;
     p->renewals++;
+    p->lease_ttl_ms = c->u.lease.ttl_ms > c->u.lease.held_ttl_ms ? c->u.lease.ttl_ms
+                                                                  : c->u.lease.held_ttl_ms;
     f->local_lease_ms = now_ms(f);
     return 0;
 }
@@ -232,6 +236,14 @@ static int op_primary_assign(struct fsm *f, const struct fsm_cmd *c, struct fsm_
     if (c->epoch != p->epoch)
         return refuse(r, PGW_ECONFLICT, "assignment expected epoch %llu but it is %llu",
                       (unsigned long long)c->epoch, (unsigned long long)p->epoch);
+    /* A decision is only as good as the view it was made from: a controller
+     * that stalled (a former Raft leader whose decision a new leader still
+     * commits) must not take the role from a holder that renewed since. */
+    if (c->u.assign.if_renewals_set && c->u.assign.if_renewals != p->renewals)
+        return refuse(r, PGW_ECONFLICT, "assignment decided when %s had renewed %llu times, "
+                      "but it has renewed %llu times since", p->member[0] ? p->member : "the holder",
+                      (unsigned long long)c->u.assign.if_renewals,
+                      (unsigned long long)p->renewals);
     const struct fsm_member *m = fsm_member_find(st, c->member);
     if (m == NULL)
         return refuse(r, PGW_ENOTFOUND, "no member named %s", c->member);
@@ -421,9 +433,14 @@ static int op_sync_set(struct fsm *f, const struct fsm_cmd *c, struct fsm_result
         return refuse(r, PGW_ECONFLICT, "sync set for epoch %llu but the primary epoch is %llu",
                       (unsigned long long)c->u.sync.primary_epoch,
                       (unsigned long long)st->primary.epoch);
+    if (c->u.sync.if_version_set && c->u.sync.if_version != st->sync_version)
+        return refuse(r, PGW_ECONFLICT, "sync set decided at version %llu but it is at %llu",
+                      (unsigned long long)c->u.sync.if_version,
+                      (unsigned long long)st->sync_version);
     for (unsigned i = 0; i < c->u.sync.n; i++)
         if (fsm_member_find(st, c->u.sync.members[i]) == NULL)
             return refuse(r, PGW_ENOTFOUND, "no member named %s", c->u.sync.members[i]);
+    st->sync_version++;
     memcpy(st->sync, c->u.sync.members, sizeof st->sync);
     st->n_sync = c->u.sync.n;
     st->sync_epoch = c->u.sync.primary_epoch;

@@ -48,6 +48,9 @@ struct fsm_primary {
     uint64_t final_lsn;        /* STOPPED: shutdown checkpoint end */
     char reason[FSM_TEXT_MAX]; /* why this record last changed */
     uint64_t renewals;         /* count of renewals this epoch */
+    /* the longest ttl the holder may count on after its latest renewal (the
+     * one it was sent under, or the one it held meanwhile); 0: not known */
+    uint32_t lease_ttl_ms;
 };
 
 struct fsm_member {
@@ -116,6 +119,7 @@ struct fsm_state {
     uint64_t sync_epoch; /* primary epoch the sync set belongs to */
     unsigned sync_count; /* quorum: commits are acknowledged by ANY sync_count of the set */
     bool sync_quorum;
+    uint64_t sync_version; /* bumps with every change of the set (compare-and-set) */
     struct fsm_history_entry history[FSM_HISTORY_MAX];
     unsigned n_history;
     struct fsm_rid rids[FSM_RID_WINDOW]; /* ring of recent request ids */

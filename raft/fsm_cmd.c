@@ -208,6 +208,8 @@ static void decode_sync(struct dec *d, struct fsm_cmd *c)
     c->u.sync.primary_epoch = get_u64(d, "primary_epoch", true, I63MAX);
     c->u.sync.count = (unsigned)get_u64(d, "count", false, FSM_MAX_SYNC);
     c->u.sync.quorum = get_bool(d, "quorum");
+    c->u.sync.if_version_set = json_object_get(d->obj, "if_version") != NULL;
+    c->u.sync.if_version = get_u64(d, "if_version", false, I63MAX);
 }
 
 static enum fsm_op op_from_name(const char *s)
@@ -290,6 +292,8 @@ int fsm_cmd_decode(const char *buf, size_t len, struct fsm_cmd *out, char *err, 
         c->epoch = get_u64(&d, "epoch", true, I63MAX);
         c->u.lease.lsn = get_u64(&d, "lsn", false, I63MAX);
         c->u.lease.timeline = (uint32_t)get_u64(&d, "timeline", false, U32MAX);
+        c->u.lease.ttl_ms = (uint32_t)get_u64(&d, "ttl_ms", false, U32MAX);
+        c->u.lease.held_ttl_ms = (uint32_t)get_u64(&d, "held_ttl_ms", false, U32MAX);
         break;
     case FSM_OP_PRIMARY_ASSIGN: {
         get_name(&d, "member", c->member, true);
@@ -306,6 +310,8 @@ int fsm_cmd_decode(const char *buf, size_t len, struct fsm_cmd *out, char *err, 
         }
         get_str(&d, "reason", c->u.assign.reason, sizeof c->u.assign.reason, false);
         c->u.assign.allow_data_loss = get_bool(&d, "allow_data_loss");
+        c->u.assign.if_renewals_set = json_object_get(d.obj, "if_renewals") != NULL;
+        c->u.assign.if_renewals = get_u64(&d, "if_renewals", false, I63MAX);
         break;
     }
     case FSM_OP_PRIMARY_RUNNING:
@@ -439,6 +445,10 @@ int fsm_cmd_encode(const struct fsm_cmd *c, char **out, size_t *len, char *err, 
         set_u64(o, "epoch", c->epoch);
         set_u64(o, "lsn", c->u.lease.lsn);
         set_u64(o, "timeline", c->u.lease.timeline);
+        if (c->u.lease.ttl_ms != 0)
+            set_u64(o, "ttl_ms", c->u.lease.ttl_ms);
+        if (c->u.lease.held_ttl_ms != 0)
+            set_u64(o, "held_ttl_ms", c->u.lease.held_ttl_ms);
         break;
     case FSM_OP_PRIMARY_ASSIGN:
         set_u64(o, "epoch", c->epoch);
@@ -446,6 +456,8 @@ int fsm_cmd_encode(const struct fsm_cmd *c, char **out, size_t *len, char *err, 
                                                        ? "bootstrap" : "promote"));
         set_str(o, "reason", c->u.assign.reason);
         json_object_set_new(o, "allow_data_loss", json_boolean(c->u.assign.allow_data_loss));
+        if (c->u.assign.if_renewals_set)
+            set_u64(o, "if_renewals", c->u.assign.if_renewals);
         break;
     case FSM_OP_PRIMARY_RUNNING:
         set_u64(o, "epoch", c->epoch);
@@ -495,6 +507,8 @@ int fsm_cmd_encode(const struct fsm_cmd *c, char **out, size_t *len, char *err, 
         set_u64(o, "primary_epoch", c->u.sync.primary_epoch);
         set_u64(o, "count", c->u.sync.count);
         json_object_set_new(o, "quorum", json_boolean(c->u.sync.quorum));
+        if (c->u.sync.if_version_set)
+            set_u64(o, "if_version", c->u.sync.if_version);
         break;
     }
     default:

@@ -86,11 +86,20 @@ struct fsm_cmd {
         struct {
             uint64_t lsn;
             uint32_t timeline;
+            /* the ttl this renewal is sent under, and the ttl of the lease
+             * the holder counts on while it is in flight; 0: not sent (an
+             * older pgwarden): the judge then uses its own configuration */
+            uint32_t ttl_ms, held_ttl_ms;
         } lease;
         struct {
             enum fsm_assign_mode mode;
             char reason[FSM_TEXT_MAX];
             bool allow_data_loss;
+            /* the controller decided from a view in which the holder had
+             * renewed this many times: refused if it renewed since (wire
+             * "if_renewals", absent from older nodes: no condition) */
+            bool if_renewals_set;
+            uint64_t if_renewals;
         } assign;
         struct {
             uint32_t timeline;
@@ -135,6 +144,10 @@ struct fsm_cmd {
             unsigned count;      /* quorum: ANY count of members; on: every member */
             bool quorum;
             uint64_t primary_epoch;
+            /* decided from the set at this version: refused if it changed
+             * since (wire "if_version", absent from older nodes) */
+            bool if_version_set;
+            uint64_t if_version;
         } sync;
     } u;
 };

@@ -55,6 +55,8 @@ char *fsm_state_dump(const struct fsm_state *st)
     put_u64(pj, "final_lsn", p->final_lsn);
     put_str(pj, "reason", p->reason);
     put_u64(pj, "renewals", p->renewals);
+    if (p->lease_ttl_ms != 0)
+        put_u64(pj, "lease_ttl_ms", p->lease_ttl_ms);
     json_object_set_new(root, "primary", pj);
 
     json_t *ms = json_array();
@@ -99,6 +101,8 @@ char *fsm_state_dump(const struct fsm_state *st)
     json_object_set_new(root, "sync", sy);
     put_u64(root, "sync_epoch", st->sync_epoch);
     put_u64(root, "sync_count", st->sync_count);
+    if (st->sync_version != 0)
+        put_u64(root, "sync_version", st->sync_version);
     json_object_set_new(root, "sync_quorum", json_boolean(st->sync_quorum));
 
     json_t *hs = json_array();
@@ -251,6 +255,8 @@ static void ld_state(struct ld *l, const json_t *root, struct fsm_state *st)
     p->final_lsn = ld_u64(l, pj, "final_lsn");
     ld_str(l, pj, "reason", p->reason, sizeof p->reason);
     p->renewals = ld_u64(l, pj, "renewals");
+    if (json_object_get(pj, "lease_ttl_ms") != NULL)
+        p->lease_ttl_ms = (uint32_t)ld_uint(l, pj, "lease_ttl_ms", UINT32_MAX);
 
     const json_t *ms = json_object_get(root, "members");
     if (!json_is_array(ms) || json_array_size(ms) > FSM_MAX_MEMBERS) {
@@ -316,6 +322,8 @@ static void ld_state(struct ld *l, const json_t *root, struct fsm_state *st)
     }
     st->sync_epoch = ld_u64(l, root, "sync_epoch");
     st->sync_count = (unsigned)ld_uint(l, root, "sync_count", FSM_MAX_SYNC);
+    if (json_object_get(root, "sync_version") != NULL)
+        st->sync_version = ld_u64(l, root, "sync_version");
     st->sync_quorum = ld_bool(l, root, "sync_quorum");
 
     const json_t *hs = json_object_get(root, "history");

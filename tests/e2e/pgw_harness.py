@@ -396,15 +396,21 @@ class Cluster:
         for n in self.nodes:
             if n.alive():
                 n.kill(signal.SIGKILL)
-        for n in self.nodes:
-            pid = n.postmaster_pid()
-            if pid:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except OSError:
-                    pass
+        # every process of each instance, not only the postmaster: a backend
+        # outlives a killed postmaster until it next waits for its client
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and any(n.postmaster_pid() for n in self.nodes):
+        while time.monotonic() < deadline:
+            left = [p for n in self.data_nodes() for p in instance_pids(n.data_dir)]
+            if not left and not any(n.postmaster_pid() for n in self.nodes):
+                break
+            signal_pids(left, signal.SIGKILL)
+            for n in self.nodes:
+                pid = n.postmaster_pid()
+                if pid:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except OSError:
+                        pass
             time.sleep(0.1)
         reports = os.listdir(self.san_dir) if os.path.isdir(self.san_dir) else []
         for r in reports:
@@ -661,6 +667,24 @@ def process_tree(root):
         p = todo.pop()
         out.append(p)
         todo.extend(children.get(p, []))
+    return out
+
+
+def instance_pids(data_dir):
+    """Every live process whose working directory is data_dir: the postmaster
+    and all its children (each of which calls setsid(), so neither its
+    process group nor its session names the instance), and any backend left
+    running after its postmaster died."""
+    want = os.path.realpath(data_dir)
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            if os.readlink(f"/proc/{d}/cwd") == want and pid_alive(int(d)):
+                out.append(int(d))
+        except OSError:
+            continue
     return out
 
 

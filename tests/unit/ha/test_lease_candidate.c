@@ -25,28 +25,28 @@ static void test_holder_lease(void **state)
     assert_false(lease_holder_due(&h, &T, 0)); /* holds nothing */
     lease_holder_reset(&h, 7);
     assert_true(lease_holder_due(&h, &T, 1000));
-    assert_false(lease_holder_valid(&h, &T, 1000)); /* nothing confirmed yet */
-    lease_holder_sent(&h, 1000);
+    assert_false(lease_holder_valid(&h, 1000)); /* nothing confirmed yet */
+    lease_holder_sent(&h, 1000, &T);
     assert_false(lease_holder_due(&h, &T, 1100)); /* one in flight */
     lease_holder_confirmed(&h);
     /* counted from the SEND time: fence deadline = 1000 + 2000 - 750 */
-    assert_int_equal(lease_holder_fence_deadline(&h, &T), 2250);
-    assert_true(lease_holder_valid(&h, &T, 2249));
-    assert_false(lease_holder_valid(&h, &T, 2250));
-    assert_true(lease_holder_serving(&h, &T, 1200));
+    assert_int_equal(lease_holder_fence_deadline(&h), 2250);
+    assert_true(lease_holder_valid(&h, 2249));
+    assert_false(lease_holder_valid(&h, 2250));
+    assert_true(lease_holder_serving(&h, 1200));
     assert_false(lease_holder_due(&h, &T, 1499));
     assert_true(lease_holder_due(&h, &T, 1500));
     /* a failed attempt stops the 200s at once but not the lease */
-    lease_holder_sent(&h, 1500);
+    lease_holder_sent(&h, 1500, &T);
     lease_holder_failed(&h);
-    assert_false(lease_holder_serving(&h, &T, 1600));
-    assert_true(lease_holder_valid(&h, &T, 1600));
-    assert_int_equal(lease_holder_remaining(&h, &T, 1600), 650);
+    assert_false(lease_holder_serving(&h, 1600));
+    assert_true(lease_holder_valid(&h, 1600));
+    assert_int_equal(lease_holder_remaining(&h, 1600), 650);
     /* a later confirmation moves the deadline; an older one never moves it back */
-    lease_holder_sent(&h, 1700);
+    lease_holder_sent(&h, 1700, &T);
     lease_holder_confirmed(&h);
-    assert_int_equal(lease_holder_fence_deadline(&h, &T), 2950);
-    assert_true(lease_holder_serving(&h, &T, 1800));
+    assert_int_equal(lease_holder_fence_deadline(&h), 2950);
+    assert_true(lease_holder_serving(&h, 1800));
 }
 
 static void test_judge_waits_longer_than_holder_fences(void **state)
@@ -58,13 +58,58 @@ static void test_judge_waits_longer_than_holder_fences(void **state)
         for (uint64_t delay = 0; delay < 600; delay += 53) {
             struct lease_holder h;
             lease_holder_reset(&h, 1);
-            lease_holder_sent(&h, send);
+            lease_holder_sent(&h, send, &T);
             lease_holder_confirmed(&h);
-            uint64_t fence = lease_holder_fence_deadline(&h, &T);
-            uint64_t judged = lease_judged_expiry(send + delay, &T);
+            uint64_t fence = lease_holder_fence_deadline(&h);
+            uint64_t judged = lease_judged_expiry(send + delay, 0, &T);
             assert_true(judged > fence + T.retry_timeout_ms);
         }
-    assert_int_equal(lease_judged_expiry(10000, &T), 10000 + 2000 + 125);
+    assert_int_equal(lease_judged_expiry(10000, 0, &T), 10000 + 2000 + 125);
+}
+
+/* Issue 15, item 2: lowering ttl at run time never shortens a lease the
+ * holder still counts on. The holder keeps the timing each renewal was sent
+ * under; every renewal tells the judge that ttl and the one it holds. */
+static void test_ttl_lowered_at_run_time(void **state)
+{
+    (void)state;
+    const struct lease_timing slow = {.ttl_ms = 30000, .loop_wait_ms = 10000,
+                                      .retry_timeout_ms = 10000};
+    const struct lease_timing fast = {.ttl_ms = 2000, .loop_wait_ms = 500, .retry_timeout_ms = 750};
+    struct lease_holder h;
+    lease_holder_reset(&h, 3);
+    lease_holder_sent(&h, 1000, &slow);
+    lease_holder_confirmed(&h);
+    assert_int_equal(lease_holder_fence_deadline(&h), 1000 + 30000 - 10000);
+    /* the configuration is lowered: nothing changes until the next renewal */
+    assert_int_equal(lease_holder_held_ttl(&h), 30000);
+    /* the judge applied the last renewal at 1010 under ttl 30 and now runs
+     * with ttl 2: it still waits out 30 s * 17/16 */
+    uint64_t judged = lease_judged_expiry(1010, 30000, &fast);
+    assert_int_equal(judged, 1010 + 30000 + 1875);
+    assert_true(judged > lease_holder_fence_deadline(&h) + 100);
+    /* a renewal under the new timing is sent while the slow lease is held:
+     * it carries both; committed but not yet confirmed at the holder (frozen),
+     * the judge must cover the held 30 s lease counted from before it */
+    lease_holder_sent(&h, 11000, &fast);
+    uint32_t carried = lease_holder_held_ttl(&h) > fast.ttl_ms ? lease_holder_held_ttl(&h) : fast.ttl_ms;
+    assert_int_equal(carried, 30000);
+    assert_true(lease_judged_expiry(11005, carried, &fast) > lease_holder_fence_deadline(&h) + 100);
+    /* once confirmed, the holder counts on the short lease only ... */
+    lease_holder_confirmed(&h);
+    assert_int_equal(lease_holder_fence_deadline(&h), 11000 + 2000 - 750);
+    assert_int_equal(lease_holder_held_ttl(&h), 2000);
+    /* ... and its next renewal lets the judge use 2 s again */
+    lease_holder_sent(&h, 11500, &fast);
+    assert_int_equal(lease_judged_expiry(11505, lease_holder_held_ttl(&h), &fast), 11505 + 2000 + 125);
+    /* a raised ttl reaches the holder only with a renewal: the judge, already
+     * on the longer configuration, covers it from the start */
+    lease_holder_confirmed(&h);
+    assert_int_equal(lease_holder_fence_deadline(&h), 11500 + 2000 - 750);
+    assert_true(lease_judged_expiry(11505, 2000, &slow) > lease_holder_fence_deadline(&h));
+    /* a lease restored after a restart keeps the timing it was written with */
+    lease_holder_restore(&h, 3, 50000, 30000, 10000);
+    assert_int_equal(lease_holder_fence_deadline(&h), 70000);
 }
 
 static struct cand_member replica(const char *name, uint64_t recv, uint64_t replay)
@@ -245,6 +290,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_holder_lease),
         cmocka_unit_test(test_judge_waits_longer_than_holder_fences),
+        cmocka_unit_test(test_ttl_lowered_at_run_time),
         cmocka_unit_test(test_candidate_rules),
         cmocka_unit_test(test_sync_choice_and_names),
         cmocka_unit_test(test_watchdog),

@@ -288,6 +288,111 @@ static void test_malformed_entries_are_noops(void **state)
     free(after);
 }
 
+static const struct fsm_result *renew(struct fsm *f, uint64_t epoch, uint32_t ttl, uint32_t held)
+{
+    struct fsm_cmd c;
+    char rid[32];
+    snprintf(rid, sizeof rid, "renew-%d", ++rid_seq);
+    fsm_cmd_init(&c, FSM_OP_LEASE_RENEW, rid);
+    snprintf(c.member, sizeof c.member, "n1");
+    c.epoch = epoch;
+    c.u.lease.ttl_ms = ttl;
+    c.u.lease.held_ttl_ms = held;
+    return apply(f, &c);
+}
+
+/* Issue 15, item 2: each renewal records the longest ttl the holder may
+ * count on (the one it was sent under, or the one it held meanwhile), for
+ * the judge; an assignment starts a lease nobody counts on yet. */
+static void test_renewal_records_the_holders_ttl(void **state)
+{
+    struct fsm *f = *state;
+    bootstrap_cluster(f);
+    assert_int_equal(f->st.primary.lease_ttl_ms, 0);
+    assert_int_equal(renew(f, 1, 30000, 0)->status, 0);
+    assert_int_equal(f->st.primary.lease_ttl_ms, 30000);
+    /* ttl lowered: the first renewal under 2 s still holds the 30 s lease */
+    assert_int_equal(renew(f, 1, 2000, 30000)->status, 0);
+    assert_int_equal(f->st.primary.lease_ttl_ms, 30000);
+    assert_int_equal(renew(f, 1, 2000, 2000)->status, 0);
+    assert_int_equal(f->st.primary.lease_ttl_ms, 2000);
+    /* an older pgwarden sends neither: unknown, the judge uses its own */
+    assert_int_equal(renew(f, 1, 0, 0)->status, 0);
+    assert_int_equal(f->st.primary.lease_ttl_ms, 0);
+    assert_int_equal(renew(f, 1, 30000, 2000)->status, 0);
+    char *dump = fsm_state_dump(&f->st);
+    assert_non_null(strstr(dump, "\"lease_ttl_ms\":30000"));
+    struct fsm g;
+    fsm_init(&g, &fake);
+    char err[256];
+    assert_int_equal(fsm_state_load(&g, dump, strlen(dump), err, sizeof err), 0);
+    assert_int_equal(g.st.primary.lease_ttl_ms, 30000);
+    fsm_close(&g);
+    free(dump);
+    assert_int_equal(assign(f, "n2", 1, FSM_ASSIGN_PROMOTE)->status, 0);
+    assert_int_equal(f->st.primary.lease_ttl_ms, 0);
+}
+
+/* Issue 15, item 4: a decision is refused when what it was decided from
+ * changed: an assignment when the holder renewed since, a sync-set change
+ * when the set changed since. */
+static void test_stale_decisions_are_refused(void **state)
+{
+    struct fsm *f = *state;
+    bootstrap_cluster(f);
+    assert_int_equal(renew(f, 1, 2000, 0)->status, 0);
+    uint64_t seen = f->st.primary.renewals;
+    /* the holder renews while a stalled controller's decision is in flight */
+    assert_int_equal(renew(f, 1, 2000, 2000)->status, 0);
+    struct fsm_cmd c;
+    fsm_cmd_init(&c, FSM_OP_PRIMARY_ASSIGN, "stale-assign");
+    snprintf(c.member, sizeof c.member, "n2");
+    c.epoch = 1;
+    c.u.assign.if_renewals_set = true;
+    c.u.assign.if_renewals = seen;
+    const struct fsm_result *r = apply(f, &c);
+    assert_int_equal(r->status, PGW_ECONFLICT);
+    assert_non_null(strstr(r->msg, "renewed"));
+    assert_string_equal(f->st.primary.member, "n1");
+    /* decided from the current view: applied */
+    fsm_cmd_init(&c, FSM_OP_PRIMARY_ASSIGN, "fresh-assign");
+    snprintf(c.member, sizeof c.member, "n2");
+    c.epoch = 1;
+    c.u.assign.if_renewals_set = true;
+    c.u.assign.if_renewals = f->st.primary.renewals;
+    assert_int_equal(apply(f, &c)->status, 0);
+    assert_string_equal(f->st.primary.member, "n2");
+
+    uint64_t v = f->st.sync_version;
+    fsm_cmd_init(&c, FSM_OP_SYNC_SET, "sync-a");
+    snprintf(c.u.sync.members[0], FSM_NAME_MAX, "n1");
+    c.u.sync.n = 1;
+    c.u.sync.primary_epoch = 2;
+    c.u.sync.if_version_set = true;
+    c.u.sync.if_version = v;
+    assert_int_equal(apply(f, &c)->status, 0);
+    assert_int_equal(f->st.sync_version, v + 1);
+    /* a second change decided from the same (now old) version */
+    fsm_cmd_init(&c, FSM_OP_SYNC_SET, "sync-b");
+    c.u.sync.n = 0;
+    c.u.sync.primary_epoch = 2;
+    c.u.sync.if_version_set = true;
+    c.u.sync.if_version = v;
+    r = apply(f, &c);
+    assert_int_equal(r->status, PGW_ECONFLICT);
+    assert_int_equal(f->st.n_sync, 1);
+    /* the wire form keeps both conditions, and the version is in snapshots */
+    char *buf;
+    size_t len;
+    char err[256];
+    assert_int_equal(fsm_cmd_encode(&c, &buf, &len, err, sizeof err), 0);
+    assert_non_null(memmem(buf, len, "\"if_version\":", 13));
+    raft_free(buf);
+    char *dump = fsm_state_dump(&f->st);
+    assert_non_null(strstr(dump, "\"sync_version\":"));
+    free(dump);
+}
+
 static void test_snapshot_round_trip(void **state)
 {
     struct fsm *f = *state;
@@ -469,6 +574,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_switchover_sequence, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refusals, setup, teardown),
         cmocka_unit_test_setup_teardown(test_malformed_entries_are_noops, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_renewal_records_the_holders_ttl, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stale_decisions_are_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_round_trip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_promote_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_without_refusal_fields, setup, teardown),

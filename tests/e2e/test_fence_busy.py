@@ -1,0 +1,133 @@
+"""Fencing against busy sessions (issue 15, item 1), end to end on 127.0.0.1.
+
+A fence must stop every session of the old primary in the middle of its
+work: a long INSERT ... SELECT, a COPY being fed, a pipelined stream of
+INSERTs. PostgreSQL's children each call setsid(), so killing the
+postmaster's process group kills the postmaster alone, and a busy backend
+only notices its postmaster's death the next time it waits for its client.
+
+The bound, measured from the client: with T the send time of the old
+primary's last confirmed renewal (before the fault), its fence deadline is
+T + ttl - retry_timeout and the keeper acts KEEPER_GRACE (0.1 s) later. No
+commit may be acknowledged after freeze + ttl - retry_timeout + 0.1 s + SLACK
+(the keeper's 20 ms tick, its kill and the client's read, on a loaded
+machine), and none at all once the new primary serves."""
+import signal
+import time
+
+import pytest
+
+from busy import create_busy_tables, start_busy_writers
+from pgw_harness import (FencingViolation, instance_pids, managed_clusters, node_timeline,
+                         served_after, signal_pids, start_prober, wait_for, watch_rejoin)
+
+TTL, RETRY = 2.0, 0.75
+KEEPER_GRACE = 0.1
+SLACK = 0.3
+
+
+@pytest.fixture
+def make_cluster(request):
+    yield from managed_clusters(request)
+
+
+def conninfo(node):
+    from pgw_harness import SU_PASSWORD
+    return (f"host=127.0.0.1 port={node.pg_port} user=postgres password={SU_PASSWORD} "
+            "dbname=postgres connect_timeout=5")
+
+
+def settle(writers, t_fault, t_new):
+    """Give any surviving backend time to show itself, well past the lease:
+    at least 2 s after the new primary served, and while a session still
+    runs, up to 15 s after the fault (a long statement then gets to commit)."""
+    time.sleep(max(0.0, max(t_new + 2.0, t_fault + TTL + 3.0) - time.monotonic()))
+    wait_for(lambda: all(w.ended for w in writers) or time.monotonic() > t_fault + 15, 20,
+             interval=0.1, what="busy sessions ending")
+
+
+def summary(acks, t0):
+    """'' for none, else how many and when the first and last came."""
+    if not acks:
+        return ""
+    return f"{len(acks)} from {acks[0][0] - t0:+.2f}s to {acks[-1][0] - t0:+.2f}s"
+
+
+def check_writers(writers, t_fault, t_new, label):
+    """Fails (FencingViolation) when a busy session had a commit acknowledged
+    after the fence deadline or after the new primary served."""
+    limit = t_fault + TTL - RETRY + KEEPER_GRACE + SLACK
+    report = [w.describe(t_fault) for w in writers]
+    print(f"\n[{label}] new primary served {t_new - t_fault:+.2f}s after the fault; " +
+          "; ".join(report))
+    late = {w.mode: summary(w.acks_after(limit), t_fault) for w in writers}
+    after_new = {w.mode: len(w.acks_after(t_new)) for w in writers}
+    if any(late.values()) or any(after_new.values()):
+        raise FencingViolation(
+            f"{label}: commits acknowledged after the fence deadline (+{limit - t_fault:.2f}s): "
+            f"{late}; after the new primary served: {after_new}")
+    for w in writers:
+        assert w.mode != "pipeline" or any(t_fault - 0.5 <= t <= t_fault for t, _ in w.acks), \
+            f"the pipeline was not committing when the fault came: {w.describe(t_fault)}"
+        assert w.ended is not None and w.ended[0] == "err", \
+            f"{w.mode} session was not cut by the fence: {w.describe(t_fault)}"
+
+
+def test_frozen_pgwarden_stops_busy_sessions(make_cluster):
+    """Only pgwarden is frozen on the primary; its fence keeper must kill
+    every process of the instance, busy backends included."""
+    c = make_cluster(n=3)
+    old = c.wait_healthy(timeout=90)
+    create_busy_tables(old.query)
+    prober = start_prober(c, recording=True)
+    writers = start_busy_writers(conninfo(old))
+    time.sleep(1.0)  # mid-statement, mid-COPY, pipeline flowing
+    t0 = time.monotonic()
+    pid = old.pgwarden_pid()
+    signal_pids([pid], signal.SIGSTOP)
+    new = c.wait_primary(timeout=30, exclude=old)
+    t_new = t0 + served_after(prober, new, t0)
+    settle(writers, t0, t_new)
+    left = instance_pids(old.data_dir)
+    signal_pids([pid], signal.SIGCONT)
+    for w in writers:
+        w.stop()
+    check_writers(writers, t0, t_new, "pgwarden frozen")
+    assert left == [], f"processes of the fenced instance still running: {left}"
+    rejoin, answers_200 = watch_rejoin(old, want_timeline=node_timeline(new), timeout=90)
+    assert answers_200 == [], f"{old.name} answered 200 on /primary after SIGCONT: {answers_200}"
+    assert prober.stop() == [], "two primaries in one round"
+
+
+def test_failed_second_start_keeps_the_fence(make_cluster):
+    """Issue 15, item 3: a second `pgwarden run` on the same configuration
+    refuses before it touches the fence, and the live daemon's keeper still
+    fences when the live daemon is then frozen."""
+    c = make_cluster(n=3)
+    old = c.wait_healthy(timeout=90)
+    create_busy_tables(old.query)
+    import subprocess
+    env = dict(c.sanitizer_env())
+    r = subprocess.run([c.binary, "run", "-c", old.cfg_path], user="postgres", group="postgres",
+                       extra_groups=[], cwd=old.dir, env=env, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 1, f"a second pgwarden on {old.cfg_path} exited {r.returncode}"
+    out = r.stdout + r.stderr
+    assert "already running" in out, f"no clear refusal from the second instance: {out[-2000:]}"
+    prober = start_prober(c, recording=True)
+    writers = start_busy_writers(conninfo(old), modes=("pipeline",))
+    time.sleep(1.0)
+    t0 = time.monotonic()
+    pid = old.pgwarden_pid()
+    signal_pids([pid], signal.SIGSTOP)
+    new = c.wait_primary(timeout=30, exclude=old)
+    t_new = t0 + served_after(prober, new, t0)
+    settle(writers, t0, t_new)
+    left = instance_pids(old.data_dir)
+    signal_pids([pid], signal.SIGCONT)
+    for w in writers:
+        w.stop()
+    check_writers(writers, t0, t_new, "pgwarden frozen after a refused second start")
+    assert left == [], f"processes of the fenced instance still running: {left}"
+    wait_for(lambda: old.is_streaming_replica(), 90, what=f"{old.name} rejoining")
+    assert prober.stop() == [], "two primaries in one round"
