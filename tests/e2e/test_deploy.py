@@ -1371,3 +1371,258 @@ def test_gcloud_roll_stops_when_a_node_does_not_come_back():
         st = json.loads(state.read_text())
     assert r.returncode == 1 and "not pg-2 streams again" in r.stderr, r.stderr
     assert st["events"] == ["unprotect pg-2", "delete pg-2", "create pg-2", "add pg-2"]
+
+
+# --- observability: the Ops Agent, alert policies and dashboards ----------------------
+
+DASHBOARDS = GCP / "dashboards"
+
+
+def served_metrics(c_sources=None):
+    """The metric names GET /metrics serves, read from the C source that
+    renders it (every metric()/histogram() call of api/*.c; a histogram also
+    serves its _bucket, _sum and _count series)."""
+    if c_sources is None:
+        c_sources = {p.name: p.read_text() for p in sorted((REPO / "api").glob("*.c"))}
+    names = set()
+    for text in c_sources.values():
+        for kind, name in re.findall(r'\b(metric|histogram)\(\s*&?b\s*,\s*"([a-z_][a-z0-9_]*)"', text):
+            names.add(name)
+            if kind == "histogram":
+                names |= {f"{name}_bucket", f"{name}_sum", f"{name}_count"}
+    return names
+
+
+PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or",
+                "unless", "offset", "inf", "nan"}
+
+
+def promql_metrics(expr):
+    """Metric names a PromQL expression selects: what is left once strings,
+    label matchers, ranges, label lists, functions, keywords and numbers are
+    set aside (Grafana's $variables sit inside matchers and ranges)."""
+    e = re.sub(r'"(?:\\.|[^"\\])*"', '""', expr)
+    e = re.sub(r"\{[^{}]*\}", " ", e)
+    e = re.sub(r"\[[^\[\]]*\]", " ", e)
+    e = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^()]*\)", " ", e)
+    names = set()
+    for m in re.finditer(r"(?<![0-9.$])\b[A-Za-z_:][A-Za-z0-9_:]*", e):
+        tok = m.group(0)
+        if e[m.end():].lstrip().startswith("(") or tok.lower() in PROMQL_WORDS:
+            continue
+        names.add(tok)
+    return names
+
+
+def grafana_queries(dash):
+    out = []
+    for i, p in enumerate(dash["panels"]):
+        if p["type"] == "text":
+            continue
+        if not p.get("targets"):
+            out.append((f"panel {p.get('title')}", ""))
+        for t in p.get("targets", []):
+            out.append((f"panel {p.get('title')}", t.get("expr", "")))
+    for a in dash["annotations"]["list"]:
+        out.append((f"annotation {a['name']}", a.get("expr", "")))
+    for v in dash["templating"]["list"]:
+        if v["type"] == "query":
+            q = v["query"]["query"] if isinstance(v["query"], dict) else v["query"]
+            m = re.fullmatch(r"label_values\((\w+),\s*\w+\)", q)
+            out.append((f"variable {v['name']}", m.group(1) if m else q))
+    return out
+
+
+def cloud_monitoring_queries(dash):
+    out = []
+
+    def walk(x, where):
+        if isinstance(x, dict):
+            for k, v in x.items():
+                if k == "prometheusQuery":
+                    out.append((where, v))
+                else:
+                    walk(v, x.get("title", where) if isinstance(x.get("title"), str) else where)
+        elif isinstance(x, list):
+            for v in x:
+                walk(v, where)
+    walk(dash, "dashboard")
+    return out
+
+
+def alert_queries(tf):
+    pols = tf["locals"]["alert_policies"]
+    res_ = res(tf, "google_monitoring_alert_policy")["pgwarden"]
+    cond = res_["conditions"][0]["condition_prometheus_query_language"][0]
+    assert cond["query"] == "${each.value.query}"
+    # as Terraform renders them: the scope's label matcher, then numbers
+    assert tf["locals"]["scope_sel"] == 'scope=\"${var.scope}\"'
+    return [(f"alert {k}", re.sub(r"\$\{[^}]*\}", "0", v["query"].replace("${local.scope_sel}",
+                                                                          'scope="main"')))
+            for k, v in pols.items()]
+
+
+def unknown_metric_problems(queries, served):
+    """Every query names at least one metric, and only metrics /metrics serves."""
+    out = []
+    for where, q in queries:
+        names = promql_metrics(q)
+        if not names:
+            out.append(f"{where}: no metric in {q!r}")
+        for n in sorted(names - served):
+            out.append(f"{where}: {n} is not served by /metrics")
+    return out
+
+
+def test_served_metrics_are_read_from_the_source():
+    served = served_metrics()
+    # the checker below is only as good as this list: it must be the real one
+    assert {"patroni_primary", "patroni_xlog_location", "pgwarden_fences_total",
+            "pgwarden_ha_tick_delay_seconds_bucket", "pgwarden_lease_renewals_total"} <= served
+    assert len(served) >= 40, sorted(served)
+    assert all(n.startswith(("patroni_", "pgwarden_")) for n in served), sorted(served)
+
+
+def test_dashboards_and_alerts_name_served_metrics(tf):
+    served = served_metrics()
+    graf = json.loads((DASHBOARDS / "pgwarden-grafana.json").read_text())
+    cm = json.loads((DASHBOARDS / "pgwarden-cloud-monitoring.json").read_text())
+    queries = {"grafana": grafana_queries(graf), "cloud monitoring": cloud_monitoring_queries(cm),
+               "alerts": alert_queries(tf)}
+    for what, qs in queries.items():
+        assert len(qs) >= 4, (what, qs)
+        assert unknown_metric_problems(qs, served) == [], what
+    # what the issue asks to see: primary over time, lag per replica, lease
+    # renewals and fences, failovers and switchovers as annotations
+    used = set().union(*(promql_metrics(q) for _, q in queries["grafana"]))
+    assert {"patroni_primary", "patroni_xlog_replayed_location", "pgwarden_lease_renewals_total",
+            "pgwarden_fences_total"} <= used
+    ann = " ".join(a["expr"] for a in graf["annotations"]["list"])
+    assert "pgwarden_failovers_total" in ann and "pgwarden_switchovers_total" in ann
+    used = set().union(*(promql_metrics(q) for _, q in queries["cloud monitoring"]))
+    assert {"patroni_primary", "patroni_xlog_replayed_location", "pgwarden_lease_renewals_total",
+            "pgwarden_fences_total", "pgwarden_failovers_total", "pgwarden_switchovers_total"} <= used
+    assert set(tf["locals"]["alert_policies"]) == {"no_primary", "failover", "replica_lag", "fence"}
+
+
+@pytest.mark.parametrize("expr,found", [
+    ('max by (scope) (patroni_xlog_location{scope="$scope"}) - on (scope) group_right () '
+     '(patroni_xlog_replayed_location{scope="$scope"} > 0)',
+     {"patroni_xlog_location", "patroni_xlog_replayed_location"}),
+    ("sum by (name) (rate(pgwarden_fences_total[$__rate_interval])) > 1e6", {"pgwarden_fences_total"}),
+    ("histogram_quantile(0.99, sum by (le) (rate(pgwarden_ha_tick_delay_seconds_bucket[5m])))",
+     {"pgwarden_ha_tick_delay_seconds_bucket"}),
+    ("(time() - patroni_xlog_replayed_timestamp) and on (scope, name) (patroni_replica == 1)",
+     {"patroni_xlog_replayed_timestamp", "patroni_replica"}),
+    ("patroni_primary offset 5m", {"patroni_primary"}),
+])
+def test_promql_metric_extraction(expr, found):
+    assert promql_metrics(expr) == found
+
+
+def test_metric_name_checker_can_fail(tf):
+    """Mutated copies: a misspelled metric in each source of queries, a query
+    with no metric, and /metrics losing a metric a dashboard uses."""
+    served = served_metrics()
+    graf = json.loads((DASHBOARDS / "pgwarden-grafana.json").read_text())
+    bad = copy.deepcopy(graf)
+    bad["panels"][1]["targets"][0]["expr"] = bad["panels"][1]["targets"][0]["expr"].replace(
+        "patroni_xlog_replayed_location", "patroni_replay_lsn")
+    assert any("patroni_replay_lsn is not served" in p
+               for p in unknown_metric_problems(grafana_queries(bad), served))
+    bad = copy.deepcopy(graf)
+    bad["annotations"]["list"][0]["expr"] = "sum(increase(pgwarden_failover_total[1m])) > 0"
+    assert any("pgwarden_failover_total" in p for p in unknown_metric_problems(grafana_queries(bad), served))
+    bad = copy.deepcopy(graf)
+    bad["templating"]["list"][1]["query"]["query"] = "label_values(patroni_leader, scope)"
+    assert any("patroni_leader" in p for p in unknown_metric_problems(grafana_queries(bad), served))
+    bad = copy.deepcopy(graf)
+    bad["panels"][0]["targets"][0]["expr"] = "vector(1)"
+    assert any("no metric" in p for p in unknown_metric_problems(grafana_queries(bad), served))
+    cm = json.loads((DASHBOARDS / "pgwarden-cloud-monitoring.json").read_text())
+    bad = copy.deepcopy(cm)
+    bad["mosaicLayout"]["tiles"][0]["widget"]["xyChart"]["dataSets"][0]["timeSeriesQuery"][
+        "prometheusQuery"] = "max by (name) (pgwarden_is_primary)"
+    assert any("pgwarden_is_primary" in p
+               for p in unknown_metric_problems(cloud_monitoring_queries(bad), served))
+    bad = copy.deepcopy(tf)
+    bad["locals"]["alert_policies"]["fence"]["query"] = "sum(increase(pgwarden_fenced_total[5m])) > 0"
+    assert any("pgwarden_fenced_total" in p for p in unknown_metric_problems(alert_queries(bad), served))
+    # /metrics stops serving one: the dashboards are then wrong, and seen so
+    src = (REPO / "api" / "handlers_metrics.c").read_text()
+    fewer = served_metrics({"handlers_metrics.c": re.sub(r'metric\(&b, "pgwarden_fences_total".*?;',
+                                                         "", src, flags=re.S)})
+    assert "pgwarden_fences_total" not in fewer and len(fewer) == len(served) - 1
+    assert any("pgwarden_fences_total is not served" in p
+               for p in unknown_metric_problems(grafana_queries(graf), fewer))
+
+
+def test_alert_policies_and_dashboard_resources(tf):
+    pol = res(tf, "google_monitoring_alert_policy")["pgwarden"]
+    assert pol["for_each"] == "${var.enable_alert_policies ? local.alert_policies : {}}"
+    assert pol["notification_channels"] == "${var.alert_notification_channels}"
+    assert tf["variable"]["enable_alert_policies"][0]["default"] is False
+    for k, v in tf["locals"]["alert_policies"].items():
+        assert re.fullmatch(r"\d+s", v["duration"]) and v["doc"] and v["name"], k
+        assert "${local.scope_sel}" in v["query"], k
+    assert "${var.replica_lag_alert_bytes}" in tf["locals"]["alert_policies"]["replica_lag"]["query"]
+    dash = res(tf, "google_monitoring_dashboard")["pgwarden"]
+    assert dash["dashboard_json"] == '${file("${path.module}/dashboards/pgwarden-cloud-monitoring.json")}'
+    assert dash["count"] == "${var.enable_dashboard ? 1 : 0}"
+    roles = res(tf, "google_project_iam_member")["node_telemetry"]
+    assert '"roles/logging.logWriter", "roles/monitoring.metricWriter"' in roles["for_each"]
+    assert roles["for_each"].startswith("${var.enable_ops_agent ?")
+
+
+def test_ops_agent_config():
+    conf = yaml.safe_load((GCP / "ops-agent.yaml").read_text())
+    for part in ("logging", "metrics"):
+        recv, procs = conf[part]["receivers"], conf[part].get("processors", {})
+        for name, pipe in conf[part]["service"]["pipelines"].items():
+            assert set(pipe["receivers"]) <= set(recv), (part, name)
+            assert set(pipe.get("processors", [])) <= set(procs), (part, name)
+    logs = conf["logging"]["receivers"]
+    assert logs["pgwarden_journal"]["type"] == "systemd_journald"
+    only = conf["logging"]["processors"]["pgwarden_only"]
+    assert only["type"] == "exclude_logs"
+    assert only["match_any"] == ['jsonPayload._SYSTEMD_UNIT != "pgwarden.service"']
+    # PostgreSQL's server log where pg_ctl -l puts it, as logrotate rotates it
+    pg = logs["postgresql_server"]
+    assert pg["type"] == "postgresql_general"
+    lr_paths = next(ln for ln in (DEBIAN / "pgwarden.logrotate").read_text().splitlines()
+                    if ln.endswith("{"))[:-1].split()
+    assert pg["include_paths"] == ["/var/lib/postgresql/*/*.startup.log"]
+    assert pg["include_paths"][0] in lr_paths
+    # /metrics on the REST API's port as render-config.sh sets it
+    prom = conf["metrics"]["receivers"]["pgwarden"]
+    assert prom["type"] == "prometheus"
+    sc = prom["config"]["scrape_configs"][0]
+    assert sc["metrics_path"] == "/metrics" and sc["static_configs"][0]["targets"] == ["localhost:8008"]
+    assert 'api_port=${PGW_API_PORT:-8008}' in (GCP / "render-config.sh").read_text()
+    assert '{"/metrics", HTTP_M_GET' in (REPO / "api" / "handlers_metrics.c").read_text()
+
+
+def promtool_check(queries):
+    """promtool (Debian's prometheus package) parses each query as the
+    expression of a recording rule: PromQL syntax errors, not metric names."""
+    rules = {"groups": [{"name": "pgwarden_check", "rules": [
+        {"record": f"check:q{i}", "expr": q.replace("$__rate_interval", "5m").replace("$scope", "main")}
+        for i, (_, q) in enumerate(queries)]}]}
+    with tempfile.TemporaryDirectory() as d:
+        p = pathlib.Path(d) / "rules.yml"
+        p.write_text(yaml.safe_dump(rules))
+        return subprocess.run(["promtool", "check", "rules", str(p)], capture_output=True, text=True,
+                              timeout=60)
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian: prometheus) not installed")
+def test_queries_are_valid_promql(tf):
+    graf = json.loads((DASHBOARDS / "pgwarden-grafana.json").read_text())
+    cm = json.loads((DASHBOARDS / "pgwarden-cloud-monitoring.json").read_text())
+    queries = [q for q in grafana_queries(graf) if not q[0].startswith("variable")]
+    queries += cloud_monitoring_queries(cm) + alert_queries(tf)
+    r = promtool_check(queries)
+    assert r.returncode == 0 and f"SUCCESS: {len(queries)} rules found" in r.stdout, r.stdout + r.stderr
+    # and promtool does see a broken one
+    r = promtool_check(queries[:1] + [("broken", "sum by (scope (patroni_primary)")])
+    assert r.returncode != 0
