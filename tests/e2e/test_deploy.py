@@ -1626,3 +1626,46 @@ def test_queries_are_valid_promql(tf):
     # and promtool does see a broken one
     r = promtool_check(queries[:1] + [("broken", "sum by (scope (patroni_primary)")])
     assert r.returncode != 0
+
+
+def test_startup_optional_attributes():
+    """attr_opt: a missing attribute (404, metadata of an older configuration
+    or the local rehearsal) reads as empty; any other failure stops the
+    script, as a missing required attribute does. Against a metadata server
+    on 127.0.0.1."""
+    import http.server
+    import threading
+
+    class H(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def do_GET(self):
+            code, body = {"/v1/instance/attributes/pgwarden-data-device": (200, b"pgwarden-data"),
+                          "/v1/instance/attributes/broken": (403, b"denied")}.get(self.path, (404, b"nf"))
+            if self.headers.get("Metadata-Flavor") != "Google":
+                code, body = 403, b"no header"
+            self.send_response(code)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        env = {"PATH": "/usr/bin:/bin", "PGW_METADATA_URL": f"http://127.0.0.1:{srv.server_address[1]}/v1"}
+
+        def attr_opt(name):
+            return subprocess.run(["bash", "-c", f'. "{GCP / "startup.sh"}"; v=$(attr_opt {name}); '
+                                   'printf "<%s>" "$v"'], capture_output=True, text=True, env=env,
+                                  timeout=60)
+        r = attr_opt("pgwarden-data-device")
+        assert r.returncode == 0 and r.stdout == "<pgwarden-data>", r.stderr
+        r = attr_opt("pgwarden-ops-agent-config")
+        assert r.returncode == 0 and r.stdout == "<>", r.stderr
+        r = attr_opt("broken")
+        assert r.returncode != 0 and "cannot read instance metadata attribute broken (HTTP 403)" in r.stderr
+    finally:
+        srv.shutdown()
+        srv.server_close()
