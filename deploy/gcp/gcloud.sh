@@ -119,7 +119,8 @@ case "$ROLL_WITH" in
     gcloud | terraform) ;;
     *) echo "$0: ROLL_WITH must be gcloud or terraform" >&2; exit 2 ;;
 esac
-if [ "$action" = up ]; then
+# up, and roll with gcloud, create VMs: they need the package
+if [ "$action" = up ] || { [ "$action" = roll ] && [ "$ROLL_WITH" = gcloud ]; }; then
     [[ "$DEB_URL" =~ ^(gs://[^/]+/.+|https://.+)\.deb$ ]] ||
         { echo "$0: DEB_URL must be gs://BUCKET/PATH.deb or https://HOST/PATH.deb" >&2; exit 2; }
 fi

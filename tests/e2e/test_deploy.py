@@ -1170,6 +1170,17 @@ def test_gcloud_down_keeps_the_data_unless_told():
         ["pg-1-data", "pg-2-data", "pg-3-data"]
 
 
+def test_gcloud_roll_needs_the_package_to_recreate_vms():
+    env = {"PATH": "/usr/bin:/bin", "PROJECT": "p"}
+    r = subprocess.run([str(GCP / "gcloud.sh"), "--dry-run", "roll"], capture_output=True, text=True,
+                       env=env, timeout=30)
+    assert r.returncode == 2 and "DEB_URL must be" in r.stderr
+    env["ROLL_WITH"] = "ansible"
+    r = subprocess.run([str(GCP / "gcloud.sh"), "--dry-run", "roll"], capture_output=True, text=True,
+                       env=env, timeout=30)
+    assert r.returncode == 2 and "ROLL_WITH must be gcloud or terraform" in r.stderr
+
+
 def test_gcloud_refuses_old_disk_settings():
     env = {"PATH": "/usr/bin:/bin", "PROJECT": "p", "DEB_URL": "gs://b/p.deb", "DISK_SIZE_GB": "100"}
     r = subprocess.run([str(GCP / "gcloud.sh"), "--dry-run", "up"], capture_output=True, text=True,
