@@ -1001,12 +1001,22 @@ def test_logrotate_snippet():
     for d in ("copytruncate", "missingok", "su postgres postgres"):
         assert d in body, d
     assert "/etc/logrotate.d/pgwarden" in (DEBIAN / "conffiles").read_text().split()
-    if shutil.which("logrotate"):
-        with tempfile.TemporaryDirectory() as d:
-            r = subprocess.run(["logrotate", "--debug", "--state", f"{d}/state",
-                                str(DEBIAN / "pgwarden.logrotate")],
-                               capture_output=True, text=True, timeout=30)
-        assert r.returncode == 0 and "error" not in (r.stdout + r.stderr).lower(), r.stderr
+
+
+@pytest.mark.skipif(shutil.which("logrotate") is None, reason="logrotate not installed")
+def test_logrotate_parses_the_snippet():
+    with tempfile.TemporaryDirectory() as d:
+        r = subprocess.run(["logrotate", "--debug", "--state", f"{d}/state",
+                            str(DEBIAN / "pgwarden.logrotate")], capture_output=True, text=True, timeout=30)
+        out = r.stdout + r.stderr
+        assert r.returncode == 0 and "error" not in out.lower(), out
+        assert "rotating pattern: /var/lib/postgresql/*/*.startup.log" in out, out
+        # and it does complain about a broken one
+        bad = pathlib.Path(d) / "bad"
+        bad.write_text((DEBIAN / "pgwarden.logrotate").read_text().replace("copytruncate", "copytrunc"))
+        r = subprocess.run(["logrotate", "--debug", "--state", f"{d}/state", str(bad)],
+                           capture_output=True, text=True, timeout=30)
+        assert "error" in (r.stdout + r.stderr).lower()
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
