@@ -159,6 +159,28 @@ static void next_stage(struct daemon *d)
     }
 }
 
+/* sdnotify: the longest a graceful stop can take with the timings in force,
+ * sent as EXTEND_TIMEOUT_USEC so that systemd does not kill pgwarden in the
+ * middle of a handover (the unit's TimeoutStopSec= is only a floor). The
+ * steps, each bounded: the primary's handover (ha_shutdown allows
+ * 4 x ttl + 10 s, ttl from the cluster's dynamic configuration), the
+ * before_stop callback and pg_ctl stop (postgresql.pg_ctl_timeout each, pg_ctl
+ * 5 s more), then closing Raft and the REST server (the margin). */
+#define STOP_HANDOVER_EXTRA_MS 10000u
+#define STOP_PGCTL_EXTRA_MS 5000u
+#define STOP_MARGIN_MS 15000u
+
+static uint64_t stop_budget_usec(struct daemon *d)
+{
+    const struct cfg *c = cur_cfg(d);
+    uint64_t ttl = d->ha != NULL ? ha_dcs(d->ha)->ttl_ms : c->bootstrap.dcs.ttl_ms;
+    uint64_t pgctl = c->postgresql.pg_ctl_timeout_ms != 0 ? c->postgresql.pg_ctl_timeout_ms : 60000;
+    uint64_t ms = 4 * ttl + STOP_HANDOVER_EXTRA_MS + pgctl + STOP_PGCTL_EXTRA_MS + STOP_MARGIN_MS;
+    if (c->postgresql.before_stop != NULL)
+        ms += pgctl;
+    return ms * 1000;
+}
+
 static void begin_stop(struct daemon *d, int exit_code, const char *why)
 {
     if (exit_code > d->exit_code)
@@ -168,6 +190,7 @@ static void begin_stop(struct daemon *d, int exit_code, const char *why)
     d->stopping = true;
     log_info("main", "stopping: %s", why);
     sdnotify_stopping(); /* sdnotify */
+    sdnotify_extend_timeout(stop_budget_usec(d)); /* sdnotify */
     next_stage(d);
 }
 

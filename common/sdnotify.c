@@ -3,6 +3,7 @@
  * reads it; a full socket buffer makes sd_notify fail, not wait). */
 #include "common/sdnotify.h"
 
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,6 +57,15 @@ void sdnotify_reloading(void)
 void sdnotify_stopping(void)
 {
     send_state("STOPPING=1");
+}
+
+void sdnotify_extend_timeout(uint64_t usec)
+{
+    if (usec == 0)
+        return;
+    char buf[64];
+    snprintf(buf, sizeof buf, "EXTEND_TIMEOUT_USEC=%" PRIu64, usec);
+    send_state(buf);
 }
 
 void sdnotify_watchdog(void)

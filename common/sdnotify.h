@@ -21,6 +21,11 @@ void sdnotify_ready(const char *status);
 void sdnotify_reloading(void);
 /* STOPPING=1: a graceful stop began (it may include a switchover). */
 void sdnotify_stopping(void);
+/* EXTEND_TIMEOUT_USEC=usec: the state being left (here the stop that
+ * STOPPING=1 announced) may last usec more from now, even past the unit's
+ * TimeoutStopSec= (systemd 236 and later; older ones ignore the line).
+ * 0 sends nothing. */
+void sdnotify_extend_timeout(uint64_t usec);
 /* WATCHDOG=1: the event loop is alive. */
 void sdnotify_watchdog(void);
 

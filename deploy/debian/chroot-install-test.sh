@@ -12,7 +12,10 @@
 #    mirror with apt (lists and .debs cached in CACHE_DIR/apt), then
 #    `dpkg -i PACKAGE.deb`, then `pgwarden version` and
 #    `pgwarden validate -c /etc/pgwarden/pgwarden.yml.example`, plus checks
-#    of what the maintainer scripts did.
+#    of what the maintainer scripts did; then systemd (the package, not a
+#    running manager) and logrotate from Debian check the installed unit
+#    (`systemd-analyze verify`, and `systemd-analyze security`'s exposure
+#    score, printed) and the logrotate snippet (`logrotate --debug`).
 # The chroot runs in its own mount namespace (unshare), so /proc mounted for
 # it disappears with it; the copied root is removed at exit. Needs root,
 # debootstrap, unshare, and network access to $DEBIAN_MIRROR.
@@ -102,6 +105,20 @@ for f in /usr/bin/pgwarden /lib/systemd/system/pgwarden.service /etc/pgwarden/pg
 done
 echo "dir /etc/pgwarden \$(stat -c '%U:%G %a' /etc/pgwarden)"
 echo "user \$(getent passwd postgres)"
+echo "== udev rule"
+echo "file /lib/udev/rules.d/60-pgwarden-watchdog.rules \$(stat -c '%U:%G %a' /lib/udev/rules.d/60-pgwarden-watchdog.rules)"
+echo "== systemd and logrotate from Debian, to check the unit and the snippet"
+apt-get install -y -q --no-install-recommends systemd logrotate >/tmp/apt-tools.log 2>&1 ||
+    { tail -30 /tmp/apt-tools.log; exit 1; }
+echo "== systemd-analyze verify pgwarden.service"
+systemd-analyze verify /lib/systemd/system/pgwarden.service >/tmp/verify.out 2>&1 && vrc=0 || vrc=\$?
+echo "verify: exit \$vrc output: \$(tr '\n' '|' </tmp/verify.out)"
+echo "== systemd-analyze security pgwarden.service"
+systemd-analyze security --offline=true pgwarden.service >/tmp/security.out 2>&1 || true
+grep -E '^(✗|→)' /tmp/security.out || cat /tmp/security.out
+echo "== logrotate --debug /etc/logrotate.d/pgwarden"
+logrotate --debug --state /tmp/logrotate.state /etc/logrotate.d/pgwarden >/tmp/logrotate.out 2>&1 && lrc=0 || lrc=\$?
+echo "logrotate: exit \$lrc errors: \$(grep -ci 'error' /tmp/logrotate.out)"
 echo "== pgwarden run as root"
 if pgwarden run -c /etc/pgwarden/pgwarden.yml.example 2>/tmp/run.err; then
     echo "run-as-root: started (wrong)"

@@ -2,9 +2,24 @@
 # load balancers: writers (5432, health check GET /primary on 8008) and
 # readers (5432, GET /replica). There is no etcd tier: the three pgwarden
 # processes are their own Raft group. See README.md for the runbook.
+#
+# The data survives the infrastructure: each node's PostgreSQL data directory
+# and Raft directory live on a persistent disk of its own (prevent_destroy,
+# daily snapshots), which a replaced VM attaches again; every per-node
+# resource is a for_each keyed by the node's name, and nothing shared forces
+# the VMs to be replaced or stopped together (README.md, "Roll a change").
 
 locals {
-  node_names    = [for i in range(3) : "${var.name_prefix}-${i + 1}"]
+  # The three nodes, keyed by name (also their pgwarden member names).
+  nodes = {
+    for i in range(3) : "${var.name_prefix}-${i + 1}" => {
+      zone = var.zones[i]
+      ip   = length(var.node_ips) == 3 ? var.node_ips[i] : null
+    }
+  }
+  # Device name of every node's data disk: startup.sh mounts
+  # /dev/disk/by-id/google-<data_device> on /var/lib/postgresql.
+  data_device   = "pgwarden-data"
   create_subnet = var.subnetwork == ""
   subnetwork    = local.create_subnet ? google_compute_subnetwork.pg[0].self_link : data.google_compute_subnetwork.existing[0].self_link
   subnet_cidr   = local.create_subnet ? var.subnet_cidr : data.google_compute_subnetwork.existing[0].ip_cidr_range
@@ -57,14 +72,15 @@ resource "google_compute_router_nat" "nat" {
   }
 }
 
-# Reserved internal addresses: every node's configuration names the others'.
+# Reserved internal addresses: every node's configuration names the others',
+# and a replaced VM keeps its address (and its place in the Raft group).
 resource "google_compute_address" "node" {
-  count        = 3
-  name         = "${local.node_names[count.index]}-ip"
+  for_each     = local.nodes
+  name         = "${each.key}-ip"
   region       = var.region
   subnetwork   = local.subnetwork
   address_type = "INTERNAL"
-  address      = length(var.node_ips) == 3 ? var.node_ips[count.index] : null
+  address      = each.value.ip
 }
 
 resource "google_compute_address" "writer" {
@@ -203,29 +219,114 @@ resource "google_storage_bucket_iam_member" "deb" {
   member = "serviceAccount:${google_service_account.node.email}"
 }
 
+# The Ops Agent (ops-agent.yaml) writes the logs and the /metrics samples
+# with the VMs' service account.
+resource "google_project_iam_member" "node_telemetry" {
+  for_each = var.enable_ops_agent ? toset(["roles/logging.logWriter", "roles/monitoring.metricWriter"]) : toset([])
+  project  = var.project_id
+  role     = each.key
+  member   = "serviceAccount:${google_service_account.node.email}"
+}
+
+# --- the data disks ----------------------------------------------------------------
+
+# PostgreSQL's data directory and raft.data_dir, one disk per node in the
+# node's zone. Not part of the VM: replacing the VM (new image, new boot disk)
+# attaches the same disk again. prevent_destroy makes any plan that would
+# delete one fail (a change of type or name_prefix included); a size increase
+# is applied in place and startup.sh grows the filesystem at the next boot.
+resource "google_compute_disk" "data" {
+  for_each = local.nodes
+  name     = "${each.key}-data"
+  zone     = each.value.zone
+  type     = var.data_disk_type
+  size     = var.data_disk_size_gb
+
+  labels = {
+    pgwarden-node = each.key
+  }
+
+  lifecycle {
+    prevent_destroy = true
+  }
+}
+
+# Daily snapshots of every data disk, kept snapshot_retention_days, and kept
+# when the disk itself is deleted. PGDATA and pg_wal are on the same disk, so
+# each snapshot is crash-consistent (PostgreSQL recovers it like after a power
+# loss). A safety net against losing a disk or a zone, not point-in-time
+# recovery: that needs WAL archiving (issue 18, backups).
+resource "google_compute_resource_policy" "data_snapshots" {
+  name   = "${var.name_prefix}-data-snapshots"
+  region = var.region
+
+  snapshot_schedule_policy {
+    schedule {
+      daily_schedule {
+        days_in_cycle = 1
+        start_time    = var.snapshot_start_time
+      }
+    }
+    retention_policy {
+      max_retention_days    = var.snapshot_retention_days
+      on_source_disk_delete = "KEEP_AUTO_SNAPSHOTS"
+    }
+    snapshot_properties {
+      storage_locations = [var.region]
+      guest_flush       = false
+
+      labels = {
+        pgwarden-prefix = var.name_prefix
+      }
+    }
+  }
+}
+
+resource "google_compute_disk_resource_policy_attachment" "data_snapshots" {
+  for_each = local.nodes
+  name     = google_compute_resource_policy.data_snapshots.name
+  disk     = google_compute_disk.data[each.key].name
+  zone     = each.value.zone
+}
+
 # --- the three VMs -------------------------------------------------------------
 
+# One resource per node (for_each): `terraform apply -replace` and the
+# per-node variables (node_image, node_machine_type, stoppable_node) act on one
+# node at a time. A change of a shared variable (image, machine_type, boot
+# disk) cannot take all three down in one apply: replacing a VM is refused
+# while deletion_protection is on, and stopping one is refused except for
+# stoppable_node. `gcloud.sh roll` replaces them one by one.
 resource "google_compute_instance" "node" {
-  count        = 3
-  name         = local.node_names[count.index]
-  zone         = var.zones[count.index]
-  machine_type = var.machine_type
+  for_each     = local.nodes
+  name         = each.key
+  zone         = each.value.zone
+  machine_type = lookup(var.node_machine_type, each.key, var.machine_type)
   tags         = [var.network_tag]
 
-  allow_stopping_for_update = true
+  deletion_protection = var.deletion_protection
+  # a machine type change stops the VM: only the one named, never all three
+  allow_stopping_for_update = each.key == var.stoppable_node
 
   boot_disk {
     initialize_params {
-      image = var.image
-      size  = var.disk_size_gb
-      type  = var.disk_type
+      image = lookup(var.node_image, each.key, var.image)
+      size  = var.boot_disk_size_gb
+      type  = var.boot_disk_type
     }
+  }
+
+  # PGDATA and raft.data_dir (startup.sh mounts it by this device name).
+  attached_disk {
+    source      = google_compute_disk.data[each.key].self_link
+    device_name = local.data_device
+    mode        = "READ_WRITE"
   }
 
   # No external address: packages come through Cloud NAT, SSH through IAP.
   network_interface {
     subnetwork = local.subnetwork
-    network_ip = google_compute_address.node[count.index].address
+    network_ip = google_compute_address.node[each.key].address
   }
 
   service_account {
@@ -236,37 +337,53 @@ resource "google_compute_instance" "node" {
   # startup.sh reads the pgwarden-* attributes; render-config.sh turns them
   # into /etc/pgwarden/pgwarden.yml.
   metadata = {
-    enable-oslogin         = "TRUE"
-    startup-script         = file("${path.module}/startup.sh")
-    pgwarden-render-config = file("${path.module}/render-config.sh")
-    pgwarden-name          = local.node_names[count.index]
-    pgwarden-scope         = var.scope
-    pgwarden-self-ip       = google_compute_address.node[count.index].address
-    pgwarden-partner-ips   = join(",", [for i, a in google_compute_address.node : a.address if i != count.index])
-    pgwarden-raft-port     = tostring(var.raft_port)
-    pgwarden-pg-version    = var.postgres_version
-    pgwarden-deb-url       = var.pgwarden_deb_url
-    pgwarden-secret-prefix = var.name_prefix
-    pgwarden-subnet-cidr   = local.subnet_cidr
-    pgwarden-client-cidrs  = join(",", var.pg_hba_client_cidrs)
-    pgwarden-zone          = var.zones[count.index]
+    enable-oslogin            = "TRUE"
+    startup-script            = file("${path.module}/startup.sh")
+    pgwarden-render-config    = file("${path.module}/render-config.sh")
+    pgwarden-name             = each.key
+    pgwarden-scope            = var.scope
+    pgwarden-self-ip          = google_compute_address.node[each.key].address
+    pgwarden-partner-ips      = join(",", [for k, a in google_compute_address.node : a.address if k != each.key])
+    pgwarden-raft-port        = tostring(var.raft_port)
+    pgwarden-pg-version       = var.postgres_version
+    pgwarden-deb-url          = var.pgwarden_deb_url
+    pgwarden-secret-prefix    = var.name_prefix
+    pgwarden-subnet-cidr      = local.subnet_cidr
+    pgwarden-client-cidrs     = join(",", var.pg_hba_client_cidrs)
+    pgwarden-zone             = each.value.zone
+    pgwarden-data-device      = local.data_device
+    pgwarden-ops-agent-config = var.enable_ops_agent ? file("${path.module}/ops-agent.yaml") : ""
+  }
+
+  lifecycle {
+    precondition {
+      condition     = alltrue([for k in concat(keys(var.node_image), keys(var.node_machine_type)) : contains(keys(local.nodes), k)])
+      error_message = "node_image and node_machine_type are keyed by node name: ${join(", ", keys(local.nodes))}."
+    }
+    precondition {
+      condition     = var.stoppable_node == "" || contains(keys(local.nodes), var.stoppable_node)
+      error_message = "stoppable_node: empty or one of ${join(", ", keys(local.nodes))}."
+    }
   }
 
   depends_on = [
     google_secret_manager_secret_version.pg,
     google_secret_manager_secret_iam_member.node,
     google_storage_bucket_iam_member.deb,
+    google_project_iam_member.node_telemetry,
     google_compute_router_nat.nat,
   ]
 }
 
-# One unmanaged instance group per zone: the load balancers' backends.
+# One unmanaged instance group per zone: the load balancers' backends. A
+# replaced VM leaves its group (Compute Engine removes a deleted instance);
+# the next apply of this group (`gcloud.sh roll` runs it) adds it back.
 resource "google_compute_instance_group" "node" {
-  count     = 3
-  name      = "${local.node_names[count.index]}-ig"
-  zone      = var.zones[count.index]
+  for_each  = local.nodes
+  name      = "${each.key}-ig"
+  zone      = each.value.zone
   network   = data.google_compute_network.vpc.self_link
-  instances = [google_compute_instance.node[count.index].self_link]
+  instances = [google_compute_instance.node[each.key].self_link]
 }
 
 # --- health checks: Patroni-compatible endpoints on 8008 ------------------------
@@ -313,17 +430,12 @@ resource "google_compute_region_backend_service" "writer" {
   health_checks                   = [google_compute_region_health_check.primary.id]
   connection_draining_timeout_sec = 0
 
-  backend {
-    group          = google_compute_instance_group.node[0].id
-    balancing_mode = "CONNECTION"
-  }
-  backend {
-    group          = google_compute_instance_group.node[1].id
-    balancing_mode = "CONNECTION"
-  }
-  backend {
-    group          = google_compute_instance_group.node[2].id
-    balancing_mode = "CONNECTION"
+  dynamic "backend" {
+    for_each = google_compute_instance_group.node
+    content {
+      group          = backend.value.id
+      balancing_mode = "CONNECTION"
+    }
   }
 
   # A session to a node that stopped answering 200 is not kept on it.
@@ -349,17 +461,12 @@ resource "google_compute_region_backend_service" "reader" {
   health_checks                   = [google_compute_region_health_check.replica.id]
   connection_draining_timeout_sec = 10
 
-  backend {
-    group          = google_compute_instance_group.node[0].id
-    balancing_mode = "CONNECTION"
-  }
-  backend {
-    group          = google_compute_instance_group.node[1].id
-    balancing_mode = "CONNECTION"
-  }
-  backend {
-    group          = google_compute_instance_group.node[2].id
-    balancing_mode = "CONNECTION"
+  dynamic "backend" {
+    for_each = google_compute_instance_group.node
+    content {
+      group          = backend.value.id
+      balancing_mode = "CONNECTION"
+    }
   }
 }
 

@@ -9,11 +9,12 @@ output "reader_ip" {
 }
 
 output "nodes" {
-  description = "The three VMs: name => zone and internal address."
+  description = "The three VMs: name => zone, internal address and data disk."
   value = {
-    for i, vm in google_compute_instance.node : vm.name => {
-      zone = vm.zone
-      ip   = google_compute_address.node[i].address
+    for k, vm in google_compute_instance.node : k => {
+      zone      = vm.zone
+      ip        = google_compute_address.node[k].address
+      data_disk = google_compute_disk.data[k].name
     }
   }
 }

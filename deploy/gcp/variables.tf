@@ -73,27 +73,90 @@ variable "create_nat" {
 }
 
 variable "machine_type" {
-  description = "Machine type of the three VMs."
+  description = "Machine type of the VMs (node_machine_type overrides it per node). A change stops a VM: Terraform does so only for stoppable_node, see README.md \"Roll a change\"."
   type        = string
   default     = "e2-standard-2"
 }
 
-variable "disk_size_gb" {
-  description = "Boot disk size (holds PostgreSQL's data directory)."
+variable "node_machine_type" {
+  description = "Per-node machine type, keyed by node name ({\"pg-2\" = \"n2-standard-4\"}): to change one node at a time."
+  type        = map(string)
+  default     = {}
+}
+
+variable "stoppable_node" {
+  description = "The one node (name) Terraform may stop for an in-place change such as its machine type; empty: none. Switch the primary role away from it first."
+  type        = string
+  default     = ""
+}
+
+variable "boot_disk_size_gb" {
+  description = "Boot disk size (the system and the packages; PostgreSQL's data is on the data disk). A change replaces the VMs: roll it (README.md)."
   type        = number
   default     = 50
 }
 
-variable "disk_type" {
-  description = "Boot disk type."
+variable "boot_disk_type" {
+  description = "Boot disk type. A change replaces the VMs: roll it (README.md)."
   type        = string
   default     = "pd-ssd"
 }
 
 variable "image" {
-  description = "Boot image (Debian 12: the startup script uses apt and Debian's PostgreSQL packaging)."
+  description = "Boot image (Debian 12: the startup script uses apt and Debian's PostgreSQL packaging). A change replaces the VMs: roll it (README.md); node_image overrides it per node."
   type        = string
   default     = "debian-cloud/debian-12"
+}
+
+variable "node_image" {
+  description = "Per-node boot image, keyed by node name ({\"pg-3\" = \"debian-cloud/debian-12-bookworm-v20250610\"}): to roll an image one node at a time."
+  type        = map(string)
+  default     = {}
+}
+
+variable "deletion_protection" {
+  description = "Deletion protection of the VMs: Compute Engine refuses to delete (or replace) them. `gcloud.sh roll` lifts it for the one node it replaces."
+  type        = bool
+  default     = true
+}
+
+variable "data_disk_size_gb" {
+  description = "Size of each node's data disk (PostgreSQL's data directory, WAL and raft.data_dir). Can grow in place (startup.sh grows the filesystem at the next boot), never shrink."
+  type        = number
+  default     = 100
+}
+
+variable "data_disk_type" {
+  description = "Type of the data disks: pd-ssd or pd-balanced. Changing it would replace the disks, which prevent_destroy refuses: move to another type with a snapshot and a roll instead."
+  type        = string
+  default     = "pd-ssd"
+
+  validation {
+    condition     = contains(["pd-ssd", "pd-balanced"], var.data_disk_type)
+    error_message = "data_disk_type: pd-ssd or pd-balanced."
+  }
+}
+
+variable "snapshot_retention_days" {
+  description = "Days each daily snapshot of the data disks is kept (kept as well when a disk is deleted)."
+  type        = number
+  default     = 14
+
+  validation {
+    condition     = var.snapshot_retention_days >= 1
+    error_message = "snapshot_retention_days: at least 1."
+  }
+}
+
+variable "snapshot_start_time" {
+  description = "Start of the daily snapshot window, UTC, HH:00."
+  type        = string
+  default     = "03:00"
+
+  validation {
+    condition     = can(regex("^([01][0-9]|2[0-3]):00$", var.snapshot_start_time))
+    error_message = "snapshot_start_time: HH:00 (UTC, on the hour)."
+  }
 }
 
 variable "postgres_version" {
@@ -152,4 +215,34 @@ variable "writer_drop_traffic_if_unhealthy" {
   description = "Writer LB: drop new connections while no VM answers 200 on /primary (during a failover) instead of spreading them over all VMs, where replicas would refuse writes."
   type        = bool
   default     = true
+}
+
+variable "enable_ops_agent" {
+  description = "Install Google's Ops Agent on the VMs with ops-agent.yaml (pgwarden's and PostgreSQL's logs to Cloud Logging, pgwarden's /metrics to Managed Service for Prometheus) and give the VMs' service account roles/logging.logWriter and roles/monitoring.metricWriter."
+  type        = bool
+  default     = true
+}
+
+variable "enable_alert_policies" {
+  description = "Create the example alert policies of monitoring.tf (no primary, failover, replica lag, fencing). Needs enable_ops_agent (their metrics come from it)."
+  type        = bool
+  default     = false
+}
+
+variable "alert_notification_channels" {
+  description = "Notification channels (projects/PROJECT/notificationChannels/ID) of the alert policies."
+  type        = list(string)
+  default     = []
+}
+
+variable "replica_lag_alert_bytes" {
+  description = "Alert when a replica replays this many bytes behind the primary for 2 minutes. The default is the maximum_lag_on_failover render-config.sh sets: such a replica would not be promoted."
+  type        = number
+  default     = 1048576
+}
+
+variable "enable_dashboard" {
+  description = "Create the Cloud Monitoring dashboard of dashboards/pgwarden-cloud-monitoring.json. Needs enable_ops_agent."
+  type        = bool
+  default     = false
 }

@@ -51,11 +51,12 @@ def test_files():
     for f in ("/usr/bin/pgwarden", "/lib/systemd/system/pgwarden.service",
               "/etc/pgwarden/pgwarden.yml.example", "/usr/share/doc/pgwarden/README.md",
               "/usr/share/doc/pgwarden/copyright", "/usr/share/doc/pgwarden/docs/configuration.md",
-              "/usr/share/doc/pgwarden/docs/runbooks.md"):
+              "/usr/share/doc/pgwarden/docs/runbooks.md", "/lib/udev/rules.d/60-pgwarden-watchdog.rules",
+              "/etc/logrotate.d/pgwarden"):
         assert f in files, f
     conffiles = subprocess.run(["dpkg-deb", "--info", DEB, "conffiles"], capture_output=True,
                                text=True, check=True, timeout=30).stdout.split()
-    assert conffiles == ["/etc/pgwarden/pgwarden.yml.example"]
+    assert conffiles == ["/etc/pgwarden/pgwarden.yml.example", "/etc/logrotate.d/pgwarden"]
     unit = subprocess.run(["dpkg-deb", "--fsys-tarfile", DEB], capture_output=True, check=True,
                           timeout=60).stdout
     assert (REPO / "deploy" / "debian" / "pgwarden.service").read_bytes() in unit
@@ -78,4 +79,13 @@ def test_installs_and_runs_in_a_clean_debian_root():
     assert re.search(r"^user postgres:x:\d+:\d+:", out, re.M), out
     assert "file /usr/bin/pgwarden root:root 755" in out
     assert "run-as-root: refused: pgwarden run: refusing to run as root" in out
+    assert "file /lib/udev/rules.d/60-pgwarden-watchdog.rules root:root 644" in out
+    # systemd's own checks of the installed unit (issue 18 item 4): no
+    # complaint from verify, and the sandbox's exposure score
+    assert "verify: exit 0 output: \n" in out, out[out.find("== systemd-analyze verify"):][:2000]
+    m = re.search(r"^→ Overall exposure level for pgwarden\.service: ([0-9.]+)", out, re.M)
+    assert m, out[out.find("== systemd-analyze security"):][:3000]
+    print(f"\nsystemd-analyze security pgwarden.service (installed, Debian 12): {m.group(1)}")
+    assert float(m.group(1)) <= 2.5
+    assert "logrotate: exit 0 errors: 0" in out
     assert out.rstrip().endswith("== done: exit 0")

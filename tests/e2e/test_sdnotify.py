@@ -1,7 +1,9 @@
 """`pgwarden run` under systemd's Type=notify protocol: a datagram socket named
 by NOTIFY_SOCKET (this test binds it, standing in for systemd) receives
 READY=1 once the REST API answers, WATCHDOG=1 every WATCHDOG_USEC/2,
-RELOADING=1 then READY=1 around a SIGHUP, and STOPPING=1 on SIGTERM.
+RELOADING=1 then READY=1 around a SIGHUP, and STOPPING=1 on SIGTERM followed
+by EXTEND_TIMEOUT_USEC= (how long the graceful stop may take with the timings
+in force, so that systemd does not kill a handover at TimeoutStopSec=).
 
 The node is a witness (no PostgreSQL needed: what is tested is the daemon's
 lifecycle, identical on every kind of node)."""
@@ -15,11 +17,22 @@ import pytest
 from pgw_harness import Cluster, http
 
 WATCHDOG_USEC = 400_000  # pings expected every 200 ms
+TTL_S = 5  # not the default (3 s): the stop budget must follow the ttl in force
+
+
+def stop_budget_usec(ttl_ms, pg_ctl_timeout_ms=60_000, before_stop=False):
+    """cmd/run.c stop_budget_usec: handover 4 x ttl + 10 s, pg_ctl stop
+    (pg_ctl_timeout + 5 s), a before_stop callback (pg_ctl_timeout), 15 s to
+    close Raft and the REST server."""
+    ms = 4 * ttl_ms + 10_000 + pg_ctl_timeout_ms + 5_000 + 15_000
+    if before_stop:
+        ms += pg_ctl_timeout_ms
+    return ms * 1000
 
 
 @pytest.fixture
 def witness(monkeypatch):
-    c = Cluster(n=1, witnesses=("n1",))
+    c = Cluster(n=1, witnesses=("n1",), dcs={"ttl": TTL_S})
     path = os.path.join(c.dir, "notify.sock")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(path)
@@ -90,7 +103,8 @@ def test_notify_lifecycle(witness):
     assert node.stop(timeout=60) == 0, node.log()[-3000:]
     rest = [m for _, m in receive(sock, 0.3)]
     # keep-alives go on while the stop runs (it may include a switchover)
-    assert [m for m in rest if m != "WATCHDOG=1"] == ["STOPPING=1"], rest
+    assert [m for m in rest if m != "WATCHDOG=1"] == [
+        "STOPPING=1", f"EXTEND_TIMEOUT_USEC={stop_budget_usec(TTL_S * 1000)}"], rest
 
 
 def test_no_socket_no_notifications(monkeypatch):

@@ -83,6 +83,17 @@ static void test_states_arrive(void **state)
     sdnotify_stopping();
     recv_msg(s, m, sizeof m, 2000);
     assert_string_equal(m, "STOPPING=1");
+    sdnotify_extend_timeout(345000000);
+    recv_msg(s, m, sizeof m, 2000);
+    assert_string_equal(m, "EXTEND_TIMEOUT_USEC=345000000");
+    /* more than 32 bits of microseconds (71 minutes) */
+    sdnotify_extend_timeout(UINT64_C(18446744073709551615));
+    recv_msg(s, m, sizeof m, 2000);
+    assert_string_equal(m, "EXTEND_TIMEOUT_USEC=18446744073709551615");
+    /* 0 extends nothing: no line at all */
+    sdnotify_extend_timeout(0);
+    recv_msg(s, m, sizeof m, 100);
+    assert_string_equal(m, "");
     sdnotify_watchdog();
     recv_msg(s, m, sizeof m, 2000);
     assert_string_equal(m, "WATCHDOG=1");
@@ -107,6 +118,7 @@ static void test_unset_socket_is_silent(void **state)
     assert_false(sdnotify_enabled());
     sdnotify_ready("x");
     sdnotify_stopping();
+    sdnotify_extend_timeout(1000000);
     sdnotify_watchdog();
     recv_msg(s, m, sizeof m, 100);
     assert_string_equal(m, "");
