@@ -5,7 +5,9 @@ PYTHON  ?= /usr/bin/python3
 JOBS    ?= $(shell nproc 2>/dev/null || echo 2)
 RELEASE := build/release
 TESTB   := build/test
-PYTEST  := $(PYTHON) -m pytest -p no:cacheprovider
+# build/tools/bin: programs scripts/deps.sh takes out of Debian packages
+# without installing them (promtool)
+PYTEST  := PATH=$(CURDIR)/build/tools/bin:$$PATH $(PYTHON) -m pytest -p no:cacheprovider
 
 .PHONY: all deps build build-test test unit e2e e2e-all chaos chaos-quick lint demo demo-stop bench clean
 .PHONY: deploy-deps deb deb-test

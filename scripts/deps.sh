@@ -11,7 +11,7 @@ node-llhttp
 postgresql-15 postgresql-client-15
 python3 python3-pytest python3-psycopg2 python3-yaml
 haproxy nftables iptables iproute2 wrk procps util-linux faketime
-debootstrap shellcheck
+debootstrap shellcheck logrotate
 clang libclang-rt-14-dev"
 
 missing=""
@@ -27,7 +27,27 @@ if ! command -v npm >/dev/null 2>&1; then
     missing="$missing nodejs npm"
 fi
 
+# promtool checks the PromQL of deploy/gcp's alerts and dashboards. It comes
+# in Debian's prometheus package, whose installation would also start a
+# Prometheus server on every interface: take only the program, into
+# build/tools/bin (the Makefile puts it on the tests' PATH).
+promtool_tool() {
+    [ -x build/tools/bin/promtool ] && return 0
+    command -v promtool >/dev/null 2>&1 && return 0
+    tmp=$(mktemp -d)
+    if (cd "$tmp" && apt-get download -q prometheus >/dev/null 2>&1); then
+        dpkg-deb -x "$tmp"/prometheus_*.deb "$tmp/x"
+        mkdir -p build/tools/bin
+        cp "$tmp/x/usr/bin/promtool" build/tools/bin/promtool
+        echo "make deps: promtool taken from Debian's prometheus package into build/tools/bin"
+    else
+        echo "make deps: cannot download Debian's prometheus package (promtool); the PromQL checks will be skipped" >&2
+    fi
+    rm -rf "$tmp"
+}
+
 if [ -z "$missing" ]; then
+    promtool_tool
     exit 0
 fi
 
@@ -42,3 +62,4 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
 # shellcheck disable=SC2086
 apt-get install -y -q --no-install-recommends $missing
+promtool_tool

@@ -114,7 +114,9 @@ class World:
                 "pgwarden-deb-url": self.deb_url, "pgwarden-secret-prefix": self.prefix,
                 "pgwarden-subnet-cidr": f"{self.lab.net}.0/24",
                 "pgwarden-client-cidrs": ",".join(tf_default(VARIABLES_TF, "pg_hba_client_cidrs")),
-                "pgwarden-zone": n.zone}
+                "pgwarden-zone": n.zone,
+                # no data disk, no Ops Agent here: startup.sh's boot-disk path
+                "pgwarden-data-device": "", "pgwarden-ops-agent-config": ""}
         # Compute Engine's view of the VMs, for the gcloud shim
         self.vms_dir = os.path.join(d, "vms")
         for n in c.nodes:
