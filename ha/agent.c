@@ -481,6 +481,9 @@ int agent_init(struct ha *h, char *err, size_t errlen)
         log_error("ha", "PGW_TEST_DISABLE_FENCING=1: FENCING IS DISABLED (test-only switch); this "
                   "node can run a second primary");
     }
+    if (h->ag.inst.test_group_only)
+        log_error("ha", "PGW_TEST_FENCE_POSTMASTER_GROUP=1: THE FENCE KILLS THE POSTMASTER'S "
+                  "PROCESS GROUP ONLY (test-only switch); busy backends survive it");
     agent_set_state(h, "unknown");
     return PGW_OK;
 }

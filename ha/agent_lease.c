@@ -260,7 +260,7 @@ void agent_observe_role(struct ha *h)
     const struct pg_status *ps = pgmon_status(ag->mon);
     if (ps->state == PG_RUN_RUNNING && ps->query_ok)
         ag->seen_primary = !ps->in_recovery;
-    else if (ps->state == PG_RUN_DOWN && ag->seen_primary && pginst_count(&ag->inst) == 0)
+    else if (ps->state == PG_RUN_DOWN && ag->seen_primary && pginst_count_serving(&ag->inst) == 0)
         ag->seen_primary = false;
 }
 
@@ -282,9 +282,11 @@ bool agent_pg_may_write(struct ha *h)
     if (!(answered || ag->seen_primary) && agent_standby_signal(h))
         return false;
     pid_t pm = ps->postmaster_pid;
-    if ((pm > 0 && pg_pid_alive(pm)) || pg_postmaster_running(h->cfg->postgresql.data_dir, NULL))
-        return true;
-    return pginst_count(&ag->inst) > 0;
+    if (answered && pm > 0 && pg_pid_alive(pm))
+        return true; /* the common case, without a scan of /proc */
+    /* not postmaster.pid: `postgres --single` (our own crash recovery before
+     * pg_rewind) writes one too, and serves no client */
+    return pginst_count_serving(&ag->inst) > 0;
 }
 
 static void kill_instance(struct ha *h, const char *what)

@@ -28,6 +28,7 @@
 struct entry {
     pid_t pid, ppid;
     bool postgres; /* the executable is `postgres` */
+    bool single;   /* postgres --single: accepts no connection */
     bool member;   /* postgres, or a descendant of one in this scan */
 };
 
@@ -73,6 +74,8 @@ int pginst_init(struct pginst *pi, const char *data_dir, char *err, size_t errle
     }
     memcpy(pi->dir, dir, len);
     pi->dir[len] = '\0';
+    const char *broken = getenv("PGW_TEST_FENCE_POSTMASTER_GROUP");
+    pi->test_group_only = broken != NULL && strcmp(broken, "1") == 0;
     return PGW_OK;
 }
 
@@ -99,6 +102,27 @@ static bool exe_is_postgres(pid_t pid)
         link[n - dl] = '\0';
     const char *base = strrchr(link, '/');
     return strcmp(base != NULL ? base + 1 : link, "postgres") == 0;
+}
+
+/* `postgres --single` (crash recovery before pg_rewind, run by pgwarden
+ * itself): it serves no client, so it cannot acknowledge a commit. */
+static bool is_single_user(pid_t pid)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/cmdline", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    for (ssize_t i = 0; i < n;) {
+        const char *arg = buf + i;
+        size_t len = strnlen(arg, (size_t)(n - i));
+        if (len == 8 && memcmp(arg, "--single", 8) == 0)
+            return true;
+        i += (ssize_t)len + 1;
+    }
+    return false;
 }
 
 /* ppid from /proc/PID/stat; -1 when gone or a zombie */
@@ -155,8 +179,9 @@ static unsigned scan(const struct pginst *pi)
             pid_t ppid = live_ppid((pid_t)pid);
             if (ppid < 0)
                 continue;
-            ents[n] = (struct entry){.pid = (pid_t)pid, .ppid = ppid,
-                                     .postgres = exe_is_postgres((pid_t)pid)};
+            bool pg = exe_is_postgres((pid_t)pid);
+            ents[n] = (struct entry){.pid = (pid_t)pid, .ppid = ppid, .postgres = pg,
+                                     .single = pg && is_single_user((pid_t)pid)};
             n++;
         }
     }
@@ -204,9 +229,36 @@ static void kill_one(pid_t pid, struct pginst_kill_result *res)
     }
 }
 
+/* The test-only broken fence, as pgwarden had it before: the pid in
+ * postmaster.pid, and SIGKILL to its process group. (It reads the data
+ * directory: test-only.) */
+static void kill_group_only(const struct pginst *pi, struct pginst_kill_result *res)
+{
+    res->found = members(scan(pi));
+    char path[PGINST_PATH_MAX + 32], buf[32];
+    snprintf(path, sizeof path, "%s/postmaster.pid", pi->dir);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    buf[n > 0 ? n : 0] = '\0';
+    long pm = strtol(buf, NULL, 10);
+    if (pm <= 0 || kill((pid_t)pm, 0) != 0)
+        return;
+    pid_t grp = getpgid((pid_t)pm);
+    if (grp > 1 && grp != getpgid(0))
+        kill(-grp, SIGKILL);
+    kill_one((pid_t)pm, res);
+}
+
 void pginst_kill(const struct pginst *pi, unsigned budget_ms, struct pginst_kill_result *res)
 {
     memset(res, 0, sizeof *res);
+    if (pi->test_group_only) {
+        kill_group_only(pi, res);
+        return;
+    }
     uint64_t deadline = mono_ms() + budget_ms;
     for (bool first = true;; first = false) {
         unsigned n = scan(pi);
@@ -241,4 +293,12 @@ void pginst_kill(const struct pginst *pi, unsigned budget_ms, struct pginst_kill
 unsigned pginst_count(const struct pginst *pi)
 {
     return members(scan(pi));
+}
+
+unsigned pginst_count_serving(const struct pginst *pi)
+{
+    unsigned n = scan(pi), m = 0;
+    for (unsigned i = 0; i < n; i++)
+        m += ents[i].member && !ents[i].single;
+    return m;
 }

@@ -31,6 +31,10 @@
 
 struct pginst {
     char dir[PGINST_PATH_MAX]; /* the data directory as the kernel shows a cwd */
+    /* PGW_TEST_FENCE_POSTMASTER_GROUP=1: a deliberately broken fence for the
+     * chaos suite's self-test (the old one: SIGKILL to the postmaster's
+     * process group only); its busy-session checker must catch it */
+    bool test_group_only;
 };
 
 struct pginst_kill_result {
@@ -53,5 +57,8 @@ void pginst_kill(const struct pginst *pi, unsigned budget_ms, struct pginst_kill
 
 /* Processes of the instance alive now (zombies do not count). */
 unsigned pginst_count(const struct pginst *pi);
+/* The same, without `postgres --single` (pgwarden's own crash recovery
+ * before pg_rewind): what could still acknowledge a commit to a client. */
+unsigned pginst_count_serving(const struct pginst *pi);
 
 #endif

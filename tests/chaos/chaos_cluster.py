@@ -16,6 +16,11 @@ The checkers (all from the bridge namespace, like a client would be):
   (b) FenceSession: a session opened on the primary (from inside its own
       namespace, over lo, so no network fault cuts it) before the fault,
       committing every 50 ms; we record send and ack time of each commit.
+      Beside it, three busy sessions from the same place (tests/e2e/busy.py:
+      a long INSERT ... SELECT, a COPY fed a row at a time, a libpq
+      pipeline): none may have a commit acknowledged after the new
+      primary's first write, nor (where the fault cuts every renewal) after
+      the fence deadline.
   (c) LBWriter: inserts through HAProxy's writer port; its ledger of
       acknowledged ids is compared with the final primary's table.
   (d) convergence: after healing, one primary and N-1 streaming replicas on
@@ -40,6 +45,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "e2e"))
 from pgw_harness import (SU_PASSWORD, Cluster, Node, continue_all, http,  # noqa: E402
                          pid_alive, wait_for)
 from netlab import enter_netns, in_netns, pids_in_netns  # noqa: E402
+from busy import create_busy_tables, start_busy_writers  # noqa: E402
 
 API_PORT, RAFT_PORT, PG_PORT = 8008, 7000, 5433
 LB_WRITE_PORT, LB_READ_PORT, LB_STATS_PORT = 5000, 5001, 7001
@@ -53,6 +59,12 @@ FENCE_SLACK = 0.5
 DEFAULT_DCS = {"ttl": 2, "loop_wait": 0.5, "retry_timeout": 0.75,
                "maximum_lag_on_failover": 1048576}
 TMPFS_PG = "384m"
+# Busy sessions sized for the tmpfs and a shared 2-core machine: a long
+# statement of ~25,000 rows, each an md5 of 20,000 copies of its number
+# (about 4 s of one core, 1 MB), a COPY of 400 rows 10 ms apart, a pipeline
+# of at most 500 transactions a second.
+BUSY_ARGS = {"long-insert": ["25000", "20000"], "copy": ["400", "10"],
+             "pipeline": ["16", "500"]}
 TMPFS_RAFT = "64m"
 
 REPORT = []          # one dict per scenario run (conftest prints the table)
@@ -447,6 +459,7 @@ class Chaos:
         self.lab, self.name, self.run = lab, name, run
         self.cluster = ChaosCluster(lab, n=n, dcs=dcs, env=env)
         self.want_session = session
+        self.busy = []
         self.lb = self.prober = self.writer = self.session = None
         self.t_fault = self.t_heal = None
         self.notes = {}
@@ -485,6 +498,10 @@ class Chaos:
             self.session = FenceSession(p)
             self.session.start()
             wait_for(lambda: len(self.session.commits) >= 5, 10, what="the session committing")
+            create_busy_tables(p.query)
+            self.busy = start_busy_writers(
+                f"host={p.ip} port={PG_PORT} user=postgres password={SU_PASSWORD} "
+                "dbname=postgres connect_timeout=5", args=BUSY_ARGS, netns=p.ns)
         time.sleep(1.0)
         return p
 
@@ -580,6 +597,8 @@ class Chaos:
         self.writer.stop()
         if self.session is not None:
             self.session.stop()
+        for w in self.busy:
+            w.stop()
         self.prober.stop()
         res = {"scenario": self.name, "run": self.run, "sync": self.sync,
                "p0": self.p0.name, "final": final.name if final else None,
@@ -637,6 +656,7 @@ class Chaos:
                          f"{len(late)} times after {first_other[2]} answered 200 on /primary "
                          f"(first sent {late[0][0] - self.t_fault:.2f}s after the fault)")
             out["late_commits"] = len(late)
+        self._check_busy(first_other, lease_cut, v, out)
         last = after[-1] if after else None
         out["session_last_commit_s"] = round(last[1] - self.t_fault, 3) if last else None
         out["session_last_sent_s"] = round(last[0] - self.t_fault, 3) if last else None
@@ -648,6 +668,46 @@ class Chaos:
                          f"after its last possible renewal; the fence deadline is ttl - "
                          f"retry_timeout = {bound:.2f}s (+{FENCE_SLACK}s slack)")
         return out
+
+    def new_primary_first_write(self, first_other):
+        """When a node other than p0 first took a write after the fault: the
+        writer's first acknowledgement there, or, if it has none, the start
+        of the first probe round that saw the node answer 200."""
+        acks = [t for _, t, n in list(self.writer.acked) if t > self.t_fault and n != self.p0.name]
+        if acks:
+            return min(acks)
+        return first_other[0] if first_other else None
+
+    def _check_busy(self, first_other, lease_cut, v, out):
+        """(b) for the busy sessions: no commit acknowledged on the old
+        primary after the new primary's first write, nor after the fence
+        deadline when the fault cut every renewal."""
+        if not self.busy:
+            return
+        t_new = self.new_primary_first_write(first_other)
+        bound = self.cluster.ttl() - self.cluster.retry_timeout()
+        late_total, last_ack = 0, None
+        for w in self.busy:
+            acks = [t for t, _ in list(w.acks) if t >= self.t_fault]
+            if acks:
+                last_ack = max(last_ack or acks[-1], acks[-1])
+            if t_new is not None:
+                late = [t for t in acks if t > t_new]
+                late_total += len(late)
+                if late:
+                    v.append(f"(b) the busy {w.mode} session on {self.p0.name} had {len(late)} "
+                             f"commits acknowledged after the new primary's first write "
+                             f"(+{t_new - self.t_fault:.2f}s), the last "
+                             f"{late[-1] - self.t_fault:+.2f}s after the fault")
+            if lease_cut:
+                beyond = [t for t in acks if t - self.t_fault > bound + FENCE_SLACK]
+                if beyond:
+                    v.append(f"(b) the busy {w.mode} session on {self.p0.name} had a commit "
+                             f"acknowledged {beyond[-1] - self.t_fault:.2f}s after the fault, "
+                             f"past the fence deadline {bound:.2f}s (+{FENCE_SLACK}s slack)")
+        out["busy_late_commits"] = late_total if t_new is not None else None
+        out["busy_last_ack_s"] = round(last_ack - self.t_fault, 3) if last_ack else None
+        out["busy_sessions"] = {w.mode: w.describe(self.t_fault) for w in self.busy}
 
     def process_listing(self):
         """Every process in each node's namespace (pid, ppid, state, cwd,
@@ -678,6 +738,8 @@ class Chaos:
         for t in (self.writer, self.session):
             if t is not None and t.is_alive():
                 t.stop()
+        for w in self.busy:
+            w.stop()
         if self.prober is not None:
             self.prober.stop()
         continue_all()
@@ -716,7 +778,8 @@ def report_table(rows):
     for r in rows:
         by.setdefault(r["scenario"] + (" [sync]" if r.get("sync") else ""), []).append(r)
     head = ("scenario", "runs", "ok", "write gap s min/med/max", "lost commits",
-            "double-primary rounds", "converge s min/med/max", "fence s max")
+            "double-primary rounds", "converge s min/med/max", "fence s max",
+            "busy late commits")
     lines = [head]
     for name, rs in by.items():
         lost = [r.get("lost") for r in rs]
@@ -727,7 +790,9 @@ def report_table(rows):
                       ",".join("?" if x is None else str(x) for x in lost),
                       str(sum(r.get("double_rounds", 0) for r in rs)),
                       _fmt([r.get("converge_s") for r in rs], 1),
-                      f"{max(fence):.2f}" if fence else "-"))
+                      f"{max(fence):.2f}" if fence else "-",
+                      ",".join("-" if r.get("busy_late_commits") is None
+                               else str(r["busy_late_commits"]) for r in rs)))
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
     out = []
     for j, line in enumerate(lines):

@@ -89,7 +89,9 @@ def pytest_terminal_summary(terminalreporter):
                   "lost = acknowledged commits missing on the final primary (per run); "
                   "converge = heal -> one primary + N-1 streaming replicas on its timeline; "
                   "fence = last commit of a pre-fault session on the old primary after its "
-                  "last possible lease renewal")
+                  "last possible lease renewal; busy late commits = commits of the busy "
+                  "sessions (long INSERT, COPY, pipeline) on the old primary acknowledged after "
+                  "the new primary's first write (per run, - when there was no failover)")
     for line in report_table(rows).splitlines():
         tr.write_line(line)
     bad = [r for r in rows if r["violations"]]

@@ -22,7 +22,9 @@ MODES = ("long-insert", "copy", "pipeline")
 # with an md5 of 2,000 copies of its number: busy on the CPU, modest WAL), a
 # COPY as long (400 rows 10 ms apart): a fault a second into one finds it
 # busy until well after any fence deadline.
-MODE_ARGS = {"long-insert": ["250000", "2000"], "copy": ["400", "10"], "pipeline": ["16"]}
+# The pipeline sends at most 1,000 transactions a second, 16 in flight.
+MODE_ARGS = {"long-insert": ["250000", "2000"], "copy": ["400", "10"],
+             "pipeline": ["16", "1000"]}
 
 
 def busy_writer_binary():
@@ -44,7 +46,7 @@ class BusyWriter(threading.Thread):
     """One busy session; `acks` is [(monotonic time, rows)], `ended` is None
     while it runs, then ("err", t, message) or ("end", t, "")."""
 
-    def __init__(self, conninfo, mode, seconds=300):
+    def __init__(self, conninfo, mode, seconds=300, args=None, netns=None):
         super().__init__(daemon=True)
         assert mode in MODES, mode
         self.mode = mode
@@ -52,8 +54,11 @@ class BusyWriter(threading.Thread):
         self.ready = None
         self.ended = None
         self.lines = []
-        self.proc = subprocess.Popen([busy_writer_binary(), conninfo, mode, str(seconds)] +
-                                     MODE_ARGS[mode], stdout=subprocess.PIPE,
+        # in a node's namespace the client talks to it over lo: no network
+        # fault cuts it (ip netns exec execs in place: the pid is the tool's)
+        pre = ["ip", "netns", "exec", netns] if netns else []
+        self.proc = subprocess.Popen(pre + [busy_writer_binary(), conninfo, mode, str(seconds)] +
+                                     (args or {}).get(mode, MODE_ARGS[mode]), stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True)
 
     def run(self):
@@ -94,9 +99,10 @@ class BusyWriter(threading.Thread):
         return f"{self.mode}: {len(self.acks)} acks, last {last}; {end}"
 
 
-def start_busy_writers(conninfo, modes=MODES, seconds=300):
-    """One started BusyWriter per mode, each connected (ready)."""
-    ws = [BusyWriter(conninfo, m, seconds) for m in modes]
+def start_busy_writers(conninfo, modes=MODES, seconds=300, args=None, netns=None):
+    """One started BusyWriter per mode, each connected (ready); args: per
+    mode, arguments in place of MODE_ARGS."""
+    ws = [BusyWriter(conninfo, m, seconds, args, netns) for m in modes]
     for w in ws:
         w.start()
     for w in ws:

@@ -19,7 +19,8 @@ import pytest
 
 from busy import create_busy_tables, start_busy_writers
 from pgw_harness import (FencingViolation, instance_pids, managed_clusters, node_timeline,
-                         served_after, signal_pids, start_prober, wait_for, watch_rejoin)
+                         process_tree, served_after, signal_pids, start_prober, wait_for,
+                         watch_rejoin)
 
 TTL, RETRY = 2.0, 0.75
 KEEPER_GRACE = 0.1
@@ -129,5 +130,68 @@ def test_failed_second_start_keeps_the_fence(make_cluster):
         w.stop()
     check_writers(writers, t0, t_new, "pgwarden frozen after a refused second start")
     assert left == [], f"processes of the fenced instance still running: {left}"
+    wait_for(lambda: old.is_streaming_replica(), 90, what=f"{old.name} rejoining")
+    assert prober.stop() == [], "two primaries in one round"
+
+
+def freeze_node(node):
+    """SIGSTOP every process of the node: pgwarden and its children (the
+    fence keeper among them, though in a session of its own) and every
+    PostgreSQL process."""
+    return signal_pids(sorted(set(process_tree(node.pgwarden_pid()) +
+                                  instance_pids(node.data_dir))), signal.SIGSTOP)
+
+
+def keeper_pids(node):
+    """The fence keeper: a child of pgwarden in a session of its own, named
+    pgwarden-keeper."""
+    out = []
+    for pid in process_tree(node.pgwarden_pid()):
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                if f.read().strip() == "pgwarden-keeper":
+                    out.append(pid)
+        except OSError:
+            continue
+    return out
+
+
+def test_frozen_node_in_sync_mode_acks_nothing_after_thaw(make_cluster):
+    """The whole primary node frozen (as a hypervisor pause would), a new
+    primary serving, then the node thawed with PostgreSQL first and the
+    fence keeper last (the worst order): in synchronous mode no busy session
+    has a commit acknowledged after the freeze's fence deadline, because each
+    waits for a synchronous standby that now follows someone else. (Without
+    synchronous replication nothing on a thawed node can stop a commit it had
+    in flight from completing first: docs/architecture.md, the timing
+    argument.)"""
+    c = make_cluster(n=3, dcs={"synchronous_mode": True})
+    old = c.wait_healthy(timeout=90)
+    wait_for(lambda: any(m["role"] == "sync_standby"
+                         for m in (c.cluster_view(old) or {}).get("members", [])),
+             30, what="a synchronous standby")
+    create_busy_tables(old.query)
+    prober = start_prober(c, recording=True)
+    writers = start_busy_writers(conninfo(old))
+    time.sleep(1.0)
+    t0 = time.monotonic()
+    keeper = keeper_pids(old)
+    assert keeper, "no fence keeper found"
+    pids = freeze_node(old)
+    new = c.wait_primary(timeout=30, exclude=old)
+    t_new = t0 + served_after(prober, new, t0)
+    new.query("CREATE TABLE IF NOT EXISTS after_thaw (id int)")
+    t_thaw = time.monotonic()
+    pg = [p for p in pids if p not in keeper and p != old.pgwarden_pid()]
+    signal_pids(pg, signal.SIGCONT)
+    signal_pids([old.pgwarden_pid()], signal.SIGCONT)
+    signal_pids(keeper, signal.SIGCONT)
+    settle(writers, t0, t_new)
+    left = instance_pids(old.data_dir)
+    for w in writers:
+        w.stop()
+    print(f"\n[whole node frozen, sync mode] thawed {t_thaw - t0:+.2f}s after the freeze; "
+          f"processes of the old instance left: {left}")
+    check_writers(writers, t0, t_new, "whole node frozen, synchronous mode")
     wait_for(lambda: old.is_streaming_replica(), 90, what=f"{old.name} rejoining")
     assert prober.stop() == [], "two primaries in one round"

@@ -10,9 +10,10 @@
  *       does not.)
  *   busy_writer CONNINFO copy SECONDS ROWS_PER_COPY MS_PER_ROW
  *       COPY busy_copy FROM STDIN, the client sending a row every MS_PER_ROW.
- *   busy_writer CONNINFO pipeline SECONDS MAX_INFLIGHT
+ *   busy_writer CONNINFO pipeline SECONDS MAX_INFLIGHT [PER_SECOND]
  *       libpq pipeline mode: INSERT + Sync after INSERT + Sync, each its own
- *       transaction, up to MAX_INFLIGHT not yet answered.
+ *       transaction, up to MAX_INFLIGHT not yet answered, at most PER_SECOND
+ *       sent a second (default: as fast as the server answers).
  *
  * Every acknowledged commit is printed as it arrives:
  *   ack MONO N        (MONO: CLOCK_MONOTONIC seconds, the clock of Python's
@@ -133,8 +134,9 @@ static int copy_rows(PGconn *c, double until, long rows, long ms)
  * and commits when the server processes the Sync: a commit is acknowledged
  * when its PGRES_PIPELINE_SYNC arrives (ReadyForQuery), not at the INSERT's
  * own CommandComplete. */
-static int pipeline(PGconn *c, double until, long max_inflight)
+static int pipeline(PGconn *c, double until, long max_inflight, long per_second)
 {
+    double gap = per_second > 0 ? 1.0 / (double)per_second : 0, next_send = mono();
     if (PQenterPipelineMode(c) != 1 || PQsetnonblocking(c, 1) != 0) {
         say_err(c, "pipeline mode");
         return -1;
@@ -145,7 +147,9 @@ static int pipeline(PGconn *c, double until, long max_inflight)
         bool sending = now < until;
         if (!sending && acked == sent)
             return 0;
-        if (sending && sent - acked < max_inflight) {
+        bool may_send = sending && sent - acked < max_inflight && now >= next_send;
+        if (may_send) {
+            next_send = (next_send + gap > now - 1.0 ? next_send : now) + gap;
             char v[32];
             snprintf(v, sizeof v, "%ld", sent + 1);
             const char *params[1] = {v};
@@ -165,8 +169,13 @@ static int pipeline(PGconn *c, double until, long max_inflight)
         }
         if (fl > 0)
             p.events |= POLLOUT;
-        /* throttle: about one transaction per ms when nothing is to read */
-        int pr = poll(&p, 1, sending && sent - acked < max_inflight ? 1 : 100);
+        /* wake for the next send, or for answers */
+        int wait_ms = 100;
+        if (sending && sent - acked < max_inflight)
+            wait_ms = next_send > now ? (int)((next_send - now) * 1000) + 1 : 1;
+        if (wait_ms > 100)
+            wait_ms = 100;
+        int pr = poll(&p, 1, wait_ms);
         if (pr < 0 && errno != EINTR) {
             say_err(c, "poll");
             return -1;
@@ -216,7 +225,7 @@ int main(int argc, char **argv)
     if (argc < 4) {
         fprintf(stderr, "usage: busy_writer CONNINFO long-insert SECONDS ROWS WORK_PER_ROW\n"
                         "       busy_writer CONNINFO copy SECONDS ROWS MS_PER_ROW\n"
-                        "       busy_writer CONNINFO pipeline SECONDS MAX_INFLIGHT\n");
+                        "       busy_writer CONNINFO pipeline SECONDS MAX_INFLIGHT [PER_SECOND]\n");
         return 2;
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -227,12 +236,13 @@ int main(int argc, char **argv)
         fprintf(stderr, "busy_writer: unknown mode \"%s\" (long-insert, copy, pipeline)\n", mode);
         return 2;
     }
-    if (argc != (pipe_mode ? 5 : 6)) {
+    if (pipe_mode ? (argc != 5 && argc != 6) : argc != 6) {
         fprintf(stderr, "busy_writer: wrong number of arguments for %s\n", mode);
         return 2;
     }
     long a = arg_long(argv[4], pipe_mode ? "MAX_INFLIGHT" : "ROWS");
-    long b = pipe_mode ? 0 : arg_long(argv[5], strcmp(mode, "copy") == 0 ? "MS_PER_ROW" : "WORK_PER_ROW");
+    long b = pipe_mode ? (argc == 6 ? arg_long(argv[5], "PER_SECOND") : 0)
+                       : arg_long(argv[5], strcmp(mode, "copy") == 0 ? "MS_PER_ROW" : "WORK_PER_ROW");
     PGconn *c = PQconnectdb(argv[1]);
     if (PQstatus(c) != CONNECTION_OK) {
         say_err(c, "connect");
@@ -243,7 +253,7 @@ int main(int argc, char **argv)
     double until = mono() + (double)seconds;
     int rc;
     if (pipe_mode)
-        rc = pipeline(c, until, a);
+        rc = pipeline(c, until, a, b);
     else if (strcmp(mode, "copy") == 0)
         rc = copy_rows(c, until, a, b);
     else

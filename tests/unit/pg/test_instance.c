@@ -219,6 +219,50 @@ static void test_kills_backends_that_outlived_their_postmaster(void **state)
     assert_true(alive(f->shell_in_data));
 }
 
+/* `postgres --single` (crash recovery pgwarden runs before pg_rewind) is
+ * part of the instance, so a fence kills it, but it serves no client: it
+ * is not counted as something that could still acknowledge a commit. */
+static void test_single_user_serves_nothing(void **state)
+{
+    struct fake *f = *state;
+    char sh[160];
+    snprintf(sh, sizeof sh, "%s/postgres-sh", f->root);
+    copy_file("/bin/sh", sh);
+    char named[160];
+    snprintf(named, sizeof named, "%s/bin", f->root);
+    mkdir(named, 0755);
+    snprintf(named, sizeof named, "%s/bin/postgres", f->root);
+    assert_int_equal(rename(sh, named), 0);
+    int in[2];
+    assert_int_equal(pipe(in), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        dup2(in[0], 0);
+        close(in[1]);
+        if (chdir(f->data) != 0)
+            _exit(127);
+        /* a builtin read that never returns: the shell stays the only process */
+        execl(named, "postgres", "-c", "read x", "--single", (char *)NULL);
+        _exit(127);
+    }
+    close(in[0]);
+    struct pginst pi;
+    char err[256];
+    assert_int_equal(pginst_init(&pi, f->data, err, sizeof err), 0);
+    wait_count(&pi, 1);
+    assert_int_equal(pginst_count_serving(&pi), 0);
+    struct pginst_kill_result r;
+    pginst_kill(&pi, 2000, &r);
+    assert_int_equal(r.found, 1);
+    assert_int_equal(r.left, 0);
+    close(in[1]);
+    waitpid(pid, NULL, 0);
+    unlink(named);
+    snprintf(named, sizeof named, "%s/bin", f->root);
+    rmdir(named);
+}
+
 static void test_nothing_to_kill(void **state)
 {
     struct fake *f = *state;
@@ -263,6 +307,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_kills_every_process_postmaster_first, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kills_backends_that_outlived_their_postmaster, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_single_user_serves_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_nothing_to_kill, setup, teardown),
         cmocka_unit_test_setup_teardown(test_init_resolves_paths, setup, teardown),
     };
