@@ -79,7 +79,7 @@ demo-stop:
 
 bench: build
 	PGW_BIN=$(CURDIR)/$(RELEASE)/pgwarden bench/raft_failover
-	PGW_BIN=$(CURDIR)/$(RELEASE)/pgwarden bench/failover
+	PGW_BIN=$(CURDIR)/$(RELEASE)/pgwarden PGW_BUILD=$(CURDIR)/$(RELEASE) bench/failover
 	PGW_BIN=$(CURDIR)/$(RELEASE)/pgwarden bench/sync_stall
 	PGW_RAFT_TLS_BENCH=$(CURDIR)/$(RELEASE)/raft_tls_bench bench/raft_tls
 	PGW_BUILD=$(CURDIR)/$(RELEASE) bench/http_probe --self

@@ -50,7 +50,7 @@ static bool submit_set(struct ha *h, char (*names)[SYNC_NAME_MAX], unsigned n, u
     c.u.sync.count = count;
     c.u.sync.quorum = quorum;
     c.u.sync.primary_epoch = h->fsm->st.primary.epoch;
-    c.u.sync.if_version_set = true;
+    c.u.sync.if_version_set = fsm_cluster_level(&h->fsm->st) >= 2;
     c.u.sync.if_version = h->fsm->st.sync_version;
     char list[512] = "";
     size_t o = 0;

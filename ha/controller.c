@@ -211,7 +211,7 @@ static void assign(struct ha *h, const char *member, uint64_t expect_epoch,
     fsm_cmd_init(&c, FSM_OP_PRIMARY_ASSIGN, NULL);
     snprintf(c.member, sizeof c.member, "%s", member);
     c.epoch = expect_epoch;
-    c.u.assign.if_renewals_set = true;
+    c.u.assign.if_renewals_set = fsm_cluster_level(&h->fsm->st) >= 2;
     c.u.assign.if_renewals = expect_renewals;
     c.u.assign.mode = FSM_ASSIGN_PROMOTE;
     c.u.assign.allow_data_loss = allow_data_loss;
@@ -443,7 +443,7 @@ static void choose_founder(struct ha *h)
     fsm_cmd_init(&c, FSM_OP_PRIMARY_ASSIGN, NULL);
     snprintf(c.member, sizeof c.member, "%s", best->name);
     c.epoch = st->primary.epoch;
-    c.u.assign.if_renewals_set = true;
+    c.u.assign.if_renewals_set = fsm_cluster_level(st) >= 2;
     c.u.assign.if_renewals = st->primary.renewals;
     c.u.assign.mode = FSM_ASSIGN_BOOTSTRAP;
     snprintf(c.u.assign.reason, sizeof c.u.assign.reason, "%s",

@@ -110,6 +110,7 @@ static void build_register(struct ha *h, struct fsm_cmd *c)
              cfg->restapi.certfile != NULL ? "https" : "http", v6 ? "[" : "", api->host,
              v6 ? "]" : "", api->port);
     c->u.reg.witness = h->witness;
+    c->u.reg.level = FSM_LEVEL;
     if (!h->witness) {
         snprintf(c->u.reg.conn_host, sizeof c->u.reg.conn_host, "%s",
                  cfg->postgresql.connect_address.host);

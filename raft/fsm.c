@@ -45,6 +45,15 @@ static uint64_t now_ms(const struct fsm *f)
 
 /* --- members --------------------------------------------------------- */
 
+uint32_t fsm_cluster_level(const struct fsm_state *st)
+{
+    uint32_t lvl = UINT32_MAX;
+    for (unsigned i = 0; i < st->n_members; i++)
+        if (st->members[i].level < lvl)
+            lvl = st->members[i].level;
+    return st->n_members ? lvl : 0;
+}
+
 const struct fsm_member *fsm_member_find(const struct fsm_state *st, const char *name)
 {
     for (unsigned i = 0; i < st->n_members; i++)
@@ -150,6 +159,7 @@ static int op_member_register(struct fsm *f, const struct fsm_cmd *c, struct fsm
     if (m->tags != NULL)
         json_decref(m->tags);
     m->tags = c->u.reg.tags != NULL ? json_deep_copy(c->u.reg.tags) : json_object();
+    m->level = c->u.reg.level;
     return 0;
 }
 

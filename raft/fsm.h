@@ -62,6 +62,7 @@ struct fsm_member {
     uint16_t conn_port;
     bool witness;
     json_t *tags; /* object, never NULL */
+    uint32_t level; /* FSM_LEVEL its binary registered with (0: older) */
     bool reported;
     struct fsm_report report;
     uint64_t report_index; /* Raft index of the last report */
@@ -165,6 +166,9 @@ int fsm_state_load(struct fsm *f, const char *text, size_t len, char *err, size_
     PGW_MUST_CHECK;
 
 const struct fsm_member *fsm_member_find(const struct fsm_state *st, const char *name);
+/* The lowest FSM_LEVEL any member registered with: a command may carry a
+ * condition of level L only when this is at least L (0 with no member). */
+uint32_t fsm_cluster_level(const struct fsm_state *st);
 const struct fsm_member *fsm_member_by_raft_id(const struct fsm_state *st, uint64_t id);
 /* Member of the synchronous set of the CURRENT primary epoch (a set
  * recorded under an earlier primary says nothing about this one). */

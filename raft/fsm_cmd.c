@@ -279,6 +279,7 @@ int fsm_cmd_decode(const char *buf, size_t len, struct fsm_cmd *out, char *err, 
         c->u.reg.conn_port = (uint16_t)get_u64(&d, "conn_port", false, 65535);
         c->u.reg.witness = get_bool(&d, "witness");
         c->u.reg.tags = get_object(&d, "tags", false);
+        c->u.reg.level = (uint32_t)get_u64(&d, "level", false, U32MAX);
         break;
     case FSM_OP_MEMBER_REMOVE:
         get_name(&d, "member", c->member, true);
@@ -437,6 +438,8 @@ int fsm_cmd_encode(const struct fsm_cmd *c, char **out, size_t *len, char *err, 
         json_object_set_new(o, "witness", json_boolean(c->u.reg.witness));
         if (c->u.reg.tags != NULL)
             json_object_set(o, "tags", c->u.reg.tags);
+        if (c->u.reg.level != 0)
+            set_u64(o, "level", c->u.reg.level);
         break;
     case FSM_OP_MEMBER_REPORT:
         encode_report(o, &c->u.report);

@@ -22,6 +22,12 @@
 #include "common/status.h"
 
 #define FSM_CMD_VERSION 1
+/* What this binary's FSM understands beyond FSM_CMD_VERSION: 2 = the
+ * conditions of issue 15 (an assignment's if_renewals, a sync set's
+ * if_version). A command uses a condition only when every member
+ * registered at least that level: a node that ignored it would apply what
+ * the others refuse, and the replicated state would diverge. */
+#define FSM_LEVEL 2
 #define FSM_NAME_MAX 64       /* member names: 1..63 bytes */
 #define FSM_RID_MAX 64
 #define FSM_ADDR_MAX 64
@@ -81,6 +87,7 @@ struct fsm_cmd {
             uint16_t conn_port;
             bool witness;
             json_t *tags; /* object; owned by the cmd */
+            uint32_t level; /* FSM_LEVEL of the registering binary (0: older, sent nothing) */
         } reg;
         struct fsm_report report;
         struct {

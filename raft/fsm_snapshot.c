@@ -78,6 +78,8 @@ char *fsm_state_dump(const struct fsm_state *st)
          * stays what older versions wrote and read */
         if (m->promote_refusals != 0)
             put_u64(mj, "promote_refusals", m->promote_refusals);
+        if (m->level != 0)
+            put_u64(mj, "level", m->level);
         if (m->refused_epoch != 0)
             put_u64(mj, "refused_epoch", m->refused_epoch);
         json_array_append_new(ms, mj);
@@ -290,6 +292,8 @@ static void ld_state(struct ld *l, const json_t *root, struct fsm_state *st)
         m->report_index = ld_u64(l, mj, "report_index");
         if (json_object_get(mj, "promote_refusals") != NULL)
             m->promote_refusals = ld_u64(l, mj, "promote_refusals");
+        if (json_object_get(mj, "level") != NULL)
+            m->level = (uint32_t)ld_uint(l, mj, "level", UINT32_MAX);
         if (json_object_get(mj, "refused_epoch") != NULL)
             m->refused_epoch = ld_u64(l, mj, "refused_epoch");
     }

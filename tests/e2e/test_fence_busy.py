@@ -74,14 +74,15 @@ def check_writers(writers, t_fault, t_new, label):
             f"{w.mode} session was not cut by the fence: {w.describe(t_fault)}"
 
 
-def test_frozen_pgwarden_stops_busy_sessions(make_cluster):
-    """Only pgwarden is frozen on the primary; its fence keeper must kill
-    every process of the instance, busy backends included."""
-    c = make_cluster(n=3)
-    old = c.wait_healthy(timeout=90)
-    create_busy_tables(old.query)
-    prober = start_prober(c, recording=True)
-    writers = start_busy_writers(conninfo(old))
+MODES_ALL = ("long-insert", "copy", "pipeline")
+
+
+def freeze_pgwarden_under_load(c, old, prober, modes, label):
+    """Busy sessions on old, then its pgwarden alone frozen until a new
+    primary served and the sessions had time to show what survived; checks
+    them (check_writers) and that no process of the instance is left.
+    Returns the new primary."""
+    writers = start_busy_writers(conninfo(old), modes=modes)
     time.sleep(1.0)  # mid-statement, mid-COPY, pipeline flowing
     t0 = time.monotonic()
     pid = old.pgwarden_pid()
@@ -93,8 +94,19 @@ def test_frozen_pgwarden_stops_busy_sessions(make_cluster):
     signal_pids([pid], signal.SIGCONT)
     for w in writers:
         w.stop()
-    check_writers(writers, t0, t_new, "pgwarden frozen")
+    check_writers(writers, t0, t_new, label)
     assert left == [], f"processes of the fenced instance still running: {left}"
+    return new
+
+
+def test_frozen_pgwarden_stops_busy_sessions(make_cluster):
+    """Only pgwarden is frozen on the primary; its fence keeper must kill
+    every process of the instance, busy backends included."""
+    c = make_cluster(n=3)
+    old = c.wait_healthy(timeout=90)
+    create_busy_tables(old.query)
+    prober = start_prober(c, recording=True)
+    new = freeze_pgwarden_under_load(c, old, prober, MODES_ALL, "pgwarden frozen")
     rejoin, answers_200 = watch_rejoin(old, want_timeline=node_timeline(new), timeout=90)
     assert answers_200 == [], f"{old.name} answered 200 on /primary after SIGCONT: {answers_200}"
     assert prober.stop() == [], "two primaries in one round"
@@ -116,20 +128,8 @@ def test_failed_second_start_keeps_the_fence(make_cluster):
     out = r.stdout + r.stderr
     assert "already running" in out, f"no clear refusal from the second instance: {out[-2000:]}"
     prober = start_prober(c, recording=True)
-    writers = start_busy_writers(conninfo(old), modes=("pipeline",))
-    time.sleep(1.0)
-    t0 = time.monotonic()
-    pid = old.pgwarden_pid()
-    signal_pids([pid], signal.SIGSTOP)
-    new = c.wait_primary(timeout=30, exclude=old)
-    t_new = t0 + served_after(prober, new, t0)
-    settle(writers, t0, t_new)
-    left = instance_pids(old.data_dir)
-    signal_pids([pid], signal.SIGCONT)
-    for w in writers:
-        w.stop()
-    check_writers(writers, t0, t_new, "pgwarden frozen after a refused second start")
-    assert left == [], f"processes of the fenced instance still running: {left}"
+    freeze_pgwarden_under_load(c, old, prober, ("pipeline",),
+                               "pgwarden frozen after a refused second start")
     wait_for(lambda: old.is_streaming_replica(), 90, what=f"{old.name} rejoining")
     assert prober.stop() == [], "two primaries in one round"
 

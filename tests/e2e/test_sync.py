@@ -1,13 +1,14 @@
 """Synchronous replication (issue 7): failover never loses an acknowledged
 commit, a dead sync standby is replaced quickly, an asynchronous replica is
 never promoted automatically, strict mode makes commits wait."""
+import signal
 import threading
 import time
 
 import psycopg2
 import pytest
 
-from pgw_harness import Cluster, Prober, Writer, http, wait_for
+from pgw_harness import Cluster, Prober, Writer, http, instance_pids, signal_pids, wait_for
 
 
 def sync_members(c, via=None):
@@ -164,3 +165,60 @@ def test_strict_mode_commits_wait_without_standbys(sync_cluster):
     assert ssn != "" and "FIRST" in ssn
     status, body = p.get("/patroni")
     assert status == 200
+
+
+def walreceiver_pid(node):
+    """pid of the walreceiver of node's PostgreSQL (None if there is none)."""
+    for pid in instance_pids(node.data_dir):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if b"walreceiver" in f.read():
+                    return pid
+        except OSError:
+            continue
+    return None
+
+
+def test_standby_joins_the_set_only_past_the_change(sync_cluster):
+    """Issue 15, item 5. The synchronous standby S1 is made ineligible (its
+    pgwarden restarted with tags.nosync) while it keeps streaming and
+    acknowledging; the other standby S2 has its walreceiver frozen, so it
+    stays behind. synchronous_standby_names moves from S1 to S2: until every
+    walsender applied that, S1 still releases commits that S2 does not have.
+    S2 may join the replicated set only once it flushed past an LSN read
+    after the change was applied: frozen, it must not join. Then the primary
+    dies: every acknowledged commit is on whichever node ends up primary."""
+    c = sync_cluster
+    p = c.wait_healthy(timeout=90)
+    s1 = c.node(wait_for(lambda: (sync_members(c, p) or [None])[0], 30, what="a sync standby"))
+    s2 = next(n for n in c.data_nodes() if n not in (p, s1))
+    writer = Writer(c).setup()
+    writer.start()
+    wait_for(lambda: len(writer.acked) >= 20, 20, what="writes")
+    wr = wait_for(lambda: walreceiver_pid(s2), 20, what=f"{s2.name}'s walreceiver")
+    signal_pids([wr], signal.SIGSTOP)
+    try:
+        # S1's PostgreSQL keeps running; its pgwarden comes back with nosync
+        s1.kill()
+        s1.tags = dict(s1.tags, nosync=True)
+        s1.start()
+        wait_for(lambda: s1.name not in sync_members(c, p), 30,
+                 what=f"{s1.name} leaving the synchronous set")
+        time.sleep(3.0)  # S2 (frozen) would have joined by now if it could
+        joined = s2.name in sync_members(c, p)
+        kill_node(p)
+        time.sleep(5.0)
+        promoted = c.primary()
+    finally:
+        signal_pids([wr], signal.SIGCONT)
+    writer.stop()
+    print(f"\n[sync set change] {s2.name} (frozen) joined the set: {joined}; after the primary "
+          f"died, primary: {promoted.name if promoted else None}")
+    if promoted is None:
+        # nobody could be promoted safely: bring the old primary back
+        p.start()
+        promoted = c.wait_primary(timeout=90)
+    lost = writer.lost(promoted)
+    assert lost == [], f"{len(lost)} acknowledged commits missing on {promoted.name}: {lost[:20]} " \
+                       f"(the frozen standby joined the set: {joined})"
+    assert not joined, f"{s2.name} joined the synchronous set while its walreceiver was frozen"

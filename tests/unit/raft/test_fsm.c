@@ -393,6 +393,40 @@ static void test_stale_decisions_are_refused(void **state)
     free(dump);
 }
 
+/* Conditions are sent only once every member's binary understands them:
+ * an older node would apply what the others refuse. */
+static void test_cluster_level_is_the_lowest_registered(void **state)
+{
+    struct fsm *f = *state;
+    bootstrap_cluster(f); /* registered by an "older" binary: no level */
+    assert_int_equal(fsm_cluster_level(&f->st), 0);
+    const char *names[] = {"n1", "n2", "w3"};
+    for (int i = 0; i < 3; i++) {
+        struct fsm_cmd c;
+        char rid[32];
+        snprintf(rid, sizeof rid, "lvl-%d", i);
+        fsm_cmd_init(&c, FSM_OP_MEMBER_REGISTER, rid);
+        snprintf(c.member, sizeof c.member, "%s", names[i]);
+        c.u.reg.raft_id = (uint64_t)i + 1;
+        snprintf(c.u.reg.raft_addr, sizeof c.u.reg.raft_addr, "127.0.0.1:%d", 5001 + i);
+        snprintf(c.u.reg.api_url, sizeof c.u.reg.api_url, "http://127.0.0.1:%d", 8001 + i);
+        c.u.reg.witness = i == 2;
+        c.u.reg.level = FSM_LEVEL;
+        assert_int_equal(apply(f, &c)->status, 0);
+        fsm_cmd_free(&c);
+        /* one member still older: the lowest counts */
+        assert_int_equal(fsm_cluster_level(&f->st), i < 2 ? 0 : FSM_LEVEL);
+    }
+    char *dump = fsm_state_dump(&f->st);
+    struct fsm g;
+    fsm_init(&g, &fake);
+    char err[256];
+    assert_int_equal(fsm_state_load(&g, dump, strlen(dump), err, sizeof err), 0);
+    assert_int_equal(fsm_cluster_level(&g.st), FSM_LEVEL);
+    fsm_close(&g);
+    free(dump);
+}
+
 static void test_snapshot_round_trip(void **state)
 {
     struct fsm *f = *state;
@@ -576,6 +610,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_malformed_entries_are_noops, setup, teardown),
         cmocka_unit_test_setup_teardown(test_renewal_records_the_holders_ttl, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stale_decisions_are_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cluster_level_is_the_lowest_registered, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_round_trip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_promote_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_without_refusal_fields, setup, teardown),
