@@ -596,8 +596,8 @@ int cmd_run(int argc, char **argv)
      * keeper's page over, or disarm it when it then fails to start. */
     const struct cfg *c0 = &d->cfgs[0];
     char lerr[4400];
-    if (mkdir(c0->raft.data_dir, 0700) != 0 && errno != EEXIST) {
-        log_error("main", "raft.data_dir %s cannot be created: %s", c0->raft.data_dir, strerror(errno));
+    if (cluster_prepare_data_dir(c0->raft.data_dir, lerr, sizeof lerr) != 0) {
+        log_error("main", "%s", lerr);
         goto fail_early;
     }
     if (dirlock_take(c0->raft.data_dir, "pgwarden.lock", &d->lock_fd, lerr, sizeof lerr) != 0) {

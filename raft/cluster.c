@@ -107,31 +107,29 @@ static bool dir_has_raft_files(const char *dir)
     return found;
 }
 
-static int prepare_data_dir(struct cluster *c, char *err, size_t errlen)
+int cluster_prepare_data_dir(const char *dir, char *err, size_t errlen)
 {
     struct stat st;
-    if (stat(c->data_dir, &st) != 0) {
+    if (stat(dir, &st) != 0) {
         if (errno != ENOENT) {
-            snprintf(err, errlen, "raft.data_dir %s: %s", c->data_dir, strerror(errno));
+            snprintf(err, errlen, "raft.data_dir %s: %s", dir, strerror(errno));
             return PGW_EIO;
         }
-        if (mkdir(c->data_dir, 0700) != 0) {
+        if (mkdir(dir, 0700) != 0) {
             snprintf(err, errlen, "raft.data_dir %s does not exist and cannot be created: %s",
-                     c->data_dir, strerror(errno));
+                     dir, strerror(errno));
             return PGW_EIO;
         }
-        log_info("raft", "created raft.data_dir %s", c->data_dir);
+        log_info("raft", "created raft.data_dir %s", dir);
     } else if (!S_ISDIR(st.st_mode)) {
-        snprintf(err, errlen, "raft.data_dir %s is not a directory", c->data_dir);
+        snprintf(err, errlen, "raft.data_dir %s is not a directory", dir);
         return PGW_EINVAL;
     }
-    if (access(c->data_dir, R_OK | W_OK | X_OK) != 0) {
-        snprintf(err, errlen, "raft.data_dir %s is not writable by this user: %s", c->data_dir,
+    if (access(dir, R_OK | W_OK | X_OK) != 0) {
+        snprintf(err, errlen, "raft.data_dir %s is not writable by this user: %s", dir,
                  strerror(errno));
         return PGW_EIO;
     }
-    /* One process per data dir: the daemon holds <data_dir>/pgwarden.lock
-     * from before anything else starts (cmd/run.c, common/dirlock.h). */
     return PGW_OK;
 }
 
@@ -700,7 +698,7 @@ int cluster_start(const struct cluster_opts *o, struct cluster **out, char *err,
         free_cluster(c);
         return PGW_EINVAL;
     }
-    int rc = prepare_data_dir(c, err, errlen);
+    int rc = cluster_prepare_data_dir(c->data_dir, err, errlen);
     if (rc != 0) {
         free_cluster(c);
         return rc;

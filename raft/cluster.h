@@ -76,6 +76,11 @@ struct cluster_opts {
  * must stop the daemon (bad data dir, address in use, data dir of another
  * node or cluster) are returned with a message. Discovery itself is
  * asynchronous; until it ends the role is CLUSTER_STARTING. */
+/* raft.data_dir exists (created if its parent does), is a directory and is
+ * writable by this user; err says which is not. One process per data dir:
+ * the daemon locks <data_dir>/pgwarden.lock right after this, before
+ * anything else starts (cmd/run.c, common/dirlock.h). */
+int cluster_prepare_data_dir(const char *dir, char *err, size_t errlen) PGW_MUST_CHECK;
 int cluster_start(const struct cluster_opts *opts, struct cluster **out, char *err, size_t errlen)
     PGW_MUST_CHECK;
 

@@ -269,7 +269,7 @@ def test_keeper_fence_gets_on_stop(make_cluster):
     t0 = time.time()
     signal_pids([pid], signal.SIGSTOP)
     try:
-        wait_for(lambda: "pgwarden did not fence: killed PostgreSQL" in p.log(), 30,
+        wait_for(lambda: "pgwarden did not fence: killed every process of PostgreSQL" in p.log(), 30,
                  what=f"{p.name}: the fence keeper killing PostgreSQL")
         assert hooks.events(p, "on_stop", after=t0) == []  # nothing ran while frozen
     finally:
