@@ -6,9 +6,9 @@
  * Before the table, on every step, two things that must never wait:
  *  - the lease: renew every loop_wait while this node holds the primary
  *    role; a refusal (stale epoch) drops the lease at once;
- *  - fencing: PostgreSQL running as primary without a valid lease is
- *    stopped immediately (SIGQUIT to the postmaster, then pg_ctl stop -m
- *    immediate to make sure), whatever else is running.
+ *  - fencing: PostgreSQL that may be writing without a valid lease is
+ *    killed at once, every process of the instance (pg/instance.h),
+ *    whatever else is running.
  * Failure modes: an action fails (logged once with its cause, state shown
  * in /patroni and ctl list, retried on later ticks with backoff), the
  * postmaster hangs (primary: stopped and the role released so the
@@ -426,6 +426,8 @@ static void mon_changed(struct pgmon *m, const struct pg_status *st, enum pg_run
 int agent_init(struct ha *h, char *err, size_t errlen)
 {
     struct agent *ag = &h->ag;
+    /* first: agent_close() runs after a failed init too, and disarms it */
+    watchdog_init(&h->ag.wd, NULL, h->cfg->watchdog.device);
     int rc = pginst_init(&ag->inst, h->cfg->postgresql.data_dir, err, errlen);
     if (rc != 0)
         return rc;
@@ -472,7 +474,6 @@ int agent_init(struct ha *h, char *err, size_t errlen)
         return PGW_EIO;
     }
     agent_lease_file_restore(h);
-    watchdog_init(&h->ag.wd, NULL, h->cfg->watchdog.device);
     const char *nofence = getenv("PGW_TEST_DISABLE_FENCING");
     if (nofence != NULL && strcmp(nofence, "1") == 0) {
         h->ag.test_no_fencing = true;

@@ -244,12 +244,8 @@ void agent_watchdog_tick(struct ha *h, uint64_t now)
         watchdog_keepalive(&ag->wd);
         return;
     }
-    const struct pg_status *ps = pgmon_status(ag->mon);
-    bool primary_running = ps->state == PG_RUN_RUNNING && ps->query_ok && !ps->in_recovery;
-    if (ag->lease.epoch == 0 && !primary_running && !pg_postmaster_running(h->cfg->postgresql.data_dir, NULL))
-        watchdog_disarm(&ag->wd);
-    else if (ag->lease.epoch == 0 && ps->in_recovery && ps->query_ok)
-        watchdog_disarm(&ag->wd); /* demoted to a replica */
+    if (ag->lease.epoch == 0 && !agent_pg_may_write(h))
+        watchdog_disarm(&ag->wd); /* stopped, or demoted to a replica */
 }
 
 /* --- fencing ----------------------------------------------------------------- */
@@ -293,9 +289,12 @@ static void kill_instance(struct ha *h, const char *what)
 {
     struct pginst_kill_result r;
     pginst_kill(&h->ag.inst, 50, &r);
-    if (r.found > 0)
-        log_warn("ha", "%s: SIGKILL to every process of PostgreSQL (%u found%s%u left)", what,
-                 r.found, r.left ? ", " : ", all gone, ", r.left);
+    if (r.found > 0 && r.left == 0)
+        log_warn("ha", "%s: SIGKILL to every process of PostgreSQL (%u found, all gone)", what,
+                 r.found);
+    else if (r.found > 0)
+        log_warn("ha", "%s: SIGKILL to every process of PostgreSQL (%u found, %u not gone yet: "
+                 "in uninterruptible sleep, they die when their I/O returns)", what, r.found, r.left);
 }
 
 /* SIGKILL to every process of the instance, the postmaster first: a stopped

@@ -394,8 +394,12 @@ class Cluster:
     def cleanup(self):
         problems = []
         for n in self.nodes:
+            # pgwarden and its children: the fence keeper (a session of its
+            # own) would otherwise guard the lease alone until it ran out
+            tree = process_tree(n.pgwarden_pid())
             if n.alive():
                 n.kill(signal.SIGKILL)
+            signal_pids(tree, signal.SIGKILL)
         # every process of each instance, not only the postmaster: a backend
         # outlives a killed postmaster until it next waits for its client
         deadline = time.monotonic() + 10

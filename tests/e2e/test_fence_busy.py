@@ -195,3 +195,57 @@ def test_frozen_node_in_sync_mode_acks_nothing_after_thaw(make_cluster):
     check_writers(writers, t0, t_new, "whole node frozen, synchronous mode")
     wait_for(lambda: old.is_streaming_replica(), 90, what=f"{old.name} rejoining")
     assert prober.stop() == [], "two primaries in one round"
+
+
+def test_fence_when_the_status_query_fails(make_cluster):
+    """Issue 15, item 6: pgwarden fences whatever PostgreSQL may be writing
+    without a valid lease, not only what its monitor sees as a running
+    primary. The monitor's role (postgres) can no longer log in, so the
+    primary's status is unknown; then the primary loses its Raft majority
+    (both other pgwardens frozen). pgwarden itself must fence at its
+    deadline (not leave it to the keeper), every process of the instance
+    gone, no busy session acknowledged past the deadline."""
+    c = make_cluster(n=3)
+    p = c.wait_healthy(timeout=90)
+    create_busy_tables(p.query)
+    p.query("CREATE ROLE busy LOGIN PASSWORD 'busy-Secret'")
+    p.query("GRANT ALL ON ALL TABLES IN SCHEMA public TO busy")
+    p.query("GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO busy")
+    conn = p.connect()
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("ALTER ROLE postgres NOLOGIN")
+            # the monitor's open session goes; it cannot log in again
+            cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+                        "usename = 'postgres' AND backend_type = 'client backend' AND "
+                        "pid <> pg_backend_pid()")
+    finally:
+        conn.close()
+    wait_for(lambda: (p.view("/patroni") or {}).get("state") not in (None, "running"), 15,
+             what=f"{p.name}'s status query failing")
+    writers = start_busy_writers(
+        f"host=127.0.0.1 port={p.pg_port} user=busy password=busy-Secret dbname=postgres "
+        "connect_timeout=5")
+    time.sleep(1.0)
+    others = [n.pgwarden_pid() for n in c.data_nodes() if n is not p]
+    t0 = time.monotonic()
+    signal_pids(others, signal.SIGSTOP)
+    try:
+        wait_for(lambda: "FENCING" in p.log(), TTL + 5, interval=0.05,
+                 what=f"{p.name} fencing itself")
+        t_fence = time.monotonic()
+        time.sleep(2.0)
+        left = instance_pids(p.data_dir)
+    finally:
+        signal_pids(others, signal.SIGCONT)
+    for w in writers:
+        w.stop()
+    log = p.log()
+    print(f"\n[status query failing, majority lost] FENCING {t_fence - t0:+.2f}s after the "
+          f"majority was lost; " + "; ".join(w.describe(t0) for w in writers))
+    assert left == [], f"processes of the fenced instance still running: {left}"
+    assert "pgwarden did not fence" not in log, "the keeper had to fence: pgwarden did not"
+    limit = t0 + TTL - RETRY + KEEPER_GRACE + SLACK
+    late = {w.mode: summary(w.acks_after(limit), t0) for w in writers}
+    assert not any(late.values()), f"commits acknowledged after the fence deadline: {late}"
