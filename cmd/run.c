@@ -633,7 +633,9 @@ int cmd_run(int argc, char **argv)
     uv_timer_init(&d->loop, &d->sd_watchdog); /* sdnotify */
 
     if (start_everything(d) != 0) {
-        log_error("main", "start-up failed: the fence keeper keeps guarding what it guarded");
+        if (d->keeper != NULL)
+            log_warn("main", "start-up failed: the fence keeper goes on guarding the deadline it "
+                     "found (%s)", keeper_deadline(d->keeper) ? "armed" : "none: it exits");
         d->exit_code = 1;
         d->stopping = true;
         d->stage = 1; /* nothing to hand over: close what was started */

@@ -658,9 +658,11 @@ static void stop_poll(struct pgctl *c)
          * every process of the instance is gone. */
         struct pginst_kill_result r;
         pginst_kill(&c->inst, 0, &r);
-        if (r.found > 0)
-            log_warn("pg", "%u processes of %s outlived their postmaster: SIGKILL (%u left)",
-                     r.found, c->data_dir, r.left);
+        if (r.found > 0 && !c->orphans_said) {
+            c->orphans_said = true;
+            log_warn("pg", "%u processes of %s outlived their postmaster: SIGKILL", r.found,
+                     c->data_dir);
+        }
         if (r.left == 0) {
             stop_finished(c, PGW_OK);
             return;
@@ -728,6 +730,7 @@ static int spawn_stop(struct pgctl *c)
             return PGW_EIO;
         }
         c->sent_kill = false;
+        c->orphans_said = false;
         /* fencing must be quick: a postmaster that ignores SIGQUIT (hung,
          * SIGSTOPped) gets SIGKILL after a short grace, not the full timeout */
         if (c->op_timeout > IMMEDIATE_KILL_AFTER_MS)

@@ -57,6 +57,7 @@ struct pgctl {
     pid_t stop_pid;
     bool sent_kill;
     struct pginst inst; /* every process of the instance: an immediate stop waits for all */
+    bool orphans_said;  /* this stop logged the processes that outlived the postmaster */
     char pwfile[256];
     long log_offset;
     bool start_retried; /* once per start, after clearing a stale socket lock */
