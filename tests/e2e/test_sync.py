@@ -23,12 +23,15 @@ def sync_cluster(request):
     n, witnesses = param.pop("n", 3), param.pop("witnesses", ())
     dcs.update(param)
     c = Cluster(n=n, dcs=dcs, witnesses=witnesses)
+    failed_before = request.session.testsfailed
     try:
         c.start()
         c.wait_healthy(timeout=90)
         wait_for(lambda: sync_members(c), 30, what="a synchronous standby")
         yield c
     finally:
+        if request.session.testsfailed > failed_before:
+            print(c.dump_logs(tail=200))
         c.cleanup()
 
 
