@@ -601,6 +601,11 @@ class Writer(threading.Thread):
             conn = self._primary()
             if conn is not None:
                 i = self.next_id
+                # ids are never retried: a commit whose acknowledgement was
+                # lost may exist anyway (a synchronous standby that had it is
+                # promoted), and retrying its id would fail on the duplicate
+                # key for ever; it stays unknown, never in the ledger
+                self.next_id += 1
                 # A frozen server never answers: cut the session after 2 s,
                 # as a load balancer's on-marked-down shutdown-sessions does.
                 guard = threading.Timer(2.0, cut_session, (conn,))
@@ -609,7 +614,6 @@ class Writer(threading.Thread):
                     with conn.cursor() as cur:
                         cur.execute(f"INSERT INTO {self.table}(id) VALUES (%s)", (i,))
                     self.acked.append((i, time.monotonic(), self.conn_node.name))
-                    self.next_id += 1
                 except psycopg2.Error:
                     self.errors += 1
                     self._close()
