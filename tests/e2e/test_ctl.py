@@ -60,13 +60,16 @@ def parse_pretty(out):
 
 
 @pytest.fixture(scope="module")
-def cluster():
+def cluster(request):
     c = Cluster(n=3)
+    failed_before = request.session.testsfailed
     try:
         c.start()
         c.wait_healthy(timeout=90)
         yield c
     finally:
+        if request.session.testsfailed > failed_before:
+            print(c.dump_logs(tail=200))  # a test of this module failed: what the nodes did
         c.cleanup()
 
 
