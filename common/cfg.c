@@ -420,6 +420,35 @@ static int fail_at(struct loader *x, const char *path, const char *fmt, ...)
     return PGW_EINVAL;
 }
 
+/* postgresql.authentication.rewind: without it pg_rewind connects as the
+ * superuser (Patroni's rewind_credentials: the rewind section, else the
+ * superuser's, as a whole); with it, it needs a user name (Patroni's
+ * validator requires one too). Anything of the section given, in the file
+ * or the environment, counts as the section. */
+static int check_rewind(struct loader *x)
+{
+    static const char prefix[] = "postgresql.authentication.rewind";
+    const struct cfg_pgauth *rw = &x->w.c->postgresql.rewind;
+    if (rw->username != NULL && rw->username[0] != '\0')
+        return PGW_OK;
+    const char *given = NULL; /* a key of the section that was set, else the section */
+    for (size_t i = 0; i < cfg__nkeys && given == NULL; i++) {
+        const struct cfg_key *k = &cfg__keys[i];
+        if (strncmp(k->path, prefix, sizeof prefix - 1) == 0 &&
+            (k->type == KT_STR || k->type == KT_CHOICE) &&
+            *(char *const *)cfg__field(k, x->w.c, x->w.dcs) != NULL)
+            given = k->path;
+    }
+    size_t sect = key_index(prefix);
+    if (given == NULL && x->w.seen[sect] != NULL && !ynode_is_null(x->w.seen[sect]))
+        given = prefix;
+    if (given == NULL)
+        return PGW_OK;
+    return fail_at(x, given, "a rewind section needs postgresql.authentication.rewind.username "
+                   "(the user pg_rewind connects as); remove the section to rewind as the "
+                   "superuser, as Patroni does without one");
+}
+
 struct bound_port {
     const char *path;
     const char *hosts; /* comma-separated */
@@ -547,6 +576,8 @@ static int finalize(struct loader *x)
     }
     c->witness = c->witness || !c->postgresql.present;
     if (!c->witness && (rc = check_required(x, KF_REQUIRED_PG)) != 0)
+        return rc;
+    if (!c->witness && (rc = check_rewind(x)) != 0)
         return rc;
     if ((rc = check_partners(x)) != 0)
         return rc;

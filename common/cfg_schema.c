@@ -14,11 +14,12 @@
 
 #define SSLMODES "disable|allow|prefer|require|verify-ca|verify-full"
 
-/* The ten keys of one postgresql.authentication.<role> section. */
-#define PGAUTH(role, user, env_user, env_pass)                                                   \
+/* The ten keys of one postgresql.authentication.<role> section; `user` is
+ * the default user name, `user_doc` documents a computed one instead. */
+#define PGAUTH(role, user, user_doc, env_user, env_pass)                                         \
     SECTION("postgresql.authentication." #role, NULL),                                           \
     {"postgresql.authentication." #role ".username", NULL, KT_STR,                               \
-     C(postgresql.role.username), 0, (user), NULL, CH_RESTART, 0, (env_user), 0, 0, NULL,        \
+     C(postgresql.role.username), 0, (user), (user_doc), CH_RESTART, 0, (env_user), 0, 0, NULL,  \
      "User name pgwarden connects as for this role."},                                           \
     {"postgresql.authentication." #role ".password", NULL, KT_STR,                               \
      C(postgresql.role.password), 0, NULL, "none", CH_RESTART, KF_SECRET, (env_pass), 0, 0,      \
@@ -311,10 +312,16 @@ const struct cfg_key cfg__keys[] = {
      "Password file pgwarden writes for pg_basebackup and pg_rewind (in a directory pgwarden "
      "owns)."},
     SECTION("postgresql.authentication", NULL),
-    PGAUTH(superuser, "postgres", "PGWARDEN_SUPERUSER_USERNAME", "PGWARDEN_SUPERUSER_PASSWORD"),
-    PGAUTH(replication, "replicator", "PGWARDEN_REPLICATION_USERNAME",
+    PGAUTH(superuser, "postgres", NULL, "PGWARDEN_SUPERUSER_USERNAME",
+           "PGWARDEN_SUPERUSER_PASSWORD"),
+    PGAUTH(replication, "replicator", NULL, "PGWARDEN_REPLICATION_USERNAME",
            "PGWARDEN_REPLICATION_PASSWORD"),
-    PGAUTH(rewind, "rewind_user", "PGWARDEN_REWIND_USERNAME", "PGWARDEN_REWIND_PASSWORD"),
+    /* Patroni's rewind_credentials: the rewind section, else the superuser's */
+    PGAUTH(rewind, NULL,
+           "none: without a rewind section pg_rewind connects as the superuser, with its "
+           "password and ssl settings, and no rewind role is created (as in Patroni); a rewind "
+           "section needs a username",
+           "PGWARDEN_REWIND_USERNAME", "PGWARDEN_REWIND_PASSWORD"),
     {"postgresql.parameters", NULL, KT_PARAMS, C(postgresql.parameters), 0, NULL, "empty",
      CH_RELOAD, 0, NULL, 0, 0, NULL,
      "Local PostgreSQL settings; values may be strings, numbers or booleans (written as on/off). "

@@ -186,7 +186,8 @@ static const struct cfg_pgauth *auth_of(const struct cfg *cfg, enum pgconf_user 
     switch (user) {
     case PGCONF_REPLICATION: return &cfg->postgresql.replication;
     case PGCONF_REWIND:
-        /* no rewind user configured: pg_rewind runs as the superuser */
+        /* no rewind section: pg_rewind connects as the superuser, with its
+         * password and ssl settings (Patroni's rewind_credentials) */
         if (cfg->postgresql.rewind.username && *cfg->postgresql.rewind.username)
             return &cfg->postgresql.rewind;
         return &cfg->postgresql.superuser;

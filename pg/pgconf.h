@@ -94,9 +94,9 @@ int pgconf_write(const struct pgconf_input *in, struct pgconf_write_result *res,
 int pgconf_write_hba(const struct cfg *cfg, const struct cfg_dcs *dcs, bool include_bootstrap,
                      char *errbuf, size_t errlen) PGW_MUST_CHECK;
 
-/* The pgpass file (0600) with one line per replication / rewind /
- * superuser credential, "*:*:*:user:password" escaped. Path: cfg
- * postgresql.pgpass. */
+/* The pgpass file (0600) with one line per replication / rewind (when a
+ * rewind section is configured) / superuser credential that has a password,
+ * "*:*:*:user:password" escaped. Path: cfg postgresql.pgpass. */
 int pgconf_write_pgpass(const struct cfg *cfg, char *errbuf, size_t errlen) PGW_MUST_CHECK;
 /* Escape ':' and '\' with '\' (pgpass field rules). PGW_EINVAL when too small. */
 int pgconf_pgpass_escape(const char *in, char *out, size_t outlen) PGW_MUST_CHECK;

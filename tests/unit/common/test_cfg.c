@@ -363,7 +363,7 @@ static void test_minimal_defaults(void **state)
     assert_string_equal(p->pgpass, "/tmp/raft1/pgpass");
     assert_string_equal(p->superuser.username, "postgres");
     assert_string_equal(p->replication.username, "replicator");
-    assert_string_equal(p->rewind.username, "rewind_user");
+    assert_null(p->rewind.username); /* pg_rewind connects as the superuser */
     assert_null(p->superuser.password);
     assert_null(p->replication.password);
     assert_null(p->rewind.password);
@@ -1261,6 +1261,63 @@ static void test_reference_matches_docs(void **state)
                  "    pgwarden validate --print-reference > docs/configuration.md");
 }
 
+/* Patroni's rewind_credentials: without postgresql.authentication.rewind,
+ * pg_rewind connects as the superuser; a rewind section needs a username. */
+static void test_rewind_section(void **state)
+{
+    (void)state;
+    struct cfg c;
+    struct cfg_error e;
+    /* absent, or written without a value: no rewind user */
+    const char *absent[] = {
+        BASE PG,
+        BASE PG "  authentication:\n    superuser: {username: admin, password: s}\n",
+        BASE PG "  authentication:\n    rewind:\n",
+    };
+    for (size_t i = 0; i < sizeof absent / sizeof absent[0]; i++) {
+        if (load(absent[i], &c, &e, NULL) != 0)
+            fail_msg("%s", e.msg);
+        assert_null(c.postgresql.rewind.username);
+        assert_null(c.postgresql.rewind.password);
+        cfg_free(&c);
+    }
+    /* given: kept as written, even when it names the superuser */
+    if (load(BASE PG "  authentication:\n    rewind: {username: postgres}\n", &c, &e, NULL) != 0)
+        fail_msg("%s", e.msg);
+    assert_string_equal(c.postgresql.rewind.username, "postgres");
+    assert_null(c.postgresql.rewind.password);
+    cfg_free(&c);
+    /* given without a username: refused where it was written */
+    const char *why = "a rewind section needs postgresql.authentication.rewind.username";
+    expect_err_at(BASE PG "  authentication:\n    rewind:\n      password: x\n", 11, 17,
+                  "postgresql.authentication.rewind.password", why);
+    expect_err_at(BASE PG "  authentication:\n    rewind: {sslmode: require}\n", 10, 23,
+                  "postgresql.authentication.rewind.sslmode", why);
+    expect_err_at(BASE PG "  authentication:\n    rewind: {}\n", 10, 13,
+                  "postgresql.authentication.rewind", why);
+    expect_err_at(BASE PG "  authentication:\n    rewind: {username: ''}\n", 10, 24,
+                  "postgresql.authentication.rewind.username", why);
+    /* the password alone from the environment: the variable is named */
+    setenv("PGWARDEN_REWIND_PASSWORD", "from-env", 1);
+    assert_int_equal(load(BASE PG, &c, &e, NULL), PGW_EINVAL);
+    if (strncmp(e.msg, "PGWARDEN_REWIND_PASSWORD: ", 26) != 0 || strstr(e.msg, why) == NULL)
+        fail_msg("got: %s", e.msg);
+    assert_null(strstr(e.msg, "from-env"));
+    /* with the user name from the environment too, it is a rewind section */
+    setenv("PGWARDEN_REWIND_USERNAME", "rw", 1);
+    if (load(BASE PG, &c, &e, NULL) != 0)
+        fail_msg("%s", e.msg);
+    assert_string_equal(c.postgresql.rewind.username, "rw");
+    cfg_free(&c);
+    clear_env();
+    /* a witness ignores its postgresql section, rewind included */
+    if (load(BASE "witness: true\n" PG "  authentication:\n    rewind: {password: x}\n", &c, &e,
+             NULL) != 0)
+        fail_msg("%s", e.msg);
+    assert_true(c.witness);
+    cfg_free(&c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1285,6 +1342,7 @@ int main(void)
         cmocka_unit_test_setup(test_null_values_keep_defaults, setup),
         cmocka_unit_test_setup(test_env_overrides, setup),
         cmocka_unit_test_setup(test_env_errors, setup),
+        cmocka_unit_test_setup(test_rewind_section, setup),
         cmocka_unit_test_setup(test_diff, setup),
         cmocka_unit_test_setup(test_secrets_not_printed, setup),
         cmocka_unit_test_setup(test_table, setup),

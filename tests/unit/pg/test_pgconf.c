@@ -419,6 +419,57 @@ static void test_conn_params(void **state)
     pgconn_params_free(&p);
 }
 
+/* A Patroni configuration without postgresql.authentication.rewind, read by
+ * the real loader: pg_rewind connects as the superuser (user, password, ssl
+ * settings: Patroni's rewind_credentials), and the password file carries no
+ * line for a rewind user. With a rewind section, its own credentials. */
+static void test_rewind_as_superuser_without_section(void **state)
+{
+    struct fixture *f = *state;
+    char yaml[1024];
+    snprintf(yaml, sizeof yaml,
+             "scope: demo\nname: n1\nraft: {self_addr: 10.0.0.1:5010, data_dir: /r}\n"
+             "postgresql:\n  listen: 10.0.0.1:5432\n  data_dir: %s\n  pgpass: %s\n"
+             "  authentication:\n"
+             "    superuser: {username: admin, password: su-pw, sslmode: require}\n"
+             "    replication: {username: repl, password: rep-pw}\n",
+             f->data, f->pgpass);
+    struct cfg c;
+    struct cfg_error e;
+    if (cfg_load_buffer("t.yml", yaml, strlen(yaml), &c, &e, NULL) != 0)
+        fail_msg("%s", e.msg);
+    struct pgconn_params p;
+    assert_int_equal(pgconf_conn_params(&c, PGCONF_REWIND, "10.0.0.2", 5432, "postgres", false,
+                                        &p), 0);
+    assert_string_equal(pgconn_params_get(&p, "user"), "admin");
+    assert_string_equal(pgconn_params_get(&p, "password"), "su-pw");
+    assert_string_equal(pgconn_params_get(&p, "sslmode"), "require");
+    assert_string_equal(pgconn_params_get(&p, "host"), "10.0.0.2");
+    pgconn_params_free(&p);
+    char eb[256];
+    assert_int_equal(pgconf_write_pgpass(&c, eb, sizeof eb), 0);
+    char *t = slurp(f->pgpass);
+    assert_string_equal(t, "*:*:*:repl:rep-pw\n*:*:*:admin:su-pw\n");
+    free(t);
+    cfg_free(&c);
+
+    size_t len = strlen(yaml);
+    snprintf(yaml + len, sizeof yaml - len, "    rewind: {username: rw, password: rw-pw}\n");
+    if (cfg_load_buffer("t.yml", yaml, strlen(yaml), &c, &e, NULL) != 0)
+        fail_msg("%s", e.msg);
+    assert_int_equal(pgconf_conn_params(&c, PGCONF_REWIND, "10.0.0.2", 5432, "postgres", false,
+                                        &p), 0);
+    assert_string_equal(pgconn_params_get(&p, "user"), "rw");
+    assert_string_equal(pgconn_params_get(&p, "password"), "rw-pw");
+    assert_string_equal(pgconn_params_get(&p, "sslmode"), "prefer"); /* not the superuser's */
+    pgconn_params_free(&p);
+    assert_int_equal(pgconf_write_pgpass(&c, eb, sizeof eb), 0);
+    t = slurp(f->pgpass);
+    assert_string_equal(t, "*:*:*:repl:rep-pw\n*:*:*:rw:rw-pw\n*:*:*:admin:su-pw\n");
+    free(t);
+    cfg_free(&c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -433,6 +484,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_pgpass, setup, teardown),
         cmocka_unit_test_setup_teardown(test_slot_names, setup, teardown),
         cmocka_unit_test_setup_teardown(test_conn_params, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rewind_as_superuser_without_section, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
