@@ -1,8 +1,11 @@
 """Patroni configurations run as Patroni runs them (issue 17), end to end on
 127.0.0.1: a configuration without a postgresql.authentication.rewind
-section rewinds a killed primary as the superuser."""
+section rewinds a killed primary as the superuser; relative paths are
+resolved against the working directory, by validate and run alike."""
+import os
 import re
 import signal
+import subprocess
 import time
 
 import pytest
@@ -72,3 +75,42 @@ def test_no_rewind_section_rewinds_as_superuser(make_cluster):
     assert prober.stop() == [], "two primaries in one round"
     print(f"\n[no rewind section] new primary {new.name}; {old.name} rewound as the superuser "
           f"and streaming {took:.2f}s after its restart")
+
+
+def test_relative_paths_resolve_against_working_directory(make_cluster):
+    """Patroni's example postgres0.yml has data_dir: data/postgresql0,
+    relative to the working directory. Every node here writes its data
+    directory, Raft directory, password file and log directory relative to
+    the directory pgwarden starts in (the harness starts it in the node's
+    directory): validate accepts the file, run bootstraps, and the replicas
+    clone and stream (their primary_conninfo's passfile is read by a
+    walreceiver whose working directory is the data directory, so it must be
+    absolute). Before the fix validate said yes and run exited 1 (and
+    crashed)."""
+    c = make_cluster(n=3, start=False)
+    for n in c.nodes:
+        os.makedirs(os.path.join(n.dir, "log"))
+        c.chown(os.path.join(n.dir, "log"))
+        n.extra = {"raft": {"data_dir": "raft"},
+                   "postgresql": {"data_dir": "data", "pgpass": "./pgpass"},
+                   "log": {"dir": "log"}}
+        n.write_config()
+        assert n.config()["postgresql"]["data_dir"] == "data"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PGWARDEN_")}
+        r = subprocess.run([c.binary, "validate", "-c", n.cfg_path], cwd=n.dir, env=env,
+                           capture_output=True, timeout=30, check=False)
+        assert (r.returncode, r.stderr) == (0, b""), r.stderr
+    c.start()
+    p = c.wait_healthy(timeout=120)
+    for n in c.nodes:
+        real = os.path.realpath
+        assert real(n.query("SHOW data_directory")[0][0]) == real(n.data_dir)
+        assert os.path.isfile(os.path.join(n.data_dir, "PG_VERSION"))
+        assert os.path.isfile(os.path.join(n.dir, "pgpass"))
+        assert os.path.isfile(os.path.join(n.dir, "log", "pgwarden.log"))
+        assert os.listdir(os.path.join(n.dir, "raft"))
+        assert "absolute path" not in n.log(), n.log()[-3000:]
+    for r in (n for n in c.nodes if n is not p):
+        conninfo = r.query("SHOW primary_conninfo")[0][0]
+        assert f"passfile={os.path.join(os.path.realpath(r.dir), 'pgpass')}" in conninfo.replace(
+            "'", ""), conninfo
