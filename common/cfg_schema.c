@@ -308,7 +308,14 @@ const struct cfg_key cfg__keys[] = {
      "Directory of pg_ctl, initdb, pg_basebackup, pg_rewind, pg_controldata."},
     {"postgresql.config_dir", NULL, KT_STR, C(postgresql.config_dir), 0, NULL,
      "postgresql.data_dir", CH_RESTART, KF_PATH, NULL, 0, 0, NULL,
-     "Where postgresql.conf and pg_hba.conf are written."},
+     "Directory of postgresql.conf (with postgresql.base.conf, the operator's settings it "
+     "includes), pg_hba.conf and pg_ident.conf; Debian's is `/etc/postgresql/<version>/<cluster>`. "
+     "When it is not data_dir, PostgreSQL is started with `--config-file=<config_dir>/"
+     "postgresql.conf` (single-user crash recovery and pg_rewind 15+ too) and the managed file sets "
+     "hba_file and ident_file to the files here, unless postgresql.parameters name others, as "
+     "Patroni does. A file missing here is copied from data_dir, where PostgreSQL read it until "
+     "then (its postgresql.conf becomes postgresql.base.conf); a pg_ident.conf found nowhere is "
+     "created empty."},
     {"postgresql.pgpass", NULL, KT_STR, C(postgresql.pgpass), 0, NULL, "`<raft.data_dir>/pgpass`",
      CH_RESTART, KF_PATH, "PGWARDEN_POSTGRESQL_PGPASS", 0, 0, NULL,
      "Password file pgwarden writes for pg_basebackup and pg_rewind (in a directory pgwarden "
