@@ -1,7 +1,9 @@
 """Patroni configurations run as Patroni runs them (issue 17), end to end on
 127.0.0.1: a configuration without a postgresql.authentication.rewind
 section rewinds a killed primary as the superuser; relative paths are
-resolved against the working directory, by validate and run alike."""
+resolved against the working directory, by validate and run alike; a
+postgresql.config_dir apart from data_dir (Debian's layout) is what
+PostgreSQL reads."""
 import os
 import re
 import signal
@@ -10,6 +12,8 @@ import time
 
 import pytest
 
+from pg_helpers import Env, pg_uid
+from pg_helpers import wait_for as pg_wait_for
 from pgw_harness import (managed_clusters, node_timeline, signal_pids, start_prober,
                          start_writer, wait_for, watch_rejoin)
 
@@ -114,3 +118,75 @@ def test_relative_paths_resolve_against_working_directory(make_cluster):
         conninfo = r.query("SHOW primary_conninfo")[0][0]
         assert f"passfile={os.path.join(os.path.realpath(r.dir), 'pgpass')}" in conninfo.replace(
             "'", ""), conninfo
+
+
+@pytest.fixture
+def pg_env():
+    e = Env()
+    try:
+        yield e
+    finally:
+        e.cleanup()
+
+
+def test_config_dir_apart_from_data_dir(pg_env):
+    """Debian's layout: the configuration in config_dir, none in the data
+    directory. PostgreSQL must read pgwarden's files there on every start
+    (--config-file, hba_file, ident_file), a clone gets its own config_dir,
+    and a rejoin after an immediate stop runs the single-user crash recovery
+    and pg_rewind with that file too. Before the fix PostgreSQL read
+    <data_dir>/postgresql.conf and never saw what pgwarden wrote."""
+    env = pg_env
+    etc = {}
+    for name in ("n1", "n2"):
+        etc[name] = os.path.join(env.dir, f"etc-{name}")
+        os.makedirs(etc[name])
+        os.chown(etc[name], *pg_uid())
+    n1 = env.node("n1", config_dir=etc["n1"])
+    n2 = env.node("n2", config_dir=etc["n2"])
+    n1.ok("bootstrap")
+    # initdb's files were copied into config_dir; remove them from the data
+    # directory, as Debian's pg_createcluster leaves it
+    base = open(os.path.join(etc["n1"], "postgresql.base.conf")).read()
+    assert "PostgreSQL configuration file" in base  # initdb's postgresql.conf
+    for f in ("postgresql.conf", "pg_hba.conf", "pg_ident.conf"):
+        os.remove(os.path.join(n1.data_dir, f))
+    n1.ok("stop", "fast")
+    n1.ok("start")  # reads nothing from the data directory now
+
+    def shows(node, d):
+        return node.sql("SELECT current_setting('config_file'), current_setting('hba_file'), "
+                        "current_setting('ident_file'), current_setting('port')") == [
+            (f"{d}/postgresql.conf", f"{d}/pg_hba.conf", f"{d}/pg_ident.conf", str(node.port))]
+    assert shows(n1, etc["n1"]), n1.sql("SHOW config_file")
+    conf = open(os.path.join(etc["n1"], "postgresql.conf")).read()
+    assert conf.startswith("# managed by pgwarden, do not edit")
+    assert f"hba_file = '{etc['n1']}/pg_hba.conf'" in conf
+    assert os.path.isfile(os.path.join(etc["n1"], "pg_ident.conf"))
+    assert not os.path.exists(os.path.join(n1.data_dir, "postgresql.conf"))
+
+    # a clone: the data directory it copies holds no configuration either
+    n1.ok("slots", "n1,n2")
+    n1.sql("CREATE TABLE t(x int); INSERT INTO t VALUES (1)")
+    n2.ok("clone", "127.0.0.1", n1.port)
+    assert not os.path.exists(os.path.join(n2.data_dir, "postgresql.conf"))
+    assert os.path.exists(os.path.join(n2.data_dir, "standby.signal"))
+    pg_wait_for(lambda: n2.sql("SELECT count(*) FROM t") == [(1,)], 30, what="row on n2")
+    assert shows(n2, etc["n2"])
+
+    # a fork, an immediate stop, and a rejoin with crash recovery + pg_rewind
+    n2.ok("promote")
+    n1.sql("INSERT INTO t VALUES (2)")
+    n1.sql("SELECT pg_switch_wal()")
+    n1.ok("stop", "immediate")
+    n2.ok("slots", "n1,n2")
+    rc, out, err = n1.tool("rejoin", "127.0.0.1", n2.port)
+    assert rc == 0 and out.get("rewound") is True, f"{out}\n{err[-3000:]}"
+    for line in ("single-user crash recovery", f"crash recovery of {n1.data_dir} done",
+                 f"pg_rewind of {n1.data_dir} done"):
+        assert line in err, err[-3000:]
+    n2.sql("INSERT INTO t VALUES (3)")
+    pg_wait_for(lambda: n1.sql("SELECT array_agg(x ORDER BY x) FROM t") == [([1, 3],)], 30,
+                what="rewound n1 following n2 with the forked row gone")
+    assert shows(n1, etc["n1"])
+    assert not os.path.exists(os.path.join(n1.data_dir, "postgresql.conf"))
