@@ -7,6 +7,7 @@
  * after the environment so a variable can supply a required key. */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -420,6 +421,85 @@ static int fail_at(struct loader *x, const char *path, const char *fmt, ...)
     return PGW_EINVAL;
 }
 
+/* Every path key (KF_PATH) that is relative is resolved against the
+ * working directory here, in the one load path `validate`, `run` and `ctl`
+ * share, as Patroni resolves it: Patroni hands data_dir to PostgreSQL as
+ * written, relative to its working directory, and abspath()s config_dir and
+ * pgpass. Resolving once, when the file is read, keeps what a path names
+ * from changing under a later chdir (the postmaster's into the data
+ * directory, where a relative passfile in primary_conninfo would be looked
+ * up, or a child's working directory). Leading "./" and trailing slashes
+ * go, so equal directories compare equal (config_dir against data_dir);
+ * ".." and symbolic links are kept as written. */
+static int resolve_paths(struct loader *x)
+{
+    char cwd[PATH_MAX] = "";
+    for (size_t i = 0; i < cfg__nkeys; i++) {
+        const struct cfg_key *k = &cfg__keys[i];
+        if (!(k->flags & KF_PATH) || k->base != BASE_CFG || k->type != KT_STR)
+            continue;
+        char **v = cfg__field(k, x->w.c, x->w.dcs);
+        if (*v == NULL || (*v)[0] == '\0')
+            continue; /* unset, or "" (bin_dir: its default) */
+        size_t len = strlen(*v);
+        while (len > 1 && (*v)[len - 1] == '/')
+            (*v)[--len] = '\0';
+        if ((*v)[0] == '/')
+            continue;
+        const char *rel = *v;
+        while (rel[0] == '.' && rel[1] == '/') {
+            rel += 2;
+            while (*rel == '/')
+                rel++;
+        }
+        if (strcmp(rel, ".") == 0)
+            rel = "";
+        if (cwd[0] == '\0' && getcwd(cwd, sizeof cwd) == NULL)
+            return fail_at(x, k->path, "\"%s\" is a relative path and the working directory "
+                           "to resolve it against cannot be read (%s); write an absolute path",
+                           *v, strerror(errno));
+        size_t n = strlen(cwd) + 1 + strlen(rel) + 1;
+        char *abs = malloc(n);
+        if (abs == NULL) {
+            cfg__error(x->w.err, x->w.file, NULL, NULL, "out of memory");
+            return PGW_ENOMEM;
+        }
+        snprintf(abs, n, "%s%s%s", cwd, rel[0] == '\0' || strcmp(cwd, "/") == 0 ? "" : "/", rel);
+        free(*v);
+        *v = abs;
+    }
+    return PGW_OK;
+}
+
+/* postgresql.authentication.rewind: without it pg_rewind connects as the
+ * superuser (Patroni's rewind_credentials: the rewind section, else the
+ * superuser's, as a whole); with it, it needs a user name (Patroni's
+ * validator requires one too). Anything of the section given, in the file
+ * or the environment, counts as the section. */
+static int check_rewind(struct loader *x)
+{
+    static const char prefix[] = "postgresql.authentication.rewind";
+    const struct cfg_pgauth *rw = &x->w.c->postgresql.rewind;
+    if (rw->username != NULL && rw->username[0] != '\0')
+        return PGW_OK;
+    const char *given = NULL; /* a key of the section that was set, else the section */
+    for (size_t i = 0; i < cfg__nkeys && given == NULL; i++) {
+        const struct cfg_key *k = &cfg__keys[i];
+        if (strncmp(k->path, prefix, sizeof prefix - 1) == 0 &&
+            (k->type == KT_STR || k->type == KT_CHOICE) &&
+            *(char *const *)cfg__field(k, x->w.c, x->w.dcs) != NULL)
+            given = k->path;
+    }
+    size_t sect = key_index(prefix);
+    if (given == NULL && x->w.seen[sect] != NULL && !ynode_is_null(x->w.seen[sect]))
+        given = prefix;
+    if (given == NULL)
+        return PGW_OK;
+    return fail_at(x, given, "a rewind section needs postgresql.authentication.rewind.username "
+                   "(the user pg_rewind connects as); remove the section to rewind as the "
+                   "superuser, as Patroni does without one");
+}
+
 struct bound_port {
     const char *path;
     const char *hosts; /* comma-separated */
@@ -548,7 +628,11 @@ static int finalize(struct loader *x)
     c->witness = c->witness || !c->postgresql.present;
     if (!c->witness && (rc = check_required(x, KF_REQUIRED_PG)) != 0)
         return rc;
+    if (!c->witness && (rc = check_rewind(x)) != 0)
+        return rc;
     if ((rc = check_partners(x)) != 0)
+        return rc;
+    if ((rc = resolve_paths(x)) != 0)
         return rc;
     struct cfg_error terr;
     if (cfg_dcs_check_timing(&c->bootstrap.dcs, &terr) != 0) {

@@ -57,6 +57,8 @@ enum cfg_base { BASE_CFG, BASE_DCS };
 #define KF_MAX 0x10
 #define KF_LEGACY 0x20      /* `alias` is a deprecated name: warn when used */
 #define KF_SETFLAG 0x40     /* giving the key sets the bool at off2 */
+#define KF_PATH 0x80        /* KT_STR naming a file or directory: a relative one is resolved
+                               against the working directory when the file is read */
 
 struct cfg_key {
     const char *path;     /* full YAML path: "postgresql.authentication.superuser.username" */

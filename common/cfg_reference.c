@@ -19,6 +19,9 @@ static const char intro[] =
     "prints the first error and exits 1 otherwise. Keys follow Patroni's wherever the\n"
     "meaning is the same, so a Patroni configuration can be brought over by replacing its\n"
     "`etcd:` (or `consul:`, `zookeeper:`, `kubernetes:`, ...) section with `raft:`.\n"
+    "[patroni-settings.md](patroni-settings.md) goes through every key of Patroni's\n"
+    "settings and says which pgwarden treats the same way, which differently (and how)\n"
+    "and which it refuses (and why).\n"
     "\n"
     "## Minimal example\n"
     "\n"
@@ -46,6 +49,13 @@ static const char intro[] =
     "  in one mapping is an error, and so is a key given under both its names (an alias such\n"
     "  as `post_init`).\n"
     "- A key written without a value (`ttl:`) keeps its default.\n"
+    "- A relative path (the keys of type *path*) is resolved against the working directory\n"
+    "  of the command that reads the file (`pgwarden run`, `pgwarden validate`, `pgwarden ctl`)\n"
+    "  as the file is read, as Patroni resolves it (its example has `data_dir:\n"
+    "  data/postgresql0`): run `validate` from the directory `run` starts in. Under systemd\n"
+    "  that is `/` unless the unit sets `WorkingDirectory=`. A leading `./` and trailing `/`\n"
+    "  are dropped; `..` and symbolic links are kept. Commands (callbacks, `post_bootstrap`,\n"
+    "  methods) are not paths.\n"
     "- Passwords are never printed: not in errors, warnings, diffs or logs.\n"
     "\n"
     "Value types:\n"
@@ -57,6 +67,7 @@ static const char intro[] =
     "| boolean | `true`/`false`, `yes`/`no`, `on`/`off`, in any case |\n"
     "| name | 1 to 63 characters from `A-Z a-z 0-9 _ . -` |\n"
     "| host:port | host is a name, an IPv4 address or `[IPv6]`; port 1 to 65535 |\n"
+    "| path | a file or directory; a relative one is resolved against the working directory |\n"
     "| a.b.c.d:port | an IPv4 address and a port (libraft accepts nothing else) |\n"
     "\n"
     "The *Changes* column says when a new value takes effect: **restart** (of pgwarden on\n"
@@ -112,7 +123,7 @@ static void type_cell(FILE *out, const struct cfg_key *k)
 {
     char lo[32], hi[32];
     switch (k->type) {
-    case KT_STR: fputs("string", out); break;
+    case KT_STR: fputs((k->flags & KF_PATH) ? "path" : "string", out); break;
     case KT_IDENT: fputs("name", out); break;
     case KT_CHOICE: choices_cell(out, k->choices); break;
     case KT_BOOL: fputs("boolean", out); break;

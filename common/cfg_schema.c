@@ -14,11 +14,12 @@
 
 #define SSLMODES "disable|allow|prefer|require|verify-ca|verify-full"
 
-/* The ten keys of one postgresql.authentication.<role> section. */
-#define PGAUTH(role, user, env_user, env_pass)                                                   \
+/* The ten keys of one postgresql.authentication.<role> section; `user` is
+ * the default user name, `user_doc` documents a computed one instead. */
+#define PGAUTH(role, user, user_doc, env_user, env_pass)                                         \
     SECTION("postgresql.authentication." #role, NULL),                                           \
     {"postgresql.authentication." #role ".username", NULL, KT_STR,                               \
-     C(postgresql.role.username), 0, (user), NULL, CH_RESTART, 0, (env_user), 0, 0, NULL,        \
+     C(postgresql.role.username), 0, (user), (user_doc), CH_RESTART, 0, (env_user), 0, 0, NULL,  \
      "User name pgwarden connects as for this role."},                                           \
     {"postgresql.authentication." #role ".password", NULL, KT_STR,                               \
      C(postgresql.role.password), 0, NULL, "none", CH_RESTART, KF_SECRET, (env_pass), 0, 0,      \
@@ -28,14 +29,14 @@
      C(postgresql.role.sslmode), 0, NULL, "libpq's", CH_RESTART, 0, NULL, 0, 0, SSLMODES,        \
      "libpq sslmode of these connections."},                                                      \
     {"postgresql.authentication." #role ".sslcert", NULL, KT_STR, C(postgresql.role.sslcert),    \
-     0, NULL, "none", CH_RESTART, 0, NULL, 0, 0, NULL, "Client certificate file."},              \
+     0, NULL, "none", CH_RESTART, KF_PATH, NULL, 0, 0, NULL, "Client certificate file."},          \
     {"postgresql.authentication." #role ".sslkey", NULL, KT_STR, C(postgresql.role.sslkey), 0,   \
-     NULL, "none", CH_RESTART, 0, NULL, 0, 0, NULL, "Client key file."},                         \
+     NULL, "none", CH_RESTART, KF_PATH, NULL, 0, 0, NULL, "Client key file."},                     \
     {"postgresql.authentication." #role ".sslrootcert", NULL, KT_STR,                            \
-     C(postgresql.role.sslrootcert), 0, NULL, "none", CH_RESTART, 0, NULL, 0, 0, NULL,           \
+     C(postgresql.role.sslrootcert), 0, NULL, "none", CH_RESTART, KF_PATH, NULL, 0, 0, NULL,       \
      "CA certificates that must have signed the server's certificate."},                         \
     {"postgresql.authentication." #role ".sslcrl", NULL, KT_STR, C(postgresql.role.sslcrl), 0,   \
-     NULL, "none", CH_RESTART, 0, NULL, 0, 0, NULL, "Certificate revocation list file."},        \
+     NULL, "none", CH_RESTART, KF_PATH, NULL, 0, 0, NULL, "Certificate revocation list file."},    \
     {"postgresql.authentication." #role ".sslpassword", NULL, KT_STR,                            \
      C(postgresql.role.sslpassword), 0, NULL, "none", CH_RESTART, KF_SECRET, NULL, 0, 0, NULL,   \
      "Password of sslkey (secret: never logged)."},                                              \
@@ -79,17 +80,18 @@ const struct cfg_key cfg__keys[] = {
     {"restapi.authentication.password", NULL, KT_STR, C(restapi.auth_password), 0, NULL, "none",
      CH_RELOAD, KF_SECRET, "PGWARDEN_RESTAPI_PASSWORD", 0, 0, NULL,
      "Its password (secret: never logged)."},
-    {"restapi.certfile", NULL, KT_STR, C(restapi.certfile), 0, NULL, "none", CH_RELOAD, 0, NULL,
-     0, 0, NULL,
+    {"restapi.certfile", NULL, KT_STR, C(restapi.certfile), 0, NULL, "none", CH_RELOAD, KF_PATH,
+     NULL, 0, 0, NULL,
      "Server certificate (PEM, may hold the chain); setting it (with keyfile) turns on HTTPS, "
      "TLS 1.2 and newer, and members then publish `https://` API URLs. The files are read "
      "again on SIGHUP (a renewed certificate applies to new connections); turning HTTPS on or "
      "off needs a restart. With verify_client, the node also presents this certificate to "
      "the other members, so it needs both serverAuth and clientAuth key usages."},
-    {"restapi.keyfile", NULL, KT_STR, C(restapi.keyfile), 0, NULL, "none", CH_RELOAD, 0, NULL, 0,
-     0, NULL, "Private key of certfile (PEM, not passphrase-protected)."},
-    {"restapi.cafile", NULL, KT_STR, C(restapi.cafile), 0, NULL, "none", CH_RELOAD, 0, NULL, 0, 0,
-     NULL, "CA certificates that verify client certificates, and the other members' server "
+    {"restapi.keyfile", NULL, KT_STR, C(restapi.keyfile), 0, NULL, "none", CH_RELOAD, KF_PATH,
+     NULL, 0, 0, NULL, "Private key of certfile (PEM, not passphrase-protected)."},
+    {"restapi.cafile", NULL, KT_STR, C(restapi.cafile), 0, NULL, "none", CH_RELOAD, KF_PATH, NULL,
+     0, 0, NULL,
+     "CA certificates that verify client certificates, and the other members' server "
      "certificates when this node calls their API."},
     {"restapi.verify_client", NULL, KT_CHOICE, C(restapi.verify_client), 0, "none", NULL,
      CH_RELOAD, 0, NULL, 0, 0, "none|optional|required",
@@ -122,12 +124,12 @@ const struct cfg_key cfg__keys[] = {
     {"ctl.authentication.password", NULL, KT_STR, C(ctl.auth_password), 0, NULL,
      "restapi.authentication.password", CH_CLIENT, KF_SECRET, "PGWARDEN_CTL_PASSWORD", 0, 0, NULL,
      "Its password (secret: never logged)."},
-    {"ctl.cacert", NULL, KT_STR, C(ctl.cacert), 0, NULL, "restapi.cafile", CH_CLIENT, 0, NULL, 0,
-     0, NULL, "CA certificates to verify the REST API's certificate."},
-    {"ctl.certfile", NULL, KT_STR, C(ctl.certfile), 0, NULL, "none", CH_CLIENT, 0, NULL, 0, 0,
+    {"ctl.cacert", NULL, KT_STR, C(ctl.cacert), 0, NULL, "restapi.cafile", CH_CLIENT, KF_PATH,
+     NULL, 0, 0, NULL, "CA certificates to verify the REST API's certificate."},
+    {"ctl.certfile", NULL, KT_STR, C(ctl.certfile), 0, NULL, "none", CH_CLIENT, KF_PATH, NULL, 0, 0,
      NULL, "Client certificate `pgwarden ctl` presents."},
-    {"ctl.keyfile", NULL, KT_STR, C(ctl.keyfile), 0, NULL, "none", CH_CLIENT, 0, NULL, 0, 0, NULL,
-     "Private key of ctl.certfile."},
+    {"ctl.keyfile", NULL, KT_STR, C(ctl.keyfile), 0, NULL, "none", CH_CLIENT, KF_PATH, NULL, 0, 0,
+     NULL, "Private key of ctl.certfile."},
     {"ctl.insecure", NULL, KT_BOOL, C(ctl.insecure), 0, "false", NULL, CH_CLIENT, 0, NULL, 0, 0,
      NULL, "Do not verify the REST API's certificate."},
 
@@ -145,8 +147,8 @@ const struct cfg_key cfg__keys[] = {
      0, "PGWARDEN_RAFT_PARTNER_ADDRS", 0, 0, NULL,
      "Raft addresses of the OTHER nodes (not this one). The environment variable takes them "
      "comma-separated."},
-    {"raft.data_dir", NULL, KT_STR, C(raft.data_dir), 0, NULL, NULL, CH_RESTART, KF_REQUIRED,
-     "PGWARDEN_RAFT_DATA_DIR", 0, 0, NULL,
+    {"raft.data_dir", NULL, KT_STR, C(raft.data_dir), 0, NULL, NULL, CH_RESTART,
+     KF_REQUIRED | KF_PATH, "PGWARDEN_RAFT_DATA_DIR", 0, 0, NULL,
      "Directory of the Raft log and snapshots, owned by pgwarden. Losing it means the node must "
      "rejoin under a new identity."},
     {"raft.password", NULL, KT_STR, C(raft.password), 0, NULL, "none", CH_RESTART, KF_SECRET,
@@ -155,8 +157,8 @@ const struct cfg_key cfg__keys[] = {
      "on the Raft port proves it with an HMAC-SHA256 challenge/response in both directions "
      "before libraft sees a byte; all nodes need the same value (a mismatch is logged with the "
      "peer's address). Give it through the environment to keep it out of the file."},
-    {"raft.certfile", NULL, KT_STR, C(raft.certfile), 0, NULL, "none", CH_RESTART, 0, NULL, 0, 0,
-     NULL,
+    {"raft.certfile", NULL, KT_STR, C(raft.certfile), 0, NULL, "none", CH_RESTART, KF_PATH, NULL,
+     0, 0, NULL,
      "Certificate (PEM, may hold the chain) this node presents on the Raft port. Setting "
      "raft.certfile, raft.keyfile and raft.cafile (all three, on every node) puts every Raft "
      "connection and probe inside mutually authenticated TLS (1.2 at least, 1.3 preferred): "
@@ -165,9 +167,10 @@ const struct cfg_key cfg__keys[] = {
      "The certificate must allow both TLS client and server use (no extendedKeyUsage, or "
      "both serverAuth and clientAuth). SIGHUP re-reads the three files for new connections; "
      "other paths need a restart."},
-    {"raft.keyfile", NULL, KT_STR, C(raft.keyfile), 0, NULL, "none", CH_RESTART, 0, NULL, 0, 0,
-     NULL, "Private key of raft.certfile (PEM, without a passphrase)."},
-    {"raft.cafile", NULL, KT_STR, C(raft.cafile), 0, NULL, "none", CH_RESTART, 0, NULL, 0, 0, NULL,
+    {"raft.keyfile", NULL, KT_STR, C(raft.keyfile), 0, NULL, "none", CH_RESTART, KF_PATH, NULL,
+     0, 0, NULL, "Private key of raft.certfile (PEM, without a passphrase)."},
+    {"raft.cafile", NULL, KT_STR, C(raft.cafile), 0, NULL, "none", CH_RESTART, KF_PATH, NULL, 0,
+     0, NULL,
      "CA certificates (PEM) that must have signed the peers' Raft certificates, and this "
      "node's own."},
 
@@ -298,23 +301,36 @@ const struct cfg_key cfg__keys[] = {
      CH_RESTART, 0, "PGWARDEN_POSTGRESQL_CONNECT_ADDRESS", 0, 0, NULL,
      "Address other nodes replicate from and clients connect to (published as `conn_url`)."},
     {"postgresql.data_dir", NULL, KT_STR, C(postgresql.data_dir), 0, NULL, NULL, CH_RESTART,
-     KF_REQUIRED_PG, "PGWARDEN_POSTGRESQL_DATA_DIR", 0, 0, NULL,
+     KF_REQUIRED_PG | KF_PATH, "PGWARDEN_POSTGRESQL_DATA_DIR", 0, 0, NULL,
      "PostgreSQL's data directory (PGDATA)."},
     {"postgresql.bin_dir", NULL, KT_STR, C(postgresql.bin_dir), 0, "/usr/lib/postgresql/15/bin",
-     NULL, CH_RESTART, 0, "PGWARDEN_POSTGRESQL_BIN_DIR", 0, 0, NULL,
+     NULL, CH_RESTART, KF_PATH, "PGWARDEN_POSTGRESQL_BIN_DIR", 0, 0, NULL,
      "Directory of pg_ctl, initdb, pg_basebackup, pg_rewind, pg_controldata."},
     {"postgresql.config_dir", NULL, KT_STR, C(postgresql.config_dir), 0, NULL,
-     "postgresql.data_dir", CH_RESTART, 0, NULL, 0, 0, NULL,
-     "Where postgresql.conf and pg_hba.conf are written."},
+     "postgresql.data_dir", CH_RESTART, KF_PATH, NULL, 0, 0, NULL,
+     "Directory of postgresql.conf (with postgresql.base.conf, the operator's settings it "
+     "includes), pg_hba.conf and pg_ident.conf; Debian's is `/etc/postgresql/<version>/<cluster>`. "
+     "When it is not data_dir, PostgreSQL is started with `--config-file=<config_dir>/"
+     "postgresql.conf` (single-user crash recovery and pg_rewind 15+ too) and the managed file sets "
+     "hba_file and ident_file to the files here, unless postgresql.parameters name others, as "
+     "Patroni does. A file missing here is copied from data_dir, where PostgreSQL read it until "
+     "then (its postgresql.conf becomes postgresql.base.conf); a pg_ident.conf found nowhere is "
+     "created empty."},
     {"postgresql.pgpass", NULL, KT_STR, C(postgresql.pgpass), 0, NULL, "`<raft.data_dir>/pgpass`",
-     CH_RESTART, 0, "PGWARDEN_POSTGRESQL_PGPASS", 0, 0, NULL,
+     CH_RESTART, KF_PATH, "PGWARDEN_POSTGRESQL_PGPASS", 0, 0, NULL,
      "Password file pgwarden writes for pg_basebackup and pg_rewind (in a directory pgwarden "
      "owns)."},
     SECTION("postgresql.authentication", NULL),
-    PGAUTH(superuser, "postgres", "PGWARDEN_SUPERUSER_USERNAME", "PGWARDEN_SUPERUSER_PASSWORD"),
-    PGAUTH(replication, "replicator", "PGWARDEN_REPLICATION_USERNAME",
+    PGAUTH(superuser, "postgres", NULL, "PGWARDEN_SUPERUSER_USERNAME",
+           "PGWARDEN_SUPERUSER_PASSWORD"),
+    PGAUTH(replication, "replicator", NULL, "PGWARDEN_REPLICATION_USERNAME",
            "PGWARDEN_REPLICATION_PASSWORD"),
-    PGAUTH(rewind, "rewind_user", "PGWARDEN_REWIND_USERNAME", "PGWARDEN_REWIND_PASSWORD"),
+    /* Patroni's rewind_credentials: the rewind section, else the superuser's */
+    PGAUTH(rewind, NULL,
+           "none: without a rewind section pg_rewind connects as the superuser, with its "
+           "password and ssl settings, and no rewind role is created (as in Patroni); a rewind "
+           "section needs a username",
+           "PGWARDEN_REWIND_USERNAME", "PGWARDEN_REWIND_PASSWORD"),
     {"postgresql.parameters", NULL, KT_PARAMS, C(postgresql.parameters), 0, NULL, "empty",
      CH_RELOAD, 0, NULL, 0, 0, NULL,
      "Local PostgreSQL settings; values may be strings, numbers or booleans (written as on/off). "
@@ -395,8 +411,8 @@ const struct cfg_key cfg__keys[] = {
                         "hangs (off until pgwarden's watchdog support lands)."),
     {"watchdog.mode", NULL, KT_WDMODE, C(watchdog.mode), 0, "off", NULL, CH_RESTART, 0, NULL, 0,
      0, NULL, "`off` (YAML false too), `automatic` (use it if present) or `required`."},
-    {"watchdog.device", NULL, KT_STR, C(watchdog.device), 0, "/dev/watchdog", NULL, CH_RESTART, 0,
-     NULL, 0, 0, NULL, "Watchdog device."},
+    {"watchdog.device", NULL, KT_STR, C(watchdog.device), 0, "/dev/watchdog", NULL, CH_RESTART,
+     KF_PATH, NULL, 0, 0, NULL, "Watchdog device."},
     {"watchdog.safety_margin", NULL, KT_INT, C(watchdog.safety_margin_s), 0, "5", NULL,
      CH_RESTART, KF_MIN | KF_MAX, NULL, -1, 3600, NULL,
      "Seconds between the watchdog firing and the lease expiring (timeout = ttl - "
@@ -409,7 +425,7 @@ const struct cfg_key cfg__keys[] = {
     {"log.format", "type", KT_LOGFORMAT, C(log.format), 0, "plain", NULL, CH_RELOAD, 0,
      "PGWARDEN_LOG_FORMAT", 0, 0, NULL,
      "`plain` or `json` (one JSON object per line). Patroni's name `type` is accepted."},
-    {"log.dir", NULL, KT_STR, C(log_dir_storage), 0, NULL, "none (stderr only)", CH_RELOAD, 0,
+    {"log.dir", NULL, KT_STR, C(log_dir_storage), 0, NULL, "none (stderr only)", CH_RELOAD, KF_PATH,
      "PGWARDEN_LOG_DIR", 0, 0, NULL, "Directory of pgwarden.log."},
 };
 

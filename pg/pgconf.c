@@ -2,7 +2,7 @@
  * pgpass. Synchronous (a few small local files); every write is durable
  * (temp file, fsync, rename, fsync of the directory) so that a crash leaves
  * either the old or the new file, never half of one. */
-#include "pg/pgconf.h"
+#include "pg/pgconf_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -14,9 +14,6 @@
 #include <unistd.h>
 
 #include "common/log.h"
-
-#define MANAGED_MARK "# managed by pgwarden, do not edit"
-#define BASE_CONF "postgresql.base.conf"
 
 /* PostgreSQL refuses a hot standby whose shared-memory settings are below
  * the primary's (recorded in pg_control), and any node may become primary:
@@ -186,7 +183,8 @@ static const struct cfg_pgauth *auth_of(const struct cfg *cfg, enum pgconf_user 
     switch (user) {
     case PGCONF_REPLICATION: return &cfg->postgresql.replication;
     case PGCONF_REWIND:
-        /* no rewind user configured: pg_rewind runs as the superuser */
+        /* no rewind section: pg_rewind connects as the superuser, with its
+         * password and ssl settings (Patroni's rewind_credentials) */
         if (cfg->postgresql.rewind.username && *cfg->postgresql.rewind.username)
             return &cfg->postgresql.rewind;
         return &cfg->postgresql.superuser;
@@ -366,6 +364,17 @@ int pgconf_build(const struct pgconf_input *in, struct pgconf_params *out, size_
     if (!rc && in->sync_standby_names != NULL)
         rc = param_set(out, "synchronous_standby_names",
                        in->role.standby ? "" : in->sync_standby_names);
+    /* config_dir apart from data_dir: PostgreSQL runs with --config-file
+     * there (pgctl) and must read pg_hba.conf and pg_ident.conf from there
+     * too, unless the parameters name other files (Patroni's config.py) */
+    static const char *const cdfiles[][2] = {{"hba_file", "pg_hba.conf"},
+                                             {"ident_file", "pg_ident.conf"}};
+    for (size_t i = 0; i < 2 && !rc && pgconf__separate_config_dir(cfg); i++) {
+        char path[4200];
+        snprintf(path, sizeof path, "%s/%s", pgconf_config_dir(cfg), cdfiles[i][1]);
+        if (pgconf_params_get(out, cdfiles[i][0]) == NULL)
+            rc = param_set(out, cdfiles[i][0], path);
+    }
     if (rc)
         goto fail;
 
@@ -585,8 +594,7 @@ fail:
     return PGW_EIO;
 }
 
-/* Reads a small file; NULL with *missing when it does not exist. */
-static char *read_small(const char *path, bool *missing, char *errbuf, size_t errlen)
+char *pgconf__read_small(const char *path, bool *missing, char *errbuf, size_t errlen)
 {
     *missing = false;
     FILE *f = fopen(path, "re");
@@ -674,12 +682,6 @@ static void diff_params(const char *old_text, const char *new_text, struct pgcon
     pgconf_params_free(&b);
 }
 
-static const char *config_dir(const struct cfg *cfg)
-{
-    return cfg->postgresql.config_dir && *cfg->postgresql.config_dir ? cfg->postgresql.config_dir
-                                                                     : cfg->postgresql.data_dir;
-}
-
 int pgconf_write(const struct pgconf_input *in, struct pgconf_write_result *res, char *errbuf,
                  size_t errlen)
 {
@@ -694,16 +696,18 @@ int pgconf_write(const struct pgconf_input *in, struct pgconf_write_result *res,
     }
     struct pgconf_params params;
     int rc = pgconf_build(in, &params, NULL, errbuf, errlen);
+    if (rc == PGW_OK && (rc = pgconf__seed_config_dir(cfg, &params, errbuf, errlen)) != PGW_OK)
+        pgconf_params_free(&params);
     if (rc)
         return rc;
     char conf[4096], base[4096], sig[4096];
-    const char *cdir = config_dir(cfg);
+    const char *cdir = pgconf_config_dir(cfg);
     snprintf(conf, sizeof conf, "%s/postgresql.conf", cdir);
     snprintf(base, sizeof base, "%s/" BASE_CONF, cdir);
     snprintf(sig, sizeof sig, "%s/standby.signal", cfg->postgresql.data_dir);
 
     bool missing = false;
-    char *old = read_small(conf, &missing, errbuf, errlen);
+    char *old = pgconf__read_small(conf, &missing, errbuf, errlen);
     if (!old && !missing) {
         pgconf_params_free(&params);
         return PGW_EIO;
@@ -858,7 +862,7 @@ int pgconf_write_hba(const struct cfg *cfg, const struct cfg_dcs *dcs, bool incl
         return PGW_ENOMEM;
     }
     char path[4096];
-    snprintf(path, sizeof path, "%s/pg_hba.conf", config_dir(cfg));
+    snprintf(path, sizeof path, "%s/pg_hba.conf", pgconf_config_dir(cfg));
     int rc = pgconf_write_file(path, b.s, b.len, 0600, errbuf, errlen);
     free(b.s);
     return rc;

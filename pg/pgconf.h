@@ -84,7 +84,8 @@ struct pgconf_write_result {
 };
 
 /* Write <config_dir>/postgresql.conf (taking over the original once),
- * standby.signal (created / removed in data_dir). */
+ * standby.signal (created / removed in data_dir). A config_dir apart from
+ * data_dir first gets the files it lacks from data_dir (pgconf_dir.c). */
 int pgconf_write(const struct pgconf_input *in, struct pgconf_write_result *res, char *errbuf,
                  size_t errlen) PGW_MUST_CHECK;
 
@@ -94,12 +95,20 @@ int pgconf_write(const struct pgconf_input *in, struct pgconf_write_result *res,
 int pgconf_write_hba(const struct cfg *cfg, const struct cfg_dcs *dcs, bool include_bootstrap,
                      char *errbuf, size_t errlen) PGW_MUST_CHECK;
 
-/* The pgpass file (0600) with one line per replication / rewind /
- * superuser credential, "*:*:*:user:password" escaped. Path: cfg
- * postgresql.pgpass. */
+/* The pgpass file (0600) with one line per replication / rewind (when a
+ * rewind section is configured) / superuser credential that has a password,
+ * "*:*:*:user:password" escaped. Path: cfg postgresql.pgpass. */
 int pgconf_write_pgpass(const struct cfg *cfg, char *errbuf, size_t errlen) PGW_MUST_CHECK;
 /* Escape ':' and '\' with '\' (pgpass field rules). PGW_EINVAL when too small. */
 int pgconf_pgpass_escape(const char *in, char *out, size_t outlen) PGW_MUST_CHECK;
+
+/* postgresql.config_dir (the loader sets it to data_dir when not given). */
+const char *pgconf_config_dir(const struct cfg *cfg);
+/* The --config-file PostgreSQL must be started with, in buf:
+ * <config_dir>/postgresql.conf when config_dir is not the data directory
+ * (Patroni starts it so); NULL otherwise (PostgreSQL then reads
+ * <data_dir>/postgresql.conf by itself). */
+const char *pgconf_config_file(const struct cfg *cfg, char *buf, size_t len);
 
 /* Patroni's slot_name_from_member_name: lower-case, '-' and '.' -> '_',
  * other characters outside [a-z0-9_] -> "u%04x" (code point, UTF-8

@@ -91,6 +91,7 @@ static void free_ctl(struct pgctl *c)
     free(c->data_dir);
     free(c->log_file);
     free(c->pgpass);
+    free(c->config_file);
     free(c->options);
     free(c->conninfo);
     if (c->bb_opts) {
@@ -386,10 +387,13 @@ int pgctl_new(uv_loop_t *loop, const struct pgctl_opts *opts, struct pgctl **out
             snprintf(c->log_file, n, "%s.startup.log", c->data_dir);
     }
     c->pgpass = opts->pgpass_file ? strdup(opts->pgpass_file) : NULL;
+    bool cf = opts->config_file && *opts->config_file;
+    c->config_file = cf ? strdup(opts->config_file) : NULL;
     c->timeout_ms = opts->timeout_ms ? opts->timeout_ms : 60000;
     uv_timer_init(loop, &c->timer);
     c->timer.data = c;
-    if (!c->bin_dir || !c->data_dir || !c->log_file || (opts->pgpass_file && !c->pgpass)) {
+    if (!c->bin_dir || !c->data_dir || !c->log_file || (opts->pgpass_file && !c->pgpass) ||
+        (cf && !c->config_file)) {
         free_ctl(c);
         snprintf(errbuf, errlen, "out of memory");
         return PGW_ENOMEM;
@@ -578,6 +582,35 @@ static void start_done(struct proc *p, const struct proc_result *r, void *ctx)
     pgctl__op_done(c, PGW_OK);
 }
 
+/* pg_ctl start's -o: pg_ctl pastes it into the postmaster's command line,
+ * which /bin/sh runs, so the config file goes in single quotes ('\'' for a
+ * quote in the path). NULL when there is nothing to pass. */
+static char *start_options(const struct pgctl *c)
+{
+    const char *cf = c->config_file, *extra = c->options && *c->options ? c->options : NULL;
+    if (cf == NULL && extra == NULL)
+        return NULL;
+    size_t n = 32 + (cf ? 4 * strlen(cf) : 0) + (extra ? strlen(extra) : 0);
+    char *s = malloc(n);
+    if (s == NULL)
+        return NULL;
+    size_t o = 0;
+    if (cf != NULL) {
+        o += (size_t)snprintf(s, n, "--config-file='");
+        for (const char *p = cf; *p; p++) {
+            if (*p == '\'') {
+                memcpy(s + o, "'\\''", 4); /* close, escaped quote, reopen */
+                o += 4;
+            } else {
+                s[o++] = *p;
+            }
+        }
+        s[o++] = '\'';
+    }
+    snprintf(s + o, n - o, "%s%s", extra && o ? " " : "", extra ? extra : "");
+    return s;
+}
+
 static int spawn_start(struct pgctl *c)
 {
     pid_t pid;
@@ -607,14 +640,21 @@ static int spawn_start(struct pgctl *c)
     snprintf(secs, sizeof secs, "%u", s ? s : 1);
     char *argv[16] = {NULL, "start", "-w", "-t", secs, "-D", c->data_dir, "-l", c->log_file};
     size_t k = 9;
-    if (c->options && *c->options) {
+    char *opts = start_options(c);
+    if (opts == NULL && (c->config_file || (c->options && *c->options))) {
+        pgctl__set_err(c, "out of memory");
+        return PGW_ENOMEM;
+    }
+    if (opts != NULL) {
         argv[k++] = "-o";
-        argv[k++] = c->options;
+        argv[k++] = opts;
     }
     argv[k] = NULL;
     /* pg_ctl puts the postmaster in its own session; detaching pg_ctl too
      * keeps our process group's signals away from it */
-    return pgctl__run(c, "pg_ctl", argv, c->op_timeout + 10000, true, 0, true, start_done);
+    int rc = pgctl__run(c, "pg_ctl", argv, c->op_timeout + 10000, true, 0, true, start_done);
+    free(opts); /* the child has its copy */
+    return rc;
 }
 
 int pgctl_start(struct pgctl *c, const char *options, uint32_t timeout_ms, pgctl_done_cb cb,

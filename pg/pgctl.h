@@ -116,6 +116,9 @@ bool pg_postmaster_running(const char *data_dir, pid_t *pid_out);
 struct pgctl_opts {
     const char *bin_dir;     /* e.g. /usr/lib/postgresql/15/bin */
     const char *data_dir;
+    /* postgres --config-file (postgresql.config_dir apart from data_dir, as
+     * Patroni starts it); NULL or "" = PostgreSQL's <data_dir>/postgresql.conf */
+    const char *config_file;
     const char *log_file;    /* startup log for pg_ctl -l; default <data_dir>/../<basename>.startup.log */
     const char *pgpass_file; /* PGPASSFILE for children (may be NULL) */
     uint32_t timeout_ms;     /* default timeout for operations given 0; default 60000 */
@@ -154,7 +157,9 @@ int pgctl_initdb(struct pgctl *ctl, const struct pgctl_initdb_args *a, pgctl_don
 /* pg_ctl start -w -t <timeout> -D <data> -l <log_file> [-o <options>].
  * The postmaster lives in its own session and outlives pgwarden. On failure
  * the error carries the tail (FATAL/PANIC/ERROR lines first) of the log file
- * written by this start. options: extra postgres arguments, may be NULL. */
+ * written by this start. options: extra postgres arguments, may be NULL;
+ * with a config_file, -o starts with --config-file='<file>' (quoted for the
+ * shell pg_ctl runs the postmaster through). */
 int pgctl_start(struct pgctl *ctl, const char *options, uint32_t timeout_ms, pgctl_done_cb cb,
                 void *ctx) PGW_MUST_CHECK;
 
@@ -196,7 +201,10 @@ int pgctl_basebackup(struct pgctl *ctl, const struct pgctl_basebackup_args *a, p
  * shutdown: when the control file says otherwise, single-user crash
  * recovery runs first (postgres --single -D <data> -c archive_mode=on
  * -c archive_command=false template1 </dev/null, which replays WAL and
- * writes a shutdown checkpoint, without ever accepting connections). */
+ * writes a shutdown checkpoint, without ever accepting connections). With
+ * a config_file, both get --config-file=<file> (pg_rewind from version 15,
+ * which has the option; an older one runs no postgres after our crash
+ * recovery). */
 int pgctl_rewind(struct pgctl *ctl, const char *source_conninfo, uint32_t timeout_ms,
                  pgctl_done_cb cb, void *ctx) PGW_MUST_CHECK;
 /* The single-user crash recovery above, on its own. It removes

@@ -374,8 +374,13 @@ static int spawn_single(struct pgctl *c)
         return PGW_ECONFLICT;
     }
     log_info("pg", "%s was not shut down cleanly: running single-user crash recovery", c->data_dir);
+    char cf[4200];
+    if (c->config_file)
+        snprintf(cf, sizeof cf, "--config-file=%s", c->config_file);
+    /* the database name ends the options */
     char *argv[] = {NULL, "--single", "-D", c->data_dir, "-c", "archive_mode=on",
-                    "-c", "archive_command=false", "-c", "hot_standby=off", "template1", NULL};
+                    "-c", "archive_command=false", "-c", "hot_standby=off",
+                    c->config_file ? cf : "template1", c->config_file ? "template1" : NULL, NULL};
     c->step = ST_RW_SINGLE;
     return pgctl__run(c, "postgres", argv, c->op_timeout, true, 0, false, single_done);
 }
@@ -417,7 +422,13 @@ static void rw_run_rewind(struct pgctl *c)
     char src[4200], dopt[4200];
     snprintf(src, sizeof src, "--source-server=%s", c->conninfo);
     snprintf(dopt, sizeof dopt, "--target-pgdata=%s", c->data_dir);
-    char *argv[] = {NULL, dopt, src, "--progress", NULL};
+    /* pg_rewind runs postgres only for a crash recovery of its own (ours
+     * ran first) or restore_command; --config-file exists from version 15 */
+    char cf[4200];
+    bool with_cf = c->config_file && c->bin_major >= 15;
+    if (with_cf)
+        snprintf(cf, sizeof cf, "--config-file=%s", c->config_file);
+    char *argv[] = {NULL, dopt, src, "--progress", with_cf ? cf : NULL, NULL};
     c->step = ST_RW_RUN;
     int rc = pgctl__run(c, "pg_rewind", argv, pgctl__remaining(c), true, 0, false, rewind_done);
     if (rc)

@@ -36,6 +36,7 @@ enum step {
 struct pgctl {
     uv_loop_t *loop;
     char *bin_dir, *data_dir, *log_file, *pgpass;
+    char *config_file; /* --config-file of postgres; NULL = <data_dir>/postgresql.conf */
     uint32_t timeout_ms;
     int bin_major;
     char err[PGCTL_ERR_MAX];

@@ -76,9 +76,11 @@ int pgnode_new(uv_loop_t *loop, const struct cfg *cfg, const struct cfg_dcs *dcs
         snprintf(errbuf, errlen, "out of memory");
         return PGW_ENOMEM;
     }
+    char cfile[4200];
     struct pgctl_opts o = {
         .bin_dir = pg->bin_dir && *pg->bin_dir ? pg->bin_dir : "/usr/lib/postgresql/15/bin",
         .data_dir = pg->data_dir,
+        .config_file = pgconf_config_file(cfg, cfile, sizeof cfile),
         .pgpass_file = pg->pgpass,
         .timeout_ms = pg->pg_ctl_timeout_ms ? pg->pg_ctl_timeout_ms : 60000,
     };

@@ -433,12 +433,6 @@ static const struct cfg_method *bootstrap_method(const struct pgnode *n)
     return cfg_method_find(&n->cfg->bootstrap.methods, m);
 }
 
-static const char *config_dir(const struct pgnode *n)
-{
-    const char *d = n->cfg->postgresql.config_dir;
-    return d && *d ? d : n->cfg->postgresql.data_dir;
-}
-
 static char *read_file(const char *path)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -469,7 +463,7 @@ static int write_trust_hba(struct pgnode *n)
     if (su == NULL || strpbrk(su, "\" \t\n") != NULL)
         return PGW_OK;
     char path[4200], head[2048], eb[512];
-    snprintf(path, sizeof path, "%s/pg_hba.conf", config_dir(n));
+    snprintf(path, sizeof path, "%s/pg_hba.conf", pgconf_config_dir(n->cfg));
     const char *lh = n->cfg->postgresql.listen.host;
     char extra[300] = "";
     if (lh != NULL && strchr(lh, ',') == NULL && strspn(lh, "0123456789.") == strlen(lh) &&
@@ -566,7 +560,7 @@ static int configure_restored(struct pgnode *n, const struct cfg_method *m, bool
     if (m->recovery_conf.n > 0) {
         /* appended to the managed file: the final rewrite drops them */
         char path[4200], line[4096], q[3000], eb[512];
-        snprintf(path, sizeof path, "%s/postgresql.conf", config_dir(n));
+        snprintf(path, sizeof path, "%s/postgresql.conf", pgconf_config_dir(n->cfg));
         char *text = read_file(path);
         if (text == NULL) {
             pgnode__set_err(n, "bootstrap: cannot read %s: %s", path, strerror(errno));

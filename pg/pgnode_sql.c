@@ -1,7 +1,8 @@
 /* The SQL steps of the node: roles (superuser password, replication role,
- * rewind role with the grants pg_rewind needs) and physical replication
- * slots, each one idempotent multi-statement query on a short-lived
- * superuser connection (see pgnode__do_sql). */
+ * rewind role with the grants pg_rewind needs, when a rewind section is
+ * configured: without one pg_rewind connects as the superuser) and
+ * physical replication slots, each one idempotent multi-statement query on
+ * a short-lived superuser connection (see pgnode__do_sql). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

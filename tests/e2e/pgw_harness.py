@@ -104,7 +104,8 @@ def with_logs(cluster, fn, *args, **kw):
 
 
 class Node:
-    def __init__(self, cluster, name, witness=False, tags=None, pg_params=None, extra=None):
+    def __init__(self, cluster, name, witness=False, tags=None, pg_params=None, extra=None,
+                 rewind=True):
         self.cluster = cluster
         self.name = name
         self.witness = witness
@@ -117,6 +118,9 @@ class Node:
         self.tags = tags or {}
         self.pg_params = pg_params or {}
         self.extra = extra or {}
+        # False: no postgresql.authentication.rewind section (as in many
+        # Patroni configurations): pg_rewind then connects as the superuser
+        self.rewind = rewind
         self.proc = None
         os.makedirs(self.dir)
         cluster.chown(self.dir)
@@ -148,15 +152,17 @@ class Node:
             params = {"unix_socket_directories": self.cluster.dir, "fsync": "off",
                       "shared_buffers": "16MB", "max_wal_size": "64MB"}
             params.update(self.pg_params)
+            auth = {
+                "superuser": {"username": "postgres", "password": SU_PASSWORD},
+                "replication": {"username": "replicator", "password": REPL_PASSWORD},
+            }
+            if self.rewind:
+                auth["rewind"] = {"username": "rewind_user", "password": REWIND_PASSWORD}
             c["postgresql"] = {
                 "listen": f"127.0.0.1:{self.pg_port}",
                 "data_dir": self.data_dir,
                 "bin_dir": PGBIN,
-                "authentication": {
-                    "superuser": {"username": "postgres", "password": SU_PASSWORD},
-                    "replication": {"username": "replicator", "password": REPL_PASSWORD},
-                    "rewind": {"username": "rewind_user", "password": REWIND_PASSWORD},
-                },
+                "authentication": auth,
                 "parameters": params,
             }
         for k, v in self.extra.items():

@@ -363,7 +363,7 @@ static void test_minimal_defaults(void **state)
     assert_string_equal(p->pgpass, "/tmp/raft1/pgpass");
     assert_string_equal(p->superuser.username, "postgres");
     assert_string_equal(p->replication.username, "replicator");
-    assert_string_equal(p->rewind.username, "rewind_user");
+    assert_null(p->rewind.username); /* pg_rewind connects as the superuser */
     assert_null(p->superuser.password);
     assert_null(p->replication.password);
     assert_null(p->rewind.password);
@@ -1261,6 +1261,150 @@ static void test_reference_matches_docs(void **state)
                  "    pgwarden validate --print-reference > docs/configuration.md");
 }
 
+/* Patroni's rewind_credentials: without postgresql.authentication.rewind,
+ * pg_rewind connects as the superuser; a rewind section needs a username. */
+static void test_rewind_section(void **state)
+{
+    (void)state;
+    struct cfg c;
+    struct cfg_error e;
+    /* absent, or written without a value: no rewind user */
+    const char *absent[] = {
+        BASE PG,
+        BASE PG "  authentication:\n    superuser: {username: admin, password: s}\n",
+        BASE PG "  authentication:\n    rewind:\n",
+    };
+    for (size_t i = 0; i < sizeof absent / sizeof absent[0]; i++) {
+        if (load(absent[i], &c, &e, NULL) != 0)
+            fail_msg("%s", e.msg);
+        assert_null(c.postgresql.rewind.username);
+        assert_null(c.postgresql.rewind.password);
+        cfg_free(&c);
+    }
+    /* given: kept as written, even when it names the superuser */
+    if (load(BASE PG "  authentication:\n    rewind: {username: postgres}\n", &c, &e, NULL) != 0)
+        fail_msg("%s", e.msg);
+    assert_string_equal(c.postgresql.rewind.username, "postgres");
+    assert_null(c.postgresql.rewind.password);
+    cfg_free(&c);
+    /* given without a username: refused where it was written */
+    const char *why = "a rewind section needs postgresql.authentication.rewind.username";
+    expect_err_at(BASE PG "  authentication:\n    rewind:\n      password: x\n", 11, 17,
+                  "postgresql.authentication.rewind.password", why);
+    expect_err_at(BASE PG "  authentication:\n    rewind: {sslmode: require}\n", 10, 23,
+                  "postgresql.authentication.rewind.sslmode", why);
+    expect_err_at(BASE PG "  authentication:\n    rewind: {}\n", 10, 13,
+                  "postgresql.authentication.rewind", why);
+    expect_err_at(BASE PG "  authentication:\n    rewind: {username: ''}\n", 10, 24,
+                  "postgresql.authentication.rewind.username", why);
+    /* the password alone from the environment: the variable is named */
+    setenv("PGWARDEN_REWIND_PASSWORD", "from-env", 1);
+    assert_int_equal(load(BASE PG, &c, &e, NULL), PGW_EINVAL);
+    if (strncmp(e.msg, "PGWARDEN_REWIND_PASSWORD: ", 26) != 0 || strstr(e.msg, why) == NULL)
+        fail_msg("got: %s", e.msg);
+    assert_null(strstr(e.msg, "from-env"));
+    /* with the user name from the environment too, it is a rewind section */
+    setenv("PGWARDEN_REWIND_USERNAME", "rw", 1);
+    if (load(BASE PG, &c, &e, NULL) != 0)
+        fail_msg("%s", e.msg);
+    assert_string_equal(c.postgresql.rewind.username, "rw");
+    cfg_free(&c);
+    clear_env();
+    /* a witness ignores its postgresql section, rewind included */
+    if (load(BASE "witness: true\n" PG "  authentication:\n    rewind: {password: x}\n", &c, &e,
+             NULL) != 0)
+        fail_msg("%s", e.msg);
+    assert_true(c.witness);
+    cfg_free(&c);
+}
+
+/* Relative paths are resolved against the working directory when the file
+ * is read (Patroni's example postgres0.yml has data_dir: data/postgresql0),
+ * so validate and run agree; absolute ones only lose trailing slashes. */
+static void test_relative_paths(void **state)
+{
+    (void)state;
+    char saved[4096], dir[] = "/tmp/pgw-test-cfg-cwd-XXXXXX", cwd[4096], want[4200];
+    assert_non_null(getcwd(saved, sizeof saved));
+    assert_non_null(mkdtemp(dir));
+    assert_int_equal(chdir(dir), 0);
+    assert_non_null(getcwd(cwd, sizeof cwd)); /* /tmp may be a symbolic link */
+    struct cfg c;
+    struct cfg_error e;
+    const char *y = "scope: demo\nname: node1\n"
+                    "raft:\n  self_addr: 10.0.0.1:5010\n  data_dir: raft\n"
+                    "  certfile: tls/raft.pem\n  keyfile: tls/raft.key\n  cafile: ./tls/ca.pem\n"
+                    "restapi:\n  certfile: tls/api.pem\n  keyfile: tls/api.key\n"
+                    "ctl:\n  cacert: ca.pem\n"
+                    "postgresql:\n  listen: 10.0.0.1:5432\n  data_dir: data/postgresql0/\n"
+                    "  bin_dir: /usr/lib/postgresql/16/bin/\n  config_dir: ./etc//\n"
+                    "  authentication:\n    replication: {username: r, sslrootcert: ../ca.pem}\n"
+                    "  callbacks: {on_start: bin/hook.sh}\n"
+                    "watchdog: {device: dev/wd}\n"
+                    "log: {dir: .}\n";
+    if (load(y, &c, &e, NULL) != 0)
+        fail_msg("%s", e.msg);
+    const struct {
+        const char *got, *rel;
+    } paths[] = {
+        {c.raft.data_dir, "raft"},
+        {c.raft.certfile, "tls/raft.pem"},
+        {c.raft.keyfile, "tls/raft.key"},
+        {c.raft.cafile, "tls/ca.pem"},
+        {c.restapi.certfile, "tls/api.pem"},
+        {c.restapi.keyfile, "tls/api.key"},
+        {c.ctl.cacert, "ca.pem"},
+        {c.postgresql.data_dir, "data/postgresql0"},
+        {c.postgresql.config_dir, "etc"},
+        {c.postgresql.pgpass, "raft/pgpass"}, /* the default, from the resolved raft.data_dir */
+        {c.postgresql.replication.sslrootcert, "../ca.pem"},
+        {c.watchdog.device, "dev/wd"},
+        {c.log.dir, ""},
+    };
+    for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
+        snprintf(want, sizeof want, "%s%s%s", cwd, paths[i].rel[0] ? "/" : "", paths[i].rel);
+        assert_non_null(paths[i].got);
+        if (strcmp(paths[i].got, want) != 0)
+            fail_msg("%s: got %s, want %s", paths[i].rel, paths[i].got, want);
+    }
+    assert_string_equal(c.postgresql.bin_dir, "/usr/lib/postgresql/16/bin");
+    assert_string_equal(c.postgresql.callbacks.on_start, "bin/hook.sh"); /* a command */
+    cfg_free(&c);
+
+    /* config_dir defaults to the resolved data_dir; the environment's values too */
+    setenv("PGWARDEN_POSTGRESQL_PGPASS", "secrets/pgpass", 1);
+    setenv("PGWARDEN_RAFT_DATA_DIR", "./r2", 1);
+    if (load(BASE "postgresql:\n  listen: 10.0.0.1:5432\n  data_dir: pg\n", &c, &e, NULL) != 0)
+        fail_msg("%s", e.msg);
+    snprintf(want, sizeof want, "%s/pg", cwd);
+    assert_string_equal(c.postgresql.data_dir, want);
+    assert_string_equal(c.postgresql.config_dir, want);
+    snprintf(want, sizeof want, "%s/secrets/pgpass", cwd);
+    assert_string_equal(c.postgresql.pgpass, want);
+    snprintf(want, sizeof want, "%s/r2", cwd);
+    assert_string_equal(c.raft.data_dir, want);
+    cfg_free(&c);
+    clear_env();
+
+    /* absolute: as written, less trailing slashes; the root stays "/" */
+    if (load("scope: demo\nname: n1\nraft:\n  self_addr: 10.0.0.1:5010\n  data_dir: /r//\n"
+             "log: {dir: /}\n", &c, &e, NULL) != 0)
+        fail_msg("%s", e.msg);
+    assert_string_equal(c.raft.data_dir, "/r");
+    assert_string_equal(c.log.dir, "/");
+    cfg_free(&c);
+
+    /* the same file read from another directory names other paths */
+    assert_int_equal(chdir("/"), 0);
+    if (load(BASE PG "  config_dir: etc\n", &c, &e, NULL) != 0)
+        fail_msg("%s", e.msg);
+    assert_string_equal(c.postgresql.config_dir, "/etc");
+    cfg_free(&c);
+
+    assert_int_equal(chdir(saved), 0);
+    assert_int_equal(rmdir(dir), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1285,6 +1429,8 @@ int main(void)
         cmocka_unit_test_setup(test_null_values_keep_defaults, setup),
         cmocka_unit_test_setup(test_env_overrides, setup),
         cmocka_unit_test_setup(test_env_errors, setup),
+        cmocka_unit_test_setup(test_rewind_section, setup),
+        cmocka_unit_test_setup(test_relative_paths, setup),
         cmocka_unit_test_setup(test_diff, setup),
         cmocka_unit_test_setup(test_secrets_not_printed, setup),
         cmocka_unit_test_setup(test_table, setup),

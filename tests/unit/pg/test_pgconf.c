@@ -322,6 +322,127 @@ static void test_write_fresh_creates_base(void **state)
     f->cfg.postgresql.data_dir = f->data;
 }
 
+/* postgresql.config_dir apart from data_dir (Debian's layout), as Patroni
+ * runs it: PostgreSQL gets --config-file=<config_dir>/postgresql.conf, the
+ * managed file points hba_file and ident_file into config_dir (unless the
+ * parameters name other files), and config_dir gets the files it lacks from
+ * the data directory, where PostgreSQL read them until then. */
+static void test_config_dir_apart(void **state)
+{
+    struct fixture *f = *state;
+    char etc[400], p[500], eb[256], buf[600];
+    struct pgconf_input in = {.cfg = &f->cfg, .pg_major = 15};
+    struct pgconf_params ps;
+
+    /* the same directory: nothing of the above */
+    f->cfg.postgresql.config_dir = f->data;
+    assert_null(pgconf_config_file(&f->cfg, buf, sizeof buf));
+    assert_int_equal(pgconf_build(&in, &ps, NULL, eb, sizeof eb), 0);
+    assert_null(pgconf_params_get(&ps, "hba_file"));
+    assert_null(pgconf_params_get(&ps, "ident_file"));
+    pgconf_params_free(&ps);
+
+    snprintf(etc, sizeof etc, "%s/etc", f->dir);
+    assert_int_equal(mkdir(etc, 0700), 0);
+    f->cfg.postgresql.config_dir = etc;
+    snprintf(p, sizeof p, "%s/postgresql.conf", etc);
+    assert_string_equal(pgconf_config_file(&f->cfg, buf, sizeof buf), p);
+    assert_int_equal(pgconf_build(&in, &ps, NULL, eb, sizeof eb), 0);
+    snprintf(p, sizeof p, "%s/pg_hba.conf", etc);
+    assert_string_equal(pgconf_params_get(&ps, "hba_file"), p);
+    snprintf(p, sizeof p, "%s/pg_ident.conf", etc);
+    assert_string_equal(pgconf_params_get(&ps, "ident_file"), p);
+    pgconf_params_free(&ps);
+    /* an hba_file of the operator's is kept (Patroni's config.py too) */
+    add_local(f, "hba_file", "/srv/hba.conf");
+    assert_int_equal(pgconf_build(&in, &ps, NULL, eb, sizeof eb), 0);
+    assert_string_equal(pgconf_params_get(&ps, "hba_file"), "/srv/hba.conf");
+    assert_string_equal(pgconf_params_get(&ps, "ident_file"), p);
+    pgconf_params_free(&ps);
+    f->cfg.postgresql.parameters.n = 0;
+
+    /* what initdb left in the data directory moves into config_dir */
+    static const char *const dfiles[] = {"postgresql.conf", "pg_hba.conf"};
+    static const char *const dtext[] = {"timezone = 'UTC' # initdb's\n",
+                                        "local all all trust # initdb's\n"};
+    for (size_t i = 0; i < 2; i++) {
+        snprintf(p, sizeof p, "%s/%s", f->data, dfiles[i]);
+        write_file(p, dtext[i]);
+    }
+    struct pgconf_write_result res;
+    assert_int_equal(pgconf_write(&in, &res, eb, sizeof eb), 0);
+    assert_true(res.changed);
+    assert_false(res.base_renamed);
+    snprintf(p, sizeof p, "%s/postgresql.base.conf", etc);
+    char *t = slurp(p);
+    assert_non_null(t);
+    assert_string_equal(t, dtext[0]);
+    free(t);
+    snprintf(p, sizeof p, "%s/pg_hba.conf", etc);
+    t = slurp(p);
+    assert_non_null(t);
+    assert_string_equal(t, dtext[1]);
+    free(t);
+    snprintf(p, sizeof p, "%s/pg_ident.conf", etc);
+    t = slurp(p);
+    assert_non_null(t); /* found nowhere: created, so PostgreSQL finds one */
+    assert_non_null(strstr(t, "pg_ident.conf"));
+    free(t);
+    snprintf(p, sizeof p, "%s/postgresql.conf", etc);
+    t = slurp(p);
+    assert_non_null(strstr(t, "managed by pgwarden"));
+    assert_non_null(strstr(t, "include 'postgresql.base.conf'"));
+    snprintf(buf, sizeof buf, "hba_file = '%s/pg_hba.conf'", etc);
+    assert_non_null(strstr(t, buf));
+    snprintf(buf, sizeof buf, "ident_file = '%s/pg_ident.conf'", etc);
+    assert_non_null(strstr(t, buf));
+    free(t);
+    snprintf(p, sizeof p, "%s/postgresql.conf", f->data);
+    t = slurp(p);
+    assert_string_equal(t, dtext[0]); /* the data directory's copy is left alone */
+    free(t);
+    /* standby.signal stays in the data directory */
+    in.role = (struct pgconf_role){.standby = true, .primary_host = "h", .primary_port = 1};
+    assert_int_equal(pgconf_write(&in, &res, eb, sizeof eb), 0);
+    snprintf(p, sizeof p, "%s/standby.signal", f->data);
+    struct stat st;
+    assert_int_equal(stat(p, &st), 0);
+    /* config_dir's own files are never replaced from the data directory */
+    snprintf(p, sizeof p, "%s/pg_hba.conf", etc);
+    write_file(p, "host all all 10.0.0.0/8 scram-sha-256 # the operator's\n");
+    assert_int_equal(pgconf_write(&in, &res, eb, sizeof eb), 0);
+    assert_false(res.changed);
+    t = slurp(p);
+    assert_non_null(strstr(t, "the operator's"));
+    free(t);
+
+    static const char *const efiles[] = {"postgresql.conf", "postgresql.base.conf", "pg_hba.conf",
+                                         "pg_ident.conf"};
+    for (size_t i = 0; i < 4; i++) {
+        snprintf(p, sizeof p, "%s/%s", etc, efiles[i]);
+        unlink(p);
+    }
+    /* a data directory pgwarden managed: its base is the operator's file */
+    snprintf(p, sizeof p, "%s/postgresql.base.conf", f->data);
+    write_file(p, "work_mem = '8MB'\n");
+    snprintf(p, sizeof p, "%s/postgresql.conf", f->data);
+    write_file(p, "# managed by pgwarden, do not edit\ninclude 'postgresql.base.conf'\n");
+    assert_int_equal(pgconf_write(&in, &res, eb, sizeof eb), 0);
+    snprintf(p, sizeof p, "%s/postgresql.base.conf", etc);
+    t = slurp(p);
+    assert_string_equal(t, "work_mem = '8MB'\n");
+    free(t);
+    for (size_t i = 0; i < 4; i++) {
+        snprintf(p, sizeof p, "%s/%s", etc, efiles[i]);
+        unlink(p);
+    }
+    assert_int_equal(rmdir(etc), 0);
+    snprintf(p, sizeof p, "%s/pg_hba.conf", f->data);
+    unlink(p);
+    snprintf(p, sizeof p, "%s/postgresql.base.conf", f->data);
+    unlink(p);
+}
+
 static void test_hba(void **state)
 {
     struct fixture *f = *state;
@@ -419,6 +540,57 @@ static void test_conn_params(void **state)
     pgconn_params_free(&p);
 }
 
+/* A Patroni configuration without postgresql.authentication.rewind, read by
+ * the real loader: pg_rewind connects as the superuser (user, password, ssl
+ * settings: Patroni's rewind_credentials), and the password file carries no
+ * line for a rewind user. With a rewind section, its own credentials. */
+static void test_rewind_as_superuser_without_section(void **state)
+{
+    struct fixture *f = *state;
+    char yaml[1024];
+    snprintf(yaml, sizeof yaml,
+             "scope: demo\nname: n1\nraft: {self_addr: 10.0.0.1:5010, data_dir: /r}\n"
+             "postgresql:\n  listen: 10.0.0.1:5432\n  data_dir: %s\n  pgpass: %s\n"
+             "  authentication:\n"
+             "    superuser: {username: admin, password: su-pw, sslmode: require}\n"
+             "    replication: {username: repl, password: rep-pw}\n",
+             f->data, f->pgpass);
+    struct cfg c;
+    struct cfg_error e;
+    if (cfg_load_buffer("t.yml", yaml, strlen(yaml), &c, &e, NULL) != 0)
+        fail_msg("%s", e.msg);
+    struct pgconn_params p;
+    assert_int_equal(pgconf_conn_params(&c, PGCONF_REWIND, "10.0.0.2", 5432, "postgres", false,
+                                        &p), 0);
+    assert_string_equal(pgconn_params_get(&p, "user"), "admin");
+    assert_string_equal(pgconn_params_get(&p, "password"), "su-pw");
+    assert_string_equal(pgconn_params_get(&p, "sslmode"), "require");
+    assert_string_equal(pgconn_params_get(&p, "host"), "10.0.0.2");
+    pgconn_params_free(&p);
+    char eb[256];
+    assert_int_equal(pgconf_write_pgpass(&c, eb, sizeof eb), 0);
+    char *t = slurp(f->pgpass);
+    assert_string_equal(t, "*:*:*:repl:rep-pw\n*:*:*:admin:su-pw\n");
+    free(t);
+    cfg_free(&c);
+
+    size_t len = strlen(yaml);
+    snprintf(yaml + len, sizeof yaml - len, "    rewind: {username: rw, password: rw-pw}\n");
+    if (cfg_load_buffer("t.yml", yaml, strlen(yaml), &c, &e, NULL) != 0)
+        fail_msg("%s", e.msg);
+    assert_int_equal(pgconf_conn_params(&c, PGCONF_REWIND, "10.0.0.2", 5432, "postgres", false,
+                                        &p), 0);
+    assert_string_equal(pgconn_params_get(&p, "user"), "rw");
+    assert_string_equal(pgconn_params_get(&p, "password"), "rw-pw");
+    assert_string_equal(pgconn_params_get(&p, "sslmode"), "prefer"); /* not the superuser's */
+    pgconn_params_free(&p);
+    assert_int_equal(pgconf_write_pgpass(&c, eb, sizeof eb), 0);
+    t = slurp(f->pgpass);
+    assert_string_equal(t, "*:*:*:repl:rep-pw\n*:*:*:rw:rw-pw\n*:*:*:admin:su-pw\n");
+    free(t);
+    cfg_free(&c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -429,10 +601,13 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_render_quoting, setup, teardown),
         cmocka_unit_test_setup_teardown(test_write_takeover, setup, teardown),
         cmocka_unit_test_setup_teardown(test_write_fresh_creates_base, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_config_dir_apart, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hba, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pgpass, setup, teardown),
         cmocka_unit_test_setup_teardown(test_slot_names, setup, teardown),
         cmocka_unit_test_setup_teardown(test_conn_params, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rewind_as_superuser_without_section, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
