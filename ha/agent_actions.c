@@ -503,8 +503,10 @@ void agent_act_follow(struct ha *h)
         }
         /* Not streaming from the right upstream: if the primary moved to a
          * newer timeline we may have diverged; rejoin checks and rewinds. */
-        if (ag->upstream_lost_since_ms == 0)
+        if (ag->upstream_lost_since_ms == 0) {
             ag->upstream_lost_since_ms = now;
+            ag->upstream_lost_said = false;
+        }
         /* Only a live upstream we cannot stream from means divergence; a
          * dead one is the controller's business, and stopping here would
          * take this candidate out of the race. Its timeline may be newer
@@ -518,8 +520,20 @@ void agent_act_follow(struct ha *h)
          * says where it is now. */
         bool record_tl = strcmp(up->name, fp->member) == 0 && !agent_standby_mode(h);
         uint32_t up_tl = record_tl ? fp->timeline : up->report.timeline;
-        if (now - ag->upstream_lost_since_ms > 4 * (uint64_t)h->timing.loop_wait_ms + 3000 &&
-            fp->state == FSM_PRIMARY_RUNNING && member_alive(h, up) && up_tl != 0 &&
+        bool long_lost = now - ag->upstream_lost_since_ms > 4 * (uint64_t)h->timing.loop_wait_ms + 3000;
+        if (long_lost && !ag->upstream_lost_said &&
+            !(fp->state == FSM_PRIMARY_RUNNING && member_alive(h, up) && up_tl != 0 &&
+              up_tl != ps->timeline)) {
+            /* once per episode: why this replica does not rejoin */
+            ag->upstream_lost_said = true;
+            log_warn("ha", "not streaming from %s for %" PRIu64 " s (receiver %s), not rejoining: "
+                     "primary record %s, %s %s alive, its timeline %u, ours %u", up->name,
+                     (now - ag->upstream_lost_since_ms) / 1000,
+                     ps->receiver.present ? ps->receiver.status : "absent",
+                     fsm_primary_state_name(fp->state), up->name,
+                     member_alive(h, up) ? "is" : "is not", up_tl, ps->timeline);
+        }
+        if (long_lost && fp->state == FSM_PRIMARY_RUNNING && member_alive(h, up) && up_tl != 0 &&
             up_tl != ps->timeline) {
             ag->upstream_lost_since_ms = 0;
             agent_op_begin(h, "stop to rejoin", "stopping");

@@ -58,6 +58,7 @@ struct agent {
     uint64_t standby_cfg_gen; /* config_gen when it was */
     uint64_t primary_down_since_ms;
     uint64_t upstream_lost_since_ms;
+    bool upstream_lost_said;  /* why it does not rejoin was logged for this episode */
     char upstream_host[256];
     uint16_t upstream_port;
     uint64_t running_reported_epoch;
