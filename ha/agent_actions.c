@@ -363,6 +363,19 @@ static void start_as_is(struct ha *h, const char *why)
         agent_op_end(h, PGW_EIO, "start as replica");
 }
 
+/* The upstream is the member the record assigned and it has not confirmed
+ * its promotion yet. A walreceiver connected to it now would stream from a
+ * standby; the promotion cuts every cascading walsender, and PostgreSQL then
+ * waits wal_retrieve_retry_interval (5 s by default) before it tries again,
+ * while the history file of the new timeline it needs was never fetched.
+ * Pointed at it once it serves on the new timeline, the walreceiver fetches
+ * that history at connection and crosses the switch point at once. */
+static bool upstream_promoting(const struct ha *h, const struct fsm_member *up)
+{
+    const struct fsm_primary *fp = &h->fsm->st.primary;
+    return fp->state == FSM_PRIMARY_PROMOTING && strcmp(up->name, fp->member) == 0;
+}
+
 const struct fsm_member *agent_upstream_member(const struct ha *h)
 {
     const char *rf = h->cfg->tags.replicatefrom;
@@ -466,6 +479,14 @@ void agent_act_rejoin(struct ha *h)
         start_as_is(h, "the upstream does not answer");
         return;
     }
+    if (upstream_promoting(h, up)) {
+        /* a replica runs meanwhile (it reports its position, stays a
+         * candidate); a former primary has to be checked against the new
+         * timeline, which does not exist yet */
+        if (!ag->was_primary)
+            start_as_is(h, "the new primary has not confirmed its promotion yet");
+        return;
+    }
     if (now - ag->last_start_ms < START_BACKOFF_MS * (ag->start_failures > 4 ? 5 : ag->start_failures))
         return;
     ag->last_start_ms = now;
@@ -544,6 +565,8 @@ void agent_act_follow(struct ha *h)
         }
         return;
     }
+    if (upstream_promoting(h, up))
+        return;
     agent_op_begin(h, "follow", NULL);
     log_info("ha", "following %s (%s:%u)", up->name, up->conn_host, up->conn_port);
     snprintf(ag->upstream_host, sizeof ag->upstream_host, "%s", up->conn_host);

@@ -191,3 +191,50 @@ def test_cluster_addressed_by_host_name():
             assert "could not translate host name" not in n.log(), n.name
     finally:
         c.cleanup()
+
+
+def test_switchover_members_stream_from_the_new_primary_without_a_restart():
+    """After a switchover every member streams from the new primary, none
+    stopped by pgwarden to rejoin (issue 20, item 1). PostgreSQL's
+    wal_retrieve_retry_interval is 60 s here: a walreceiver that connected to
+    the candidate before its promotion is cut by the promotion and would wait
+    that long, so pgwarden would stop the member to rejoin (after 4 x
+    loop_wait + 3 s). Streaming within 30 s without that means each member was
+    pointed at the new primary once it served on the new timeline."""
+    params = {"wal_retrieve_retry_interval": "60s"}
+    c = Cluster(n=3, node_opts={f"n{i}": {"pg_params": params} for i in (1, 2, 3)})
+    try:
+        c.start()
+        old = c.wait_healthy(timeout=90)
+        writer = Writer(c).setup()
+        writer.start()
+        for _ in range(2):  # there and back: the old primary and a replica both re-point
+            time.sleep(1)
+            cand = next(n for n in c.nodes if n is not old)
+            others = sorted(n.name for n in c.nodes if n is not cand)
+            marks = {n.name: len(n.log()) for n in c.nodes}
+            t0 = time.monotonic()
+            status, body = http(old.api + "/switchover", "POST",
+                                {"leader": old.name, "candidate": cand.name}, timeout=70)
+            assert status == 200, (status, body)
+
+            def streaming():
+                try:
+                    rows = cand.query("SELECT application_name FROM pg_stat_replication "
+                                      "WHERE state = 'streaming' AND NOT pg_is_in_recovery()")
+                except Exception:
+                    return None
+                names = sorted(r[0] for r in rows)
+                return names if names == others else None
+            wait_for(streaming, 30, interval=0.05, what=f"{others} streaming from {cand.name}")
+            print(f"\n[switchover {old.name} -> {cand.name}] every member streaming "
+                  f"{time.monotonic() - t0:.2f}s after the request")
+            for n in c.nodes:
+                tail = n.log()[marks[n.name]:]
+                assert "stopping to rejoin" not in tail, \
+                    f"{n.name} was stopped to rejoin after the switchover:\n{tail[-3000:]}"
+            old = cand
+        writer.stop()
+        assert writer.lost(c.wait_healthy(timeout=60)) == []
+    finally:
+        c.cleanup()
