@@ -519,6 +519,7 @@ void agent_act_follow(struct ha *h)
     if (same) {
         if (streaming) {
             ag->upstream_lost_since_ms = 0;
+            ag->upstream_rechecked = false;
             (void)agent_slots_step(h, false); /* permanent and cascading slots */
             return;
         }
@@ -542,9 +543,16 @@ void agent_act_follow(struct ha *h)
         bool record_tl = strcmp(up->name, fp->member) == 0 && !agent_standby_mode(h);
         uint32_t up_tl = record_tl ? fp->timeline : up->report.timeline;
         bool long_lost = now - ag->upstream_lost_since_ms > 4 * (uint64_t)h->timing.loop_wait_ms + 3000;
-        if (long_lost && !ag->upstream_lost_said &&
-            !(fp->state == FSM_PRIMARY_RUNNING && member_alive(h, up) && up_tl != 0 &&
-              up_tl != ps->timeline)) {
+        bool live_primary = fp->state == FSM_PRIMARY_RUNNING && member_alive(h, up);
+        bool other_tl = live_primary && up_tl != 0 && up_tl != ps->timeline;
+        /* A replica without a walreceiver reports its last restartpoint's
+         * timeline: it may have replayed a newer one that its upstream never
+         * had (a standby cluster's leader promoted, then rewound back onto
+         * the remote's history). Once per episode, a live upstream it cannot
+         * stream from sends it through a rejoin, whose check reads the
+         * control file after a clean stop and rewinds if it diverged. */
+        bool recheck = live_primary && !other_tl && !ag->upstream_rechecked && !ps->receiver.present;
+        if (long_lost && !ag->upstream_lost_said && !other_tl && !recheck) {
             /* once per episode: why this replica does not rejoin */
             ag->upstream_lost_said = true;
             log_warn("ha", "not streaming from %s for %" PRIu64 " s (receiver %s), not rejoining: "
@@ -554,12 +562,18 @@ void agent_act_follow(struct ha *h)
                      fsm_primary_state_name(fp->state), up->name,
                      member_alive(h, up) ? "is" : "is not", up_tl, ps->timeline);
         }
-        if (long_lost && fp->state == FSM_PRIMARY_RUNNING && member_alive(h, up) && up_tl != 0 &&
-            up_tl != ps->timeline) {
+        if (long_lost && (other_tl || recheck)) {
             ag->upstream_lost_since_ms = 0;
             agent_op_begin(h, "stop to rejoin", "stopping");
-            log_warn("ha", "not streaming from %s, which is on timeline %u (we are on %u): "
-                     "stopping to rejoin", up->name, up_tl, ps->timeline);
+            if (other_tl) {
+                log_warn("ha", "not streaming from %s, which is on timeline %u (we are on %u): "
+                         "stopping to rejoin", up->name, up_tl, ps->timeline);
+            } else {
+                ag->upstream_rechecked = true;
+                log_warn("ha", "not streaming from %s, which is alive, on timeline %u as far as our "
+                         "last restartpoint says: stopping once to rejoin, in case we diverged",
+                         up->name, up_tl);
+            }
             if (agent_hook_pg_stop(h, PGCTL_STOP_FAST, agent_pg_done) != 0)
                 agent_op_end(h, PGW_EIO, "stop to rejoin");
         }
