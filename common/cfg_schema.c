@@ -336,7 +336,10 @@ const struct cfg_key cfg__keys[] = {
      "Local PostgreSQL settings; values may be strings, numbers or booleans (written as on/off). "
      "listen_addresses and port come from postgresql.listen and are refused here."},
     {"postgresql.pg_hba", NULL, KT_STRLIST, C(postgresql.pg_hba), 0, NULL, "empty", CH_RELOAD, 0,
-     NULL, 0, 0, NULL, "pg_hba.conf lines, in order."},
+     NULL, 0, 0, NULL, "pg_hba.conf lines, in order. With none here or cluster-wide, a pg_hba.conf "
+     "pgwarden did not write is left as it is, as in Patroni; pgwarden writes its default (peer "
+     "locally, scram-sha-256 over TCP, replication for the replication user) only into a data "
+     "directory it creates, or over a file of its own."},
     {"postgresql.recovery_conf", NULL, KT_PARAMS, C(postgresql.recovery_conf), 0, NULL, "empty",
      CH_RESTART, 0, NULL, 0, 0, NULL,
      "Extra recovery settings of a replica (restore_command, recovery_min_apply_delay, ...)."},

@@ -809,11 +809,33 @@ static bool hba_line_ok(const char *line, char *errbuf, size_t errlen, const cha
     return false;
 }
 
+static const char hba_header[] =
+    "# managed by pgwarden, do not edit (postgresql.pg_hba in the configuration)\n";
+
+/* The file exists and does not start with pgwarden's header (an unreadable
+ * one counts as the operator's: never overwritten on a guess). */
+static bool hba_is_operators(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return errno != ENOENT;
+    char first[sizeof hba_header];
+    size_t n = fread(first, 1, sizeof first - 1, f);
+    fclose(f);
+    first[n] = '\0';
+    return strcmp(first, hba_header) != 0;
+}
+
 int pgconf_write_hba(const struct cfg *cfg, const struct cfg_dcs *dcs, bool include_bootstrap,
                      char *errbuf, size_t errlen)
 {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/pg_hba.conf", pgconf_config_dir(cfg));
+    bool configured = cfg->postgresql.pg_hba.n || (dcs && dcs->pg_hba.n);
+    if (!configured && !include_bootstrap && hba_is_operators(path))
+        return PGW_OK;
     struct sbuf b = {0};
-    sb_str(&b, "# managed by pgwarden, do not edit (postgresql.pg_hba in the configuration)\n");
+    sb_str(&b, hba_header);
     const struct cfg_strlist *lists[2] = {NULL, NULL};
     const char *names[2] = {NULL, NULL};
     if (include_bootstrap) {
@@ -861,8 +883,6 @@ int pgconf_write_hba(const struct cfg *cfg, const struct cfg_dcs *dcs, bool incl
         snprintf(errbuf, errlen, "out of memory");
         return PGW_ENOMEM;
     }
-    char path[4096];
-    snprintf(path, sizeof path, "%s/pg_hba.conf", pgconf_config_dir(cfg));
     int rc = pgconf_write_file(path, b.s, b.len, 0600, errbuf, errlen);
     free(b.s);
     return rc;

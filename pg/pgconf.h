@@ -89,9 +89,12 @@ struct pgconf_write_result {
 int pgconf_write(const struct pgconf_input *in, struct pgconf_write_result *res, char *errbuf,
                  size_t errlen) PGW_MUST_CHECK;
 
-/* pg_hba.conf from postgresql.pg_hba (or, when empty, dcs pg_hba, or a safe
- * default: local trust for the OS user postgres, md5/scram for the rest),
- * with bootstrap.pg_hba first when include_bootstrap. */
+/* pg_hba.conf from postgresql.pg_hba (or, when empty, dcs pg_hba), with
+ * bootstrap.pg_hba first when include_bootstrap (a data directory pgwarden
+ * has just created). When the configuration gives no lines, a file that
+ * pgwarden did not write is the operator's and is left as it is, as Patroni
+ * does; otherwise (no file, or one with pgwarden's header, or a bootstrap)
+ * pgwarden writes its default: peer locally, scram-sha-256 over TCP. */
 int pgconf_write_hba(const struct cfg *cfg, const struct cfg_dcs *dcs, bool include_bootstrap,
                      char *errbuf, size_t errlen) PGW_MUST_CHECK;
 

@@ -472,6 +472,59 @@ static void test_hba(void **state)
     assert_non_null(strstr(eb, "hots"));
 }
 
+/* No pg_hba lines configured: the operator's file stays byte for byte, as
+ * in Patroni; pgwarden's own (or none) gets the default; a bootstrap (a
+ * data directory pgwarden just created with initdb) gets it too. */
+static void test_hba_operators_file_kept(void **state)
+{
+    struct fixture *f = *state;
+    f->cfg.postgresql.pg_hba = (struct cfg_strlist){NULL, 0};
+    f->cfg.bootstrap.pg_hba = (struct cfg_strlist){NULL, 0};
+    char path[400], eb[256];
+    snprintf(path, sizeof path, "%s/pg_hba.conf", f->data);
+    const char mine[] = "# the operator's\nhost all app 10.0.0.0/8 md5\n";
+    FILE *w = fopen(path, "w");
+    assert_non_null(w);
+    fputs(mine, w);
+    fclose(w);
+    assert_int_equal(pgconf_write_hba(&f->cfg, NULL, false, eb, sizeof eb), 0);
+    char *t = slurp(path);
+    assert_string_equal(t, mine);
+    free(t);
+    /* given lines, pgwarden writes them over it */
+    char *lines[] = {"hostssl all app 192.0.2.0/24 cert"};
+    f->cfg.postgresql.pg_hba = (struct cfg_strlist){lines, 1};
+    assert_int_equal(pgconf_write_hba(&f->cfg, NULL, false, eb, sizeof eb), 0);
+    t = slurp(path);
+    assert_non_null(strstr(t, "managed by pgwarden"));
+    assert_non_null(strstr(t, lines[0]));
+    free(t);
+    /* its own file without lines: the default, rewritten */
+    f->cfg.postgresql.pg_hba = (struct cfg_strlist){NULL, 0};
+    assert_int_equal(pgconf_write_hba(&f->cfg, NULL, false, eb, sizeof eb), 0);
+    t = slurp(path);
+    assert_non_null(strstr(t, "managed by pgwarden"));
+    assert_null(strstr(t, lines[0]));
+    assert_non_null(strstr(t, "scram-sha-256"));
+    free(t);
+    /* no file: the default */
+    unlink(path);
+    assert_int_equal(pgconf_write_hba(&f->cfg, NULL, false, eb, sizeof eb), 0);
+    t = slurp(path);
+    assert_non_null(strstr(t, "managed by pgwarden"));
+    free(t);
+    /* initdb's file at a bootstrap: the default */
+    w = fopen(path, "w");
+    assert_non_null(w);
+    fputs("local all all trust\n", w);
+    fclose(w);
+    assert_int_equal(pgconf_write_hba(&f->cfg, NULL, true, eb, sizeof eb), 0);
+    t = slurp(path);
+    assert_non_null(strstr(t, "managed by pgwarden"));
+    free(t);
+    unlink(path);
+}
+
 static void test_pgpass(void **state)
 {
     struct fixture *f = *state;
@@ -603,6 +656,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_write_fresh_creates_base, setup, teardown),
         cmocka_unit_test_setup_teardown(test_config_dir_apart, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hba, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_hba_operators_file_kept, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pgpass, setup, teardown),
         cmocka_unit_test_setup_teardown(test_slot_names, setup, teardown),
         cmocka_unit_test_setup_teardown(test_conn_params, setup, teardown),
