@@ -27,6 +27,7 @@ struct loader {
     struct cfg__walk w;
     const struct ynode *root;
     const char *env_set[CFG__MAX_KEYS]; /* variable that set each key, if any */
+    char env_alias[CFG__MAX_KEYS][64];  /* Patroni's name, when that one set it */
     bool pg_from_env;
 };
 
@@ -243,7 +244,7 @@ int cfg__walk_map(struct cfg__walk *w, const struct ynode *map, const char *path
 
 /* ---------- environment ---------- */
 
-static int env_value(struct loader *x, const struct cfg_key *k, const char *val)
+static int env_value(struct loader *x, const struct cfg_key *k, const char *name, const char *val)
 {
     struct ynode one = {.kind = YN_SCALAR, .text = (char *)val, .len = strlen(val)};
     struct ynode seq = {.kind = YN_SEQ};
@@ -260,7 +261,7 @@ static int env_value(struct loader *x, const struct cfg_key *k, const char *val)
         ptrs = calloc(n, sizeof *ptrs);
         if (copy == NULL || items == NULL || ptrs == NULL) {
             rc = PGW_ENOMEM;
-            cfg__error(x->w.err, NULL, NULL, k->env, "out of memory");
+            cfg__error(x->w.err, NULL, NULL, name, "out of memory");
             goto out;
         }
         char *p = copy;
@@ -273,6 +274,12 @@ static int env_value(struct loader *x, const struct cfg_key *k, const char *val)
             size_t len = strlen(p);
             while (len > 0 && p[len - 1] == ' ')
                 p[--len] = '\0';
+            /* Patroni's form: 'a:1','b:2' */
+            if (len >= 2 && (p[0] == '\'' || p[0] == '"') && p[len - 1] == p[0]) {
+                p[--len] = '\0';
+                p++;
+                len--;
+            }
             /* an empty item reads as "nothing", like `- ` in YAML */
             items[i] = (struct ynode){.kind = YN_SCALAR, .text = p, .len = len, .plain = len == 0};
             ptrs[i] = &items[i];
@@ -287,7 +294,7 @@ static int env_value(struct loader *x, const struct cfg_key *k, const char *val)
     rc = cfg__parse_value(k, v, dst, &pe);
     if (rc != 0) {
         char p[200];
-        snprintf(p, sizeof p, "%s%s", k->env, pe.sub);
+        snprintf(p, sizeof p, "%s%s", name, pe.sub);
         cfg__error(x->w.err, NULL, NULL, p, "%s", pe.why);
     }
 out:
@@ -297,19 +304,76 @@ out:
     return rc;
 }
 
+/* Patroni's name of a variable: PATRONI_ in place of PGWARDEN_ (the rest of
+ * every name is Patroni's). */
+static void patroni_name(const char *env, char *out, size_t outlen)
+{
+    static const char ours[] = "PGWARDEN_";
+    /* Patroni's LOG_FORMAT is a Python format string; its LOG_TYPE is ours */
+    if (strcmp(env, "PGWARDEN_LOG_FORMAT") == 0) {
+        snprintf(out, outlen, "PATRONI_LOG_TYPE");
+        return;
+    }
+    snprintf(out, outlen, "PATRONI_%s", env + (strncmp(env, ours, sizeof ours - 1) == 0 ? sizeof ours - 1 : 0));
+}
+
+/* PATRONI_* variables that are not one of ours under Patroni's name: named
+ * in a warning, never ignored in silence (a password among them would
+ * otherwise surface only as a failed login). */
+static void warn_unread_patroni_env(struct loader *x)
+{
+    extern char **environ;
+    for (char **e = environ; e != NULL && *e != NULL; e++) {
+        if (strncmp(*e, "PATRONI_", 8) != 0)
+            continue;
+        size_t n = strcspn(*e, "=");
+        bool known = false;
+        for (size_t i = 0; i < cfg__nkeys && !known; i++) {
+            char alias[128];
+            if (cfg__keys[i].env == NULL)
+                continue;
+            patroni_name(cfg__keys[i].env, alias, sizeof alias);
+            known = strlen(alias) == n && strncmp(alias, *e, n) == 0;
+        }
+        if (!known && x->w.warn != NULL)
+            (void)cfg__warn(x->w.warn, "environment variable %.*s: not read by pgwarden (ignored); "
+                            "the variables it reads are listed in docs/configuration.md", (int)n, *e);
+    }
+}
+
 static int apply_env(struct loader *x)
 {
+    warn_unread_patroni_env(x);
     for (size_t i = 0; i < cfg__nkeys; i++) {
         const struct cfg_key *k = &cfg__keys[i];
         if (k->env == NULL)
             continue;
+        /* Patroni's name is read too, so that a Patroni unit's environment
+         * means the same; when both are set they must agree */
+        char alias[128];
+        patroni_name(k->env, alias, sizeof alias);
+        const char *name = k->env;
         const char *val = getenv(k->env);
+        const char *pval = getenv(alias);
+        if (val == NULL || *val == '\0') {
+            val = pval;
+            name = alias;
+        } else if (pval != NULL && *pval != '\0' && strcmp(val, pval) != 0) {
+            cfg__error(x->w.err, NULL, NULL, k->env, "disagrees with %s, which sets %s too: "
+                       "unset one of them", alias, k->path);
+            return PGW_EINVAL;
+        }
         if (val == NULL || *val == '\0')
             continue; /* `PGWARDEN_X= pgwarden ...` means "not set" */
-        int rc = env_value(x, k, val);
+        int rc = env_value(x, k, name, val);
         if (rc != 0)
             return rc;
-        x->env_set[i] = k->env;
+        if (name == k->env) {
+            x->env_set[i] = k->env;
+        } else {
+            snprintf(x->env_alias[i], sizeof x->env_alias[i], "%s", alias);
+            x->env_set[i] = x->env_alias[i];
+        }
         x->w.seen[i] = NULL;
         if (strcmp(k->path, "postgresql.listen") == 0 || strcmp(k->path, "postgresql.data_dir") == 0)
             x->pg_from_env = true;

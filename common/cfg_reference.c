@@ -228,6 +228,12 @@ void cfg_print_reference(FILE *out)
           "unset. Setting `PGWARDEN_POSTGRESQL_LISTEN` or `PGWARDEN_POSTGRESQL_DATA_DIR` makes\n"
           "the node a PostgreSQL node even without a `postgresql` section. Errors name the\n"
           "variable instead of a file position (`PGWARDEN_RAFT_SELF_ADDR: expected a.b.c.d:port, got ...`).\n\n"
+          "Patroni's names are read too, with the same meaning: `PATRONI_` in place of\n"
+          "`PGWARDEN_` (`PATRONI_LOG_TYPE` for `PGWARDEN_LOG_FORMAT`: Patroni's\n"
+          "`PATRONI_LOG_FORMAT` is a format string). When both names of one key are set they\n"
+          "must agree. A list may be written as Patroni writes it (`'a.b.c.d:port','a.b.c.d:port'`).\n"
+          "Any other `PATRONI_*` variable is named in a warning at start and by `validate`,\n"
+          "and otherwise ignored.\n\n"
           "| Variable | Key |\n|---|---|\n", out);
     for (size_t i = 0; i < cfg__nkeys; i++) {
         if (cfg__keys[i].env != NULL)

@@ -28,7 +28,7 @@ static void clear_env(void)
     for (int guard = 0; guard < 1000; guard++) {
         char name[256] = "";
         for (char **e = environ; e != NULL && *e != NULL; e++) {
-            if (strncmp(*e, "PGWARDEN_", 9) == 0) {
+            if (strncmp(*e, "PGWARDEN_", 9) == 0 || strncmp(*e, "PATRONI_", 8) == 0) {
                 const char *eq = strchr(*e, '=');
                 snprintf(name, sizeof name, "%.*s", (int)(eq ? eq - *e : (long)strlen(*e)), *e);
                 break;
@@ -38,7 +38,7 @@ static void clear_env(void)
             return;
         unsetenv(name);
     }
-    fail_msg("could not clear PGWARDEN_* variables");
+    fail_msg("could not clear PGWARDEN_* and PATRONI_* variables");
 }
 
 static int setup(void **state)
@@ -1086,6 +1086,58 @@ static void test_env_overrides(void **state)
     clear_env();
 }
 
+/* A Patroni unit's environment means the same to pgwarden: PATRONI_<name>
+ * for each PGWARDEN_<name>; both set must agree; any other PATRONI_*
+ * variable is named in a warning. */
+static void test_env_patroni_names(void **state)
+{
+    (void)state;
+    struct cfg c;
+    struct cfg_error e;
+    struct cfg_warnings w = {0};
+    clear_env();
+    setenv("PATRONI_NAME", "pnode", 1);
+    setenv("PATRONI_SUPERUSER_PASSWORD", "from-patroni-env", 1);
+    setenv("PATRONI_RESTAPI_LISTEN", "127.0.0.1:8123", 1);
+    setenv("PATRONI_SCOPE", "same", 1);
+    setenv("PGWARDEN_SCOPE", "same", 1);
+    setenv("PATRONI_ETCD3_HOSTS", "10.0.0.1:2379", 1);
+    setenv("PATRONI_RAFT_PARTNER_ADDRS", "'10.0.0.7:5010','10.0.0.8:5010'", 1);
+    setenv("PATRONI_LOG_TYPE", "json", 1);
+    setenv("PATRONI_LOG_FORMAT", "%(asctime)s %(message)s", 1);
+    if (load(BASE PG, &c, &e, &w) != 0)
+        fail_msg("%s", e.msg);
+    assert_true(list_is(&c.raft.partner_addrs, 2, "10.0.0.7:5010", "10.0.0.8:5010"));
+    assert_int_equal(c.log.format, LOGF_JSON);
+    assert_string_equal(c.name, "pnode");
+    assert_string_equal(c.scope, "same");
+    assert_string_equal(c.postgresql.superuser.password, "from-patroni-env");
+    assert_int_equal(c.restapi.listen.port, 8123);
+    bool warned = false, fmt_warned = false;
+    for (size_t i = 0; i < w.n; i++) {
+        assert_null(strstr(w.items[i], "PATRONI_NAME"));
+        warned = warned || strstr(w.items[i], "PATRONI_ETCD3_HOSTS: not read by pgwarden") != NULL;
+        fmt_warned = fmt_warned || strstr(w.items[i], "PATRONI_LOG_FORMAT: not read") != NULL;
+    }
+    assert_true(warned);
+    assert_true(fmt_warned);
+    cfg_free(&c);
+    cfg_warnings_free(&w);
+    clear_env();
+
+    setenv("PATRONI_NAME", "a", 1);
+    setenv("PGWARDEN_NAME", "b", 1);
+    assert_int_equal(load(BASE PG, &c, &e, NULL), PGW_EINVAL);
+    assert_string_equal(e.msg, "PGWARDEN_NAME: disagrees with PATRONI_NAME, which sets name too: "
+                               "unset one of them");
+    clear_env();
+
+    setenv("PATRONI_RAFT_SELF_ADDR", "x", 1);
+    assert_int_equal(load(BASE PG, &c, &e, NULL), PGW_EINVAL);
+    assert_non_null(strstr(e.msg, "PATRONI_RAFT_SELF_ADDR: expected a.b.c.d:port"));
+    clear_env();
+}
+
 static void expect_env_err(const char *var, const char *val, const char *msg)
 {
     struct cfg c;
@@ -1429,6 +1481,7 @@ int main(void)
         cmocka_unit_test_setup(test_null_values_keep_defaults, setup),
         cmocka_unit_test_setup(test_env_overrides, setup),
         cmocka_unit_test_setup(test_env_errors, setup),
+        cmocka_unit_test_setup(test_env_patroni_names, setup),
         cmocka_unit_test_setup(test_rewind_section, setup),
         cmocka_unit_test_setup(test_relative_paths, setup),
         cmocka_unit_test_setup(test_diff, setup),
