@@ -143,6 +143,16 @@ static int custom_tag(struct cfg__walk *w, const struct ynode *kn, const struct 
     bool b;
     if (vn->plain && cfg__bool_word(text, &b))
         text = b ? "true" : "false"; /* one spelling, so ?tag_ssd=true matches `ssd: yes` */
+    /* Patroni's nostream replicates from the WAL archive alone; a custom
+     * tag of that name would stream in silence */
+    if (strcmp(kn->text, "nostream") == 0) {
+        if (vn->plain && cfg__bool_word(vn->text, &b) && !b)
+            return PGW_OK;
+        cfg__error(w->err, w->file, vn, full, "not supported: pgwarden streams every replica from its "
+                   "upstream, where Patroni's nostream replica only restores from the WAL archive "
+                   "(restore_command); remove the tag, or set it to false");
+        return PGW_EINVAL;
+    }
     if (cfg__kvlist_push(&w->c->tags.custom, kn->text, text) != 0) {
         cfg__error(w->err, w->file, NULL, NULL, "out of memory");
         return PGW_ENOMEM;

@@ -527,6 +527,10 @@ static void test_bad_types(void **state)
                   "expected a whole number, got \"high\"");
     expect_err_at(BASE PG "tags:\n  zone: [a, b]\n", 10, 9, "tags.zone",
                   "expected a tag value (string, number or boolean), got a list");
+    expect_err_at(BASE PG "tags:\n  nostream: true\n", 10, 13, "tags.nostream",
+                  "not supported: pgwarden streams every replica from its upstream, where "
+                  "Patroni's nostream replica only restores from the WAL archive "
+                  "(restore_command); remove the tag, or set it to false");
     expect_err_at(BASE PG "watchdog:\n  mode: true\n", 10, 9, "watchdog.mode",
                   "expected off, automatic or required, got \"true\"");
     expect_err_at(BASE PG "log:\n  level: verbose\n", 10, 10, "log.level",
