@@ -195,7 +195,7 @@ const struct cfg_key cfg__keys[] = {
      "A replica lagging more than this many bytes is never promoted by a failover."},
     {"bootstrap.dcs.maximum_lag_on_syncnode", NULL, KT_LAG, D(maximum_lag_on_syncnode), 0, "-1",
      NULL, CH_CLUSTER, 0, NULL, 0, 0, NULL,
-     "A synchronous standby lagging more than this many bytes is replaced; -1 turns it off."},
+     "A synchronous standby lagging more than this many bytes is replaced; 0 or less (-1, the default) turns it off, as in Patroni."},
     {"bootstrap.dcs.primary_start_timeout", "master_start_timeout", KT_DURATION,
      D(primary_start_timeout_ms), 0, "300", NULL, CH_CLUSTER, KF_LEGACY, NULL, 0, 0, NULL,
      "How long a crashed primary may take to restart in place before a failover; 0 fails over "

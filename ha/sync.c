@@ -36,7 +36,7 @@ unsigned sync_choose(const struct sync_choice_in *in, char (*out)[SYNC_NAME_MAX]
         const struct sync_standby *s = &in->s[i];
         if (!s->streaming || !s->reporting || s->nosync || s->sync_priority <= 0)
             continue;
-        if (in->max_lag >= 0 && in->primary_lsn > s->flush_lsn &&
+        if (in->max_lag > 0 && in->primary_lsn > s->flush_lsn &&
             in->primary_lsn - s->flush_lsn > (uint64_t)in->max_lag)
             continue;
         r[m++].s = s;

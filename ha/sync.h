@@ -35,7 +35,7 @@ struct sync_choice_in {
     const struct sync_standby *s;
     size_t n;
     unsigned node_count;  /* synchronous_node_count */
-    int64_t max_lag;      /* maximum_lag_on_syncnode, -1 = off */
+    int64_t max_lag;      /* maximum_lag_on_syncnode; 0 or less = off, as in Patroni */
     uint64_t primary_lsn;
     bool quorum;
 };

@@ -197,6 +197,12 @@ static void test_sync_choice_and_names(void **state)
     in.max_lag = 5;
     assert_int_equal(sync_choose(&in, out, 4), 1);
     assert_string_equal(out[0], "a");
+    /* 0 turns the limit off, as in Patroni ("less or equal of 0 keeps the
+     * behaviour backward compatible"), it is not a zero-byte limit */
+    in.max_lag = 0;
+    assert_int_equal(sync_choose(&in, out, 4), 1);
+    assert_string_equal(out[0], "b");
+    in.max_lag = 5;
     /* a standby whose pgwarden stopped reporting is not chosen */
     sb[0].reporting = false;
     assert_int_equal(sync_choose(&in, out, 4), 0);
