@@ -5,6 +5,7 @@
  * checks that need the whole picture (required keys, raft.partner_addrs, the
  * timing rule, conflicting ports) and the computed defaults. Validation runs
  * after the environment so a variable can supply a required key. */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -447,6 +448,51 @@ static size_t key_index(const char *path)
     return k ? (size_t)(k - cfg__keys) : 0;
 }
 
+/* An address or a CIDR range, IPv4 or IPv6. */
+static bool address_or_range(const char *entry)
+{
+    char net[INET6_ADDRSTRLEN + 8];
+    if (strlen(entry) >= sizeof net)
+        return false;
+    snprintf(net, sizeof net, "%s", entry);
+    int fam = strchr(net, ':') != NULL ? AF_INET6 : AF_INET;
+    char *slash = strchr(net, '/');
+    if (slash != NULL) {
+        *slash = '\0';
+        char *end;
+        errno = 0;
+        long bits = strtol(slash + 1, &end, 10);
+        if (slash[1] == '\0' || *end != '\0' || errno != 0 || bits < 0 ||
+            bits > (fam == AF_INET ? 32 : 128))
+            return false;
+    }
+    unsigned char buf[16];
+    return inet_pton(fam, net, buf) == 1;
+}
+
+/* restapi.allowlist: Patroni resolves a host name once, when it starts;
+ * pgwarden matches addresses only (no resolver on the event loop), so a
+ * name would never match: refused, saying so. */
+static int check_allowlist(struct loader *x)
+{
+    const struct cfg_strlist *al = &x->w.c->restapi.allowlist;
+    size_t idx = key_index("restapi.allowlist");
+    for (size_t i = 0; i < al->n; i++) {
+        const char *e = al->items[i] ? al->items[i] : "";
+        if (address_or_range(e))
+            continue;
+        const struct ynode *seq = x->w.seen[idx];
+        const struct ynode *at = seq && i < seq->n ? seq->items[i] : x->root;
+        char p[100];
+        snprintf(p, sizeof p, "restapi.allowlist[%zu]", i);
+        cfg__error(x->w.err, x->w.file, at, p, "\"%s\" is not an IP address or a CIDR range; "
+                   "pgwarden does not resolve host names here (Patroni resolves them once at "
+                   "start): write the address", e);
+        return PGW_EINVAL;
+    }
+    return PGW_OK;
+}
+
 static int check_partners(struct loader *x)
 {
     const struct cfg *c = x->w.c;
@@ -704,7 +750,7 @@ static int finalize(struct loader *x)
         return rc;
     if (!c->witness && (rc = check_rewind(x)) != 0)
         return rc;
-    if ((rc = check_partners(x)) != 0)
+    if ((rc = check_partners(x)) != 0 || (rc = check_allowlist(x)) != 0)
         return rc;
     if ((rc = resolve_paths(x)) != 0)
         return rc;

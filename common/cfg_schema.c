@@ -100,7 +100,9 @@ const struct cfg_key cfg__keys[] = {
      "one. A certificate that does not verify against cafile is refused in both."},
     {"restapi.allowlist", NULL, KT_STRLIST, C(restapi.allowlist), 0, NULL, "empty (everyone)",
      CH_RESTART, 0, NULL, 0, 0, NULL,
-     "Addresses, CIDR ranges or host names allowed to call the write endpoints."},
+     "IP addresses and CIDR ranges allowed to call the write endpoints (the members' own "
+     "addresses always are). A host name is refused: Patroni resolves it once at start, pgwarden "
+     "does not resolve names here."},
     {"restapi.request_timeout", NULL, KT_DURATION, C(restapi.request_timeout_ms), 0, "5", NULL,
      CH_RESTART, KF_MIN | KF_MAX, NULL, 100, 3600000, NULL,
      "Deadline to read one request; a slow or stuck client is disconnected after it."},

@@ -527,6 +527,13 @@ static void test_bad_types(void **state)
                   "expected a whole number, got \"high\"");
     expect_err_at(BASE PG "tags:\n  zone: [a, b]\n", 10, 9, "tags.zone",
                   "expected a tag value (string, number or boolean), got a list");
+    expect_err_at(BASE PG "restapi:\n  allowlist: [10.0.0.0/8, db1.example.com]\n", 10, 27,
+                  "restapi.allowlist[1]", "\"db1.example.com\" is not an IP address or a CIDR range; "
+                  "pgwarden does not resolve host names here (Patroni resolves them once at start): "
+                  "write the address");
+    expect_err_at(BASE PG "restapi:\n  allowlist: [10.0.0.0/33]\n", 10, 15, "restapi.allowlist[0]",
+                  "\"10.0.0.0/33\" is not an IP address or a CIDR range; pgwarden does not resolve "
+                  "host names here (Patroni resolves them once at start): write the address");
     expect_err_at(BASE PG "tags:\n  nostream: true\n", 10, 13, "tags.nostream",
                   "not supported: pgwarden streams every replica from its upstream, where "
                   "Patroni's nostream replica only restores from the WAL archive "
