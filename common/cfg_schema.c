@@ -268,8 +268,11 @@ const struct cfg_key cfg__keys[] = {
      CH_CLUSTER, 0, NULL, 0, 0, NULL, "One physical replication slot per replica."},
     {"bootstrap.dcs.postgresql.parameters", NULL, KT_PARAMS, D(pg_parameters), 0, NULL, "empty",
      CH_CLUSTER, 0, NULL, 0, 0, NULL,
-     "Cluster-wide PostgreSQL settings (`max_connections: 200`); they win over "
-     "postgresql.parameters."},
+     "Cluster-wide PostgreSQL settings (`max_connections: 200`). A node's own "
+     "postgresql.parameters win over them, as in Patroni, except for the settings that must be "
+     "equal on all nodes (max_connections, max_locks_per_transaction, max_worker_processes, "
+     "max_prepared_transactions, max_wal_senders, max_replication_slots, wal_level, "
+     "track_commit_timestamp, wal_log_hints), which are taken from here only."},
     {"bootstrap.dcs.postgresql.pg_hba", NULL, KT_STRLIST, D(pg_hba), 0, NULL, "empty",
      CH_CLUSTER, 0, NULL, 0, 0, NULL, "Cluster-wide pg_hba.conf lines."},
     {"bootstrap.initdb", NULL, KT_OPTIONS, C(bootstrap.initdb), 0, NULL, "empty", CH_BOOTSTRAP, 0,
@@ -335,8 +338,9 @@ const struct cfg_key cfg__keys[] = {
            "PGWARDEN_REWIND_USERNAME", "PGWARDEN_REWIND_PASSWORD"),
     {"postgresql.parameters", NULL, KT_PARAMS, C(postgresql.parameters), 0, NULL, "empty",
      CH_RELOAD, 0, NULL, 0, 0, NULL,
-     "Local PostgreSQL settings; values may be strings, numbers or booleans (written as on/off). "
-     "listen_addresses and port come from postgresql.listen and are refused here."},
+     "Local PostgreSQL settings, over the cluster-wide ones as in Patroni; values may be strings, "
+     "numbers or booleans (written as on/off). listen_addresses and port come from "
+     "postgresql.listen and are refused here."},
     {"postgresql.pg_hba", NULL, KT_STRLIST, C(postgresql.pg_hba), 0, NULL, "empty", CH_RELOAD, 0,
      NULL, 0, 0, NULL, "pg_hba.conf lines, in order. With none here or cluster-wide, a pg_hba.conf "
      "pgwarden did not write is left as it is, as in Patroni; pgwarden writes its default (peer "

@@ -286,7 +286,30 @@ int pgconf_build(const struct pgconf_input *in, struct pgconf_params *out, size_
     if (!rc)
         rc = param_set(out, "wal_retrieve_retry_interval", "1s");
 
-    /* local parameters */
+    /* cluster-wide parameters, then the node's own over them: Patroni's
+     * order ("the local configuration overrides the dynamic one"), except
+     * for the parameters that must be equal on all nodes */
+    if (in->dcs) {
+        const struct cfg_kvlist *cl = &in->dcs->pg_parameters;
+        for (size_t i = 0; i < cl->n && !rc; i++) {
+            const char *k = cl->items[i].key;
+            char name[64];
+            if (!valid_guc_name(k)) {
+                snprintf(errbuf, errlen, "dcs postgresql.parameters: \"%s\" is not a parameter name",
+                         k ? k : "");
+                rc = PGW_EINVAL;
+                break;
+            }
+            lower_copy(k, name, sizeof name);
+            if (in_list(forced_params, name) || in_list(recovery_managed, name)) {
+                log_warn("pg", "cluster-wide parameter %s ignored: pgwarden manages it", name);
+                warns++;
+                continue;
+            }
+            rc = param_set(out, name, cl->items[i].value);
+        }
+    }
+    /* the node's own parameters */
     const struct cfg_kvlist *loc = &cfg->postgresql.parameters;
     for (size_t i = 0; i < loc->n && !rc; i++) {
         const char *k = loc->items[i].key;
@@ -309,27 +332,6 @@ int pgconf_build(const struct pgconf_input *in, struct pgconf_params *out, size_
             continue;
         }
         rc = param_set(out, name, loc->items[i].value);
-    }
-    /* cluster-wide parameters win */
-    if (in->dcs) {
-        const struct cfg_kvlist *cl = &in->dcs->pg_parameters;
-        for (size_t i = 0; i < cl->n && !rc; i++) {
-            const char *k = cl->items[i].key;
-            char name[64];
-            if (!valid_guc_name(k)) {
-                snprintf(errbuf, errlen, "dcs postgresql.parameters: \"%s\" is not a parameter name",
-                         k ? k : "");
-                rc = PGW_EINVAL;
-                break;
-            }
-            lower_copy(k, name, sizeof name);
-            if (in_list(forced_params, name) || in_list(recovery_managed, name)) {
-                log_warn("pg", "cluster-wide parameter %s ignored: pgwarden manages it", name);
-                warns++;
-                continue;
-            }
-            rc = param_set(out, name, cl->items[i].value);
-        }
     }
     if (rc)
         goto fail;

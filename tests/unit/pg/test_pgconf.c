@@ -134,7 +134,7 @@ static void test_merge_rules(void **state)
     add_local(f, "max_connections", "500");   /* cluster-only: ignored */
     add_local(f, "port", "9999");             /* forced: ignored */
     add_local(f, "work_mem", "8MB");          /* local only */
-    add_local(f, "shared_buffers", "64MB");   /* overridden by cluster */
+    add_local(f, "shared_buffers", "64MB");   /* the node's own wins, as in Patroni */
     add_local(f, "Primary_Conninfo", "host=evil"); /* managed: ignored */
     add_cluster(f, "shared_buffers", "256MB");
     add_cluster(f, "max_wal_senders", "7");
@@ -150,7 +150,7 @@ static void test_merge_rules(void **state)
     assert_string_equal(pgconf_params_get(&p, "max_connections"), "100");
     assert_string_equal(pgconf_params_get(&p, "port"), "5433");
     assert_string_equal(pgconf_params_get(&p, "work_mem"), "8MB");
-    assert_string_equal(pgconf_params_get(&p, "shared_buffers"), "256MB");
+    assert_string_equal(pgconf_params_get(&p, "shared_buffers"), "64MB");
     assert_string_equal(pgconf_params_get(&p, "max_wal_senders"), "7");
     assert_string_equal(pgconf_params_get(&p, "wal_keep_size"), "64MB");
     assert_null(pgconf_params_get(&p, "wal_keep_segments"));
