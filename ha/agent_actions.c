@@ -366,8 +366,9 @@ static void start_as_is(struct ha *h, const char *why)
 /* The upstream is the member the record assigned and it has not confirmed
  * its promotion yet. A walreceiver connected to it now would stream from a
  * standby; the promotion cuts every cascading walsender, and PostgreSQL then
- * waits wal_retrieve_retry_interval (5 s by default) before it tries again,
- * while the history file of the new timeline it needs was never fetched.
+ * waits wal_retrieve_retry_interval (pgwarden's default 1 s, an operator's
+ * may be longer) before it tries again, while the history file of the new
+ * timeline it needs was never fetched.
  * Pointed at it once it serves on the new timeline, the walreceiver fetches
  * that history at connection and crosses the switch point at once. */
 static bool upstream_promoting(const struct ha *h, const struct fsm_member *up)
