@@ -789,7 +789,7 @@ void pgnode__advance(struct pgnode *n, int status)
         if (rc)
             break;
         if (done == S_RELOAD || done == S_START) {
-            rc = pgnode__do_roles(n);
+            rc = pgnode__do_roles_if_missing(n);
         } else if (done == S_ROLES) {
             rc = pgnode__do_sql(n, S_ADOPT_INFO,
                         strdup("SELECT pg_is_in_recovery(), (SELECT system_identifier FROM "

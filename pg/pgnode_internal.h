@@ -94,6 +94,7 @@ int pgnode__do_stop(struct pgnode *n, enum pgctl_stop_mode mode);
 int pgnode__do_sql_at(struct pgnode *n, enum step step, char *sql, const char *host, uint16_t port);
 int pgnode__do_sql(struct pgnode *n, enum step step, char *sql);
 int pgnode__do_roles(struct pgnode *n);
+int pgnode__do_roles_if_missing(struct pgnode *n); /* adoption: create, never alter */
 int pgnode__write_files(struct pgnode *n, const struct pgconf_role *role, bool bootstrap_hba,
                         bool hba, struct pgconf_write_result *res);
 int pgnode__configure_standby(struct pgnode *n, bool *changed);

@@ -74,7 +74,49 @@ out:
     }
 }
 
-static char *roles_sql(const struct cfg *cfg)
+/* Adopting a cluster someone else ran: a missing role is created with the
+ * configured attributes and password, an existing one is left exactly as it
+ * is (Patroni does not touch the roles of a cluster it did not bootstrap;
+ * resetting a password would lock out whoever else uses it). The statement
+ * sits in a DO block whose dollar-quote tag appears in none of its pieces. */
+static void sq_role_if_missing(struct sqlbuf *b, const struct cfg_pgauth *a, const char *attrs)
+{
+    char *id = pgconn_quote_ident(a->username);
+    char *lit = pgconn_quote_literal(a->username);
+    char *pw = a->password ? pgconn_quote_literal(a->password) : NULL;
+    if (!id || !lit || (a->password && !pw)) {
+        b->oom = true;
+        goto out;
+    }
+    char tag[32] = "$pgw$";
+    for (unsigned i = 0; i < 1000 && (strstr(id, tag) || strstr(lit, tag) || (pw && strstr(pw, tag)));
+         i++)
+        snprintf(tag, sizeof tag, "$pgw%u$", i);
+    sq_add(b, "DO ");
+    sq_add(b, tag);
+    sq_add(b, " BEGIN IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = ");
+    sq_add(b, lit);
+    sq_add(b, ") THEN CREATE ROLE ");
+    sq_add(b, id);
+    sq_add(b, " WITH ");
+    sq_add(b, attrs);
+    if (pw) {
+        sq_add(b, " PASSWORD ");
+        sq_add(b, pw);
+    }
+    sq_add(b, "; END IF; END ");
+    sq_add(b, tag);
+    sq_add(b, ";\n");
+out:
+    free(id);
+    free(lit);
+    if (pw) {
+        memset(pw, 0, strlen(pw));
+        free(pw);
+    }
+}
+
+static char *roles_sql(const struct cfg *cfg, bool keep_existing)
 {
     struct sqlbuf b = {0};
     const struct cfg_pgauth *su = &cfg->postgresql.superuser;
@@ -82,14 +124,22 @@ static char *roles_sql(const struct cfg *cfg)
     const struct cfg_pgauth *rw = &cfg->postgresql.rewind;
     /* a plain SET: the statements below must not be logged with their passwords */
     sq_add(&b, "SET log_statement = 'none';\nSET log_min_duration_statement = -1;\n");
-    if (su->username && *su->username)
+    /* the superuser pgwarden connected as exists: kept as it is on adoption */
+    if (su->username && *su->username && !keep_existing)
         sq_role(&b, su, "SUPERUSER LOGIN", false);
     if (rep->username && *rep->username &&
-        !(su->username && strcmp(rep->username, su->username) == 0))
-        sq_role(&b, rep, "REPLICATION LOGIN", true);
+        !(su->username && strcmp(rep->username, su->username) == 0)) {
+        if (keep_existing)
+            sq_role_if_missing(&b, rep, "REPLICATION LOGIN");
+        else
+            sq_role(&b, rep, "REPLICATION LOGIN", true);
+    }
     if (rw->username && *rw->username &&
         !(su->username && strcmp(rw->username, su->username) == 0)) {
-        sq_role(&b, rw, "LOGIN", true);
+        if (keep_existing)
+            sq_role_if_missing(&b, rw, "LOGIN");
+        else
+            sq_role(&b, rw, "LOGIN", true);
         char *id = pgconn_quote_ident(rw->username);
         if (!id) {
             free(b.s);
@@ -120,7 +170,12 @@ static char *roles_sql(const struct cfg *cfg)
 
 int pgnode__do_roles(struct pgnode *n)
 {
-    return pgnode__do_sql(n, S_ROLES, roles_sql(n->cfg));
+    return pgnode__do_sql(n, S_ROLES, roles_sql(n->cfg, false));
+}
+
+int pgnode__do_roles_if_missing(struct pgnode *n)
+{
+    return pgnode__do_sql(n, S_ROLES, roles_sql(n->cfg, true));
 }
 
 int pgnode_create_roles(struct pgnode *n, pgnode_done_cb cb, void *ctx)

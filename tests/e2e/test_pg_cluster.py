@@ -233,3 +233,45 @@ def test_adopt_standalone(env):
     assert n1.sql("SELECT count(*) FROM keep") == [(1000,)]
     assert n1.ok("controldata")["system_identifier"] == before
     assert os.stat(n1.data_dir).st_uid == uid
+
+
+def test_adopt_keeps_the_operators_roles_and_pg_hba(env):
+    """Adopting a cluster pgwarden did not make, with no pg_hba lines in the
+    configuration (issue 17): the operator's pg_hba.conf stays byte for byte
+    through the adoption and later reconfigurations, and a role that exists
+    keeps its password (Patroni touches neither); a missing role is created."""
+    n1 = env.node("n1")
+    n1.cfg["postgresql"].pop("pg_hba")
+    n1.write_cfg()
+    p = as_postgres([f"{PGBIN}/initdb", "-D", n1.data_dir, "-U", "postgres", "--auth-local=peer",
+                     "--auth-host=scram-sha-256"])
+    assert p.returncode == 0, p.stderr
+    hba = ("# the operator's own file\n"
+           "local all all peer\n"
+           "host all all 127.0.0.1/32 scram-sha-256\n"
+           "host replication replicator 127.0.0.1/32 scram-sha-256\n"
+           "host all app 10.9.8.0/24 md5\n")
+    with open(os.path.join(n1.data_dir, "pg_hba.conf"), "w") as f:
+        f.write(hba)
+    with open(os.path.join(n1.data_dir, "postgresql.conf"), "a") as f:
+        f.write(f"\nport = {n1.port}\nlisten_addresses = '127.0.0.1'\n"
+                f"unix_socket_directories = '{env.dir}'\n")
+    p = as_postgres([f"{PGBIN}/pg_ctl", "start", "-w", "-D", n1.data_dir, "-l",
+                     os.path.join(env.dir, "standalone.log")])
+    assert p.returncode == 0, p.stderr
+    sql = (f"ALTER ROLE postgres PASSWORD '{SU_PASSWORD}';"
+           " CREATE ROLE replicator WITH REPLICATION LOGIN PASSWORD 'the-operators-own';")
+    p = as_postgres(["psql", "-h", env.dir, "-p", str(n1.port), "-U", "postgres", "-v",
+                     "ON_ERROR_STOP=1", "-c", sql])
+    assert p.returncode == 0, p.stderr
+
+    def secret(role):
+        return n1.sql("SELECT rolpassword FROM pg_authid WHERE rolname = %s", (role,))
+
+    before = secret("replicator")
+    n1.ok("adopt")
+    n1.ok("reload")  # a reconfiguration, as after any change of the file
+    assert open(os.path.join(n1.data_dir, "pg_hba.conf")).read() == hba
+    assert secret("replicator") == before, "the replication role's password was reset"
+    # the rewind role did not exist: created, with the configured password
+    assert n1.sql("SELECT count(*) FROM pg_roles WHERE rolname = 'rewinder' AND rolcanlogin") == [(1,)]
