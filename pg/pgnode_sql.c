@@ -39,47 +39,15 @@ static void sq_add(struct sqlbuf *b, const char *s)
     b->len += n;
 }
 
-static void sq_role(struct sqlbuf *b, const struct cfg_pgauth *a, const char *attrs, bool create)
-{
-    char *id = pgconn_quote_ident(a->username);
-    char *lit = pgconn_quote_literal(a->username);
-    char *pw = a->password ? pgconn_quote_literal(a->password) : NULL;
-    if (!id || !lit || (a->password && !pw)) {
-        b->oom = true;
-        goto out;
-    }
-    if (create) {
-        /* CREATE ROLE has no IF NOT EXISTS */
-        sq_add(b, "DO $pgw$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = ");
-        sq_add(b, lit);
-        sq_add(b, ") THEN CREATE ROLE ");
-        sq_add(b, id);
-        sq_add(b, "; END IF; END $pgw$;\n");
-    }
-    sq_add(b, "ALTER ROLE ");
-    sq_add(b, id);
-    sq_add(b, " WITH ");
-    sq_add(b, attrs);
-    if (pw) {
-        sq_add(b, " PASSWORD ");
-        sq_add(b, pw);
-    }
-    sq_add(b, ";\n");
-out:
-    free(id);
-    free(lit);
-    if (pw) {
-        memset(pw, 0, strlen(pw));
-        free(pw);
-    }
-}
+/* What a role statement does to the role: ALTER an existing one (the
+ * superuser), create it when missing then ALTER it (a cluster pgwarden
+ * created), or only create it when missing (an adopted cluster: an existing
+ * role stays exactly as it is, as in Patroni, which touches roles only after
+ * its own initdb; resetting a password would lock out whoever else uses it). */
+enum role_how { ROLE_ALTER, ROLE_ENSURE_AND_ALTER, ROLE_CREATE_IF_MISSING };
 
-/* Adopting a cluster someone else ran: a missing role is created with the
- * configured attributes and password, an existing one is left exactly as it
- * is (Patroni does not touch the roles of a cluster it did not bootstrap;
- * resetting a password would lock out whoever else uses it). The statement
- * sits in a DO block whose dollar-quote tag appears in none of its pieces. */
-static void sq_role_if_missing(struct sqlbuf *b, const struct cfg_pgauth *a, const char *attrs)
+static void sq_role(struct sqlbuf *b, const struct cfg_pgauth *a, const char *attrs,
+                    enum role_how how)
 {
     char *id = pgconn_quote_ident(a->username);
     char *lit = pgconn_quote_literal(a->username);
@@ -88,24 +56,39 @@ static void sq_role_if_missing(struct sqlbuf *b, const struct cfg_pgauth *a, con
         b->oom = true;
         goto out;
     }
+    /* CREATE ROLE has no IF NOT EXISTS: a DO block, dollar-quoted with a
+     * tag that appears in none of the quoted pieces */
     char tag[32] = "$pgw$";
     for (unsigned i = 0; i < 1000 && (strstr(id, tag) || strstr(lit, tag) || (pw && strstr(pw, tag)));
          i++)
         snprintf(tag, sizeof tag, "$pgw%u$", i);
-    sq_add(b, "DO ");
-    sq_add(b, tag);
-    sq_add(b, " BEGIN IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = ");
-    sq_add(b, lit);
-    sq_add(b, ") THEN CREATE ROLE ");
-    sq_add(b, id);
+    if (how != ROLE_ALTER) {
+        sq_add(b, "DO ");
+        sq_add(b, tag);
+        sq_add(b, " BEGIN IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = ");
+        sq_add(b, lit);
+        sq_add(b, ") THEN CREATE ROLE ");
+        sq_add(b, id);
+    }
+    if (how != ROLE_CREATE_IF_MISSING) {
+        if (how == ROLE_ENSURE_AND_ALTER) {
+            sq_add(b, "; END IF; END ");
+            sq_add(b, tag);
+            sq_add(b, ";\n");
+        }
+        sq_add(b, "ALTER ROLE ");
+        sq_add(b, id);
+    }
     sq_add(b, " WITH ");
     sq_add(b, attrs);
     if (pw) {
         sq_add(b, " PASSWORD ");
         sq_add(b, pw);
     }
-    sq_add(b, "; END IF; END ");
-    sq_add(b, tag);
+    if (how == ROLE_CREATE_IF_MISSING) {
+        sq_add(b, "; END IF; END ");
+        sq_add(b, tag);
+    }
     sq_add(b, ";\n");
 out:
     free(id);
@@ -124,22 +107,16 @@ static char *roles_sql(const struct cfg *cfg, bool keep_existing)
     const struct cfg_pgauth *rw = &cfg->postgresql.rewind;
     /* a plain SET: the statements below must not be logged with their passwords */
     sq_add(&b, "SET log_statement = 'none';\nSET log_min_duration_statement = -1;\n");
+    enum role_how other = keep_existing ? ROLE_CREATE_IF_MISSING : ROLE_ENSURE_AND_ALTER;
     /* the superuser pgwarden connected as exists: kept as it is on adoption */
     if (su->username && *su->username && !keep_existing)
-        sq_role(&b, su, "SUPERUSER LOGIN", false);
+        sq_role(&b, su, "SUPERUSER LOGIN", ROLE_ALTER);
     if (rep->username && *rep->username &&
-        !(su->username && strcmp(rep->username, su->username) == 0)) {
-        if (keep_existing)
-            sq_role_if_missing(&b, rep, "REPLICATION LOGIN");
-        else
-            sq_role(&b, rep, "REPLICATION LOGIN", true);
-    }
+        !(su->username && strcmp(rep->username, su->username) == 0))
+        sq_role(&b, rep, "REPLICATION LOGIN", other);
     if (rw->username && *rw->username &&
         !(su->username && strcmp(rw->username, su->username) == 0)) {
-        if (keep_existing)
-            sq_role_if_missing(&b, rw, "LOGIN");
-        else
-            sq_role(&b, rw, "LOGIN", true);
+        sq_role(&b, rw, "LOGIN", other);
         char *id = pgconn_quote_ident(rw->username);
         if (!id) {
             free(b.s);

@@ -190,26 +190,34 @@ def test_rewind_impossible_then_reclone(env):
              what="re-cloned n1 following n2")
 
 
+def standalone(env, node, sql, conf="", hba=None):
+    """A standalone cluster made by hand in node's data directory, the way an
+    operator would have it (peer locally, scram-sha-256 over TCP), running,
+    with sql run in it as the superuser."""
+    p = as_postgres([f"{PGBIN}/initdb", "-D", node.data_dir, "-U", "postgres", "--auth-local=peer",
+                     "--auth-host=scram-sha-256"])
+    assert p.returncode == 0, p.stderr
+    if hba is not None:
+        with open(os.path.join(node.data_dir, "pg_hba.conf"), "w") as f:
+            f.write(hba)
+    with open(os.path.join(node.data_dir, "postgresql.conf"), "a") as f:
+        f.write(f"\nport = {node.port}\nlisten_addresses = '127.0.0.1'\n"
+                f"unix_socket_directories = '{env.dir}'\n{conf}")
+    p = as_postgres([f"{PGBIN}/pg_ctl", "start", "-w", "-D", node.data_dir, "-l",
+                     os.path.join(env.dir, "standalone.log")])
+    assert p.returncode == 0, p.stderr
+    p = as_postgres(["psql", "-h", env.dir, "-p", str(node.port), "-U", "postgres", "-v",
+                     "ON_ERROR_STOP=1", "-c", sql])
+    assert p.returncode == 0, p.stderr
+
+
 def test_adopt_standalone(env):
     n1 = env.node("n1")
     n1.cfg["postgresql"].pop("pg_hba")
     n1.write_cfg()
     uid, _ = pg_uid()
-    # a standalone cluster made by hand, the way an operator would have it
-    p = as_postgres([f"{PGBIN}/initdb", "-D", n1.data_dir, "-U", "postgres", "--auth-local=peer",
-                     "--auth-host=scram-sha-256"])
-    assert p.returncode == 0, p.stderr
-    with open(os.path.join(n1.data_dir, "postgresql.conf"), "a") as f:
-        f.write(f"\nport = {n1.port}\nlisten_addresses = '127.0.0.1'\n"
-                f"unix_socket_directories = '{env.dir}'\nwork_mem = '7MB'\n")
-    p = as_postgres([f"{PGBIN}/pg_ctl", "start", "-w", "-D", n1.data_dir, "-l",
-                     os.path.join(env.dir, "standalone.log")])
-    assert p.returncode == 0, p.stderr
-    sql = ("ALTER ROLE postgres PASSWORD 'su:pass\\word'; CREATE TABLE keep(i int);"
-           " INSERT INTO keep SELECT generate_series(1, 1000);")
-    p = as_postgres(["psql", "-h", env.dir, "-p", str(n1.port), "-U", "postgres", "-v",
-                     "ON_ERROR_STOP=1", "-c", sql])
-    assert p.returncode == 0, p.stderr
+    standalone(env, n1, "ALTER ROLE postgres PASSWORD 'su:pass\\word'; CREATE TABLE keep(i int);"
+               " INSERT INTO keep SELECT generate_series(1, 1000);", conf="work_mem = '7MB'\n")
     before = n1.ok("controldata")["system_identifier"]
     pid_before = n1.pid()
 
@@ -243,27 +251,13 @@ def test_adopt_keeps_the_operators_roles_and_pg_hba(env):
     n1 = env.node("n1")
     n1.cfg["postgresql"].pop("pg_hba")
     n1.write_cfg()
-    p = as_postgres([f"{PGBIN}/initdb", "-D", n1.data_dir, "-U", "postgres", "--auth-local=peer",
-                     "--auth-host=scram-sha-256"])
-    assert p.returncode == 0, p.stderr
     hba = ("# the operator's own file\n"
            "local all all peer\n"
            "host all all 127.0.0.1/32 scram-sha-256\n"
            "host replication replicator 127.0.0.1/32 scram-sha-256\n"
            "host all app 10.9.8.0/24 md5\n")
-    with open(os.path.join(n1.data_dir, "pg_hba.conf"), "w") as f:
-        f.write(hba)
-    with open(os.path.join(n1.data_dir, "postgresql.conf"), "a") as f:
-        f.write(f"\nport = {n1.port}\nlisten_addresses = '127.0.0.1'\n"
-                f"unix_socket_directories = '{env.dir}'\n")
-    p = as_postgres([f"{PGBIN}/pg_ctl", "start", "-w", "-D", n1.data_dir, "-l",
-                     os.path.join(env.dir, "standalone.log")])
-    assert p.returncode == 0, p.stderr
-    sql = (f"ALTER ROLE postgres PASSWORD '{SU_PASSWORD}';"
-           " CREATE ROLE replicator WITH REPLICATION LOGIN PASSWORD 'the-operators-own';")
-    p = as_postgres(["psql", "-h", env.dir, "-p", str(n1.port), "-U", "postgres", "-v",
-                     "ON_ERROR_STOP=1", "-c", sql])
-    assert p.returncode == 0, p.stderr
+    standalone(env, n1, f"ALTER ROLE postgres PASSWORD '{SU_PASSWORD}';"
+               " CREATE ROLE replicator WITH REPLICATION LOGIN PASSWORD 'the-operators-own';", hba=hba)
 
     def secret(role):
         return n1.sql("SELECT rolpassword FROM pg_authid WHERE rolname = %s", (role,))
