@@ -526,7 +526,12 @@ class Prober(threading.Thread):
         self.stop_event = threading.Event()
         self.rounds = 0
         self.violations = []
+        self.started = self.stopped = None
         self.pool = concurrent.futures.ThreadPoolExecutor(len(cluster.nodes))
+
+    def start(self):
+        self.started = time.monotonic()
+        super().start()
 
     def run(self):
         while not self.stop_event.is_set():
@@ -541,9 +546,19 @@ class Prober(threading.Thread):
             time.sleep(max(0, PROBE_MS / 1000 - (time.monotonic() - t0)))
 
     def stop(self):
+        """The violations seen; raises if the prober did not probe: a round
+        takes at most one HTTP timeout (0.3 s) plus the pause, so fewer than
+        one round per second of its life means it stalled or died, and an
+        empty list would then prove nothing."""
+        if not self.stop_event.is_set():
+            self.stopped = time.monotonic()
         self.stop_event.set()
         self.join(10)
         self.pool.shutdown(wait=False)
+        lived = self.stopped - self.started if self.started is not None else 0.0
+        if self.rounds < max(1, int(lived)):
+            raise AssertionError(f"the prober ran {self.rounds} rounds in {lived:.1f} s "
+                                 f"(expected one every {PROBE_MS} ms): its verdict is void")
         return self.violations
 
 
@@ -838,10 +853,13 @@ def managed_clusters(request):
         yield make
     finally:
         continue_all()
+        problems = []
         for c in made:
             for t in getattr(c, "fault_threads", []):
-                t.stop()
-        problems = []
+                try:
+                    t.stop()
+                except AssertionError as e:
+                    problems.append(str(e))
         for c in made:
             if request.session.testsfailed > failed_before:
                 print(c.dump_logs(tail=150))
