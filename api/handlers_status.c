@@ -336,6 +336,9 @@ json_t *api_cluster_json(const struct api_ctx *ctx)
     json_object_set_new(pr, "epoch", json_integer((json_int_t)st->primary.epoch));
     json_object_set_new(pr, "state", json_string(fsm_primary_state_name(st->primary.state)));
     json_object_set_new(pr, "timeline", json_integer(st->primary.timeline));
+    /* the position the holder's last renewal carried: what failover
+     * candidates are measured against (maximum_lag_on_failover) */
+    json_object_set_new(pr, "lsn", json_integer((json_int_t)st->primary.lsn));
     if (st->primary.reason[0] != '\0')
         json_object_set_new(pr, "reason", json_string(st->primary.reason));
     json_object_set_new(j, "primary", pr);

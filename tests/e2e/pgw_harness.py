@@ -653,10 +653,15 @@ class Writer(threading.Thread):
         return max((b - a for a, b in zip(ts, ts[1:])), default=0.0)
 
     def lost(self, node):
-        """Acknowledged ids missing on `node` (the final primary)."""
+        """Acknowledged ids missing on `node` (the final primary). Raises when
+        nothing was acknowledged at all: "nothing lost" would then prove
+        nothing."""
         # the ledger is read BEFORE the table: a commit acknowledged while the
         # query runs is not in its snapshot and must not count as lost
         acked = list(self.acked)
+        if not acked:
+            raise AssertionError(f"the writer acknowledged no commit ({self.errors} errors): "
+                                 "no verdict on lost commits")
         rows = node.query(f"SELECT id FROM {self.table}")
         present = {r[0] for r in rows}
         return sorted(i for i, _, _ in acked if i not in present)

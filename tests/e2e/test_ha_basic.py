@@ -58,7 +58,7 @@ def test_kill_primary_node_then_rejoin(cluster):
     prober = Prober(cluster)
     prober.start()
     writer.start()
-    time.sleep(2)
+    wait_for(lambda: len(writer.acked) >= 20, 20, what="the writer committing on the primary")
     t_kill = time.monotonic()
     old.kill()                # pgwarden
     old.kill_postmaster()     # and PostgreSQL: the whole node is gone
@@ -107,7 +107,7 @@ def test_switchover_under_load_loses_nothing(cluster):
     prober = Prober(cluster)
     prober.start()
     writer.start()
-    time.sleep(2)
+    wait_for(lambda: len(writer.acked) >= 20, 20, what="the writer committing on the primary")
     cand = next(n for n in cluster.nodes if n is not old)
     t0 = time.monotonic()
     status, body = http(old.api + "/switchover", "POST", {"leader": old.name, "candidate": cand.name},
@@ -116,7 +116,8 @@ def test_switchover_under_load_loses_nothing(cluster):
     assert cand.name in body["message"]
     new = cluster.wait_healthy(timeout=60)
     assert new is cand
-    time.sleep(1)
+    wait_for(lambda: any(t > t0 and n == new.name for _, t, n in writer.acked), 20,
+             what="writes on the new primary")
     writer.stop()
     violations = prober.stop()
     assert violations == []
@@ -146,7 +147,13 @@ def test_existing_data_founds_the_cluster_even_when_it_reports_last():
                      if l.startswith("Database system identifier"))
         for n in c.nodes[:2]:
             n.start()
-        time.sleep(4)  # the empty members have long reported by now
+
+        def empty_ones_reported():
+            v = c.nodes[0].view("/cluster")
+            names = {m["name"] for m in (v or {}).get("members", []) if m.get("state") != "unknown"}
+            return {n.name for n in c.nodes[:2]} <= names
+        # the holder starts only once the empty members have reported
+        wait_for(empty_ones_reported, 30, what="the two empty members reporting")
         holder.start()
         p = c.wait_healthy(timeout=90)
         assert p is holder, f"{p.name} founded the cluster, not the member with data"
@@ -209,7 +216,8 @@ def test_switchover_members_stream_from_the_new_primary_without_a_restart():
         writer = Writer(c).setup()
         writer.start()
         for _ in range(2):  # there and back: the old primary and a replica both re-point
-            time.sleep(1)
+            n_acked = len(writer.acked)
+            wait_for(lambda: len(writer.acked) >= n_acked + 20, 20, what="the writer committing")
             cand = next(n for n in c.nodes if n is not old)
             others = sorted(n.name for n in c.nodes if n is not cand)
             marks = {n.name: len(n.log()) for n in c.nodes}

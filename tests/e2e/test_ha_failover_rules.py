@@ -44,6 +44,18 @@ def sent_lag(primary, member):
     return rows[0][0] if rows else None
 
 
+def renewed_past(cluster, primary):
+    """Wait until a lease renewal carried the primary's current position to
+    the replicated record (what candidates are measured against)."""
+    target = primary.query("SELECT (pg_current_wal_lsn() - '0/0')::bigint")[0][0]
+
+    def carried():
+        v = cluster.leader_view()
+        rec = (v or {}).get("primary") or {}
+        return rec.get("member") == primary.name and (rec.get("lsn") or 0) >= target
+    wait_for(carried, 10, interval=0.05, what=f"a renewal carrying {primary.name}'s position {target}")
+
+
 def freeze_walsender(primary, member):
     pid = primary.walsender_pid(member)
     assert pid, f"no walsender for {member} on {primary.name}"
@@ -105,7 +117,7 @@ def test_lagging_replica_not_promoted(make_cluster):
     lag = sent_lag(p, x.name)
     assert lag > 4 * MAX_LAG, f"{x.name} lags only {lag} bytes"
     rows = p.query("SELECT count(*) FROM walfill")[0][0]
-    time.sleep(1.5)  # lease renewals carry the primary's position to the FSM
+    renewed_past(c, p)  # lease renewals carry the primary's position to the FSM
     rec = c.primary_record()
     t0 = time.monotonic()
     p.kill_all()
@@ -153,7 +165,7 @@ def test_delayed_replica_not_preferred(make_cluster):
              10, what=f"{d.name} receiving everything")
     lag = sent_lag(p, y.name)
     assert 0 < lag < MAX_LAG, lag
-    time.sleep(1.5)
+    renewed_past(c, p)
     t0 = time.monotonic()
     p.kill_all()
     new = c.wait_primary(timeout=30, exclude=p)
@@ -201,7 +213,7 @@ def test_manual_failover_lagging_candidate_needs_allow_data_loss(make_cluster):
         freeze_walsender(p, r.name)
     write_wal(p, 8)
     assert min(sent_lag(p, a.name), sent_lag(p, b.name)) > 4 * MAX_LAG
-    time.sleep(1.5)
+    renewed_past(c, p)
     rec = c.primary_record()
     p.kill_all()
     hold_no_promotion(c, rec, TTL + 2)

@@ -10,7 +10,7 @@ import types
 import pytest
 
 import pgw_harness
-from pgw_harness import Prober, RecordingProber
+from pgw_harness import Prober, RecordingProber, Writer
 
 
 class Answer(http.server.BaseHTTPRequestHandler):
@@ -72,3 +72,19 @@ def test_prober_that_did_not_probe_has_no_verdict(fake_cluster, cls, monkeypatch
     time.sleep(2.5)
     with pytest.raises(AssertionError, match="its verdict is void"):
         p.stop()
+
+
+def test_writer_reports_a_lost_commit():
+    w = Writer(types.SimpleNamespace(nodes=[]))
+    w.acked = [(1, 0.0, "n1"), (2, 0.1, "n1"), (3, 0.2, "n2")]
+    final = types.SimpleNamespace(query=lambda sql: [(1,), (3,)])
+    assert w.lost(final) == [2]
+    final_all = types.SimpleNamespace(query=lambda sql: [(1,), (2,), (3,), (4,)])
+    assert w.lost(final_all) == []
+
+
+def test_writer_that_wrote_nothing_has_no_verdict():
+    w = Writer(types.SimpleNamespace(nodes=[]))
+    final = types.SimpleNamespace(query=lambda sql: [])
+    with pytest.raises(AssertionError, match="no verdict"):
+        w.lost(final)
