@@ -95,6 +95,33 @@ static int do_waldump(struct pgnode *n)
     return rc;
 }
 
+/* The history file of the local timeline, if there is one to read: the
+ * rewind decision compares it with the primary's when both are on one
+ * timeline number (pgrewind_decide). */
+static void local_history(struct pgnode *n)
+{
+    n->local.history_known = false;
+    if (n->local.timeline <= 1)
+        return;
+    char path[4200];
+    snprintf(path, sizeof path, "%s/pg_wal/%08X.history", n->cfg->postgresql.data_dir,
+             (unsigned)n->local.timeline);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return;
+    char buf[16384];
+    size_t len = fread(buf, 1, sizeof buf, f);
+    bool whole = feof(f) && !ferror(f);
+    fclose(f);
+    char eb[200];
+    if (!whole || pg_tli_history_parse(buf, len, &n->local.history, eb, sizeof eb) != PGW_OK) {
+        log_warn("pg", "%s: not read (%s): timelines compared by number only", path,
+                 whole ? eb : "unreadable or larger than 16 kB");
+        return;
+    }
+    n->local.history_known = true;
+}
+
 /* Local timeline and position from the control file (Patroni's
  * _get_local_timeline_lsn_from_controldata). */
 static void local_from_controldata(struct pgnode *n)
@@ -113,6 +140,7 @@ static void local_from_controldata(struct pgnode *n)
         n->local.lsn = cd->checkpoint_lsn;
         n->local.timeline = cd->checkpoint_tli;
     }
+    local_history(n);
 }
 
 static bool cd_clean(const struct pg_controldata *cd)

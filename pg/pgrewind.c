@@ -94,6 +94,24 @@ void pgrewind_decide(const struct pgrewind_local *l, const struct pgrewind_prima
         return;
     }
     if (l->timeline == p->timeline) {
+        /* the same number is the same history only if the two forks into
+         * it are the same: each history file's last line says from which
+         * timeline, and where, its timeline began */
+        if (l->timeline > 1 && l->history_known && l->history.n > 0 && p->history.n > 0) {
+            const struct pg_tli_switch *ls = &l->history.items[l->history.n - 1];
+            const struct pg_tli_switch *ps = &p->history.items[p->history.n - 1];
+            if (ls->parent_tli != ps->parent_tli || ls->switchpoint != ps->switchpoint) {
+                pg_lsn_format(ls->switchpoint, a, sizeof a);
+                pg_lsn_format(ps->switchpoint, b, sizeof b);
+                /* pg_rewind sees one timeline and rewinds nothing */
+                d->verdict = PGREWIND_IMPOSSIBLE;
+                snprintf(d->reason, sizeof d->reason,
+                         "timeline %u here began at %s of timeline %u, the primary's at %s of "
+                         "timeline %u: two histories under one number, which pg_rewind cannot "
+                         "rewind", l->timeline, a, ls->parent_tli, b, ps->parent_tli);
+                return;
+            }
+        }
         d->verdict = PGREWIND_NOT_NEEDED;
         snprintf(d->reason, sizeof d->reason, "same timeline %u as the primary", l->timeline);
         return;

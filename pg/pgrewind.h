@@ -50,6 +50,12 @@ struct pgrewind_local {
     pg_lsn checkpoint_end;   /* former primary: end of its checkpoint record; 0 = unknown */
     bool was_primary;        /* cluster state "in production" / "shut down" / "in crash recovery" */
     uint64_t system_identifier;
+    /* pg_wal/<timeline>.history of the data directory (timeline > 1), when
+     * it could be read: two nodes that both promoted from the same timeline
+     * (one killed before it could confirm) carry the same new timeline
+     * number over different histories */
+    bool history_known;
+    struct pg_tli_history history;
 };
 
 enum pgrewind_verdict { PGREWIND_NOT_NEEDED = 0, PGREWIND_NEEDED, PGREWIND_IMPOSSIBLE };

@@ -377,11 +377,17 @@ class Cluster:
                 return body
         return None
 
-    def wait_healthy(self, replicas=None, timeout=90):
-        """One primary and `replicas` streaming replicas, all on the primary's timeline."""
+    def wait_healthy(self, replicas=None, timeout=90, unless=None):
+        """One primary and `replicas` streaming replicas, all on the primary's
+        timeline. unless(): a condition that ends the wait early; its truthy
+        value is then returned instead of the primary."""
         want = replicas if replicas is not None else len(self.data_nodes()) - 1
 
         def pred():
+            if unless is not None:
+                u = unless()
+                if u:
+                    return u
             p = self.primary()
             if p is None:
                 return None

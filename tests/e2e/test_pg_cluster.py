@@ -269,3 +269,43 @@ def test_adopt_keeps_the_operators_roles_and_pg_hba(env):
     assert secret("replicator") == before, "the replication role's password was reset"
     # the rewind role did not exist: created, with the configured password
     assert n1.sql("SELECT count(*) FROM pg_roles WHERE rolname = 'rewinder' AND rolcanlogin") == [(1,)]
+
+
+def test_one_timeline_number_over_two_histories(env):
+    """Two standbys of one primary both promoted, at different points, each
+    to timeline 2 (as when a candidate is killed after its promotion and
+    before it could confirm it, and the next candidate promotes too). The
+    one that rejoins the other must be rewound: by number alone the two
+    timelines look the same, and it could never stream again (seen once in
+    test_raft_leader_killed_mid_failover). pg_rewind cannot do it either (it
+    sees one timeline and rewinds nothing): the node is re-cloned when
+    remove_data_directory_on_diverged_timelines allows it (its data moved
+    aside), else it needs a reinit, saying why."""
+    n1, n2, n3 = env.node("n1"), env.node("n2"), env.node("n3")
+    n1.ok("bootstrap")
+    n1.ok("slots", "n1,n2,n3")
+    n1.sql("CREATE TABLE t(x int); INSERT INTO t VALUES (1)")
+    n2.ok("clone", "127.0.0.1", n1.port)
+    n3.ok("clone", "127.0.0.1", n1.port)
+    for n in (n2, n3):
+        wait_for(lambda: n.sql("SELECT count(*) FROM t") == [(1,)], 30, what=f"{n.name} replicating")
+    n2.ok("promote")  # timeline 2 forks here
+    n1.sql("INSERT INTO t VALUES (2)")
+    wait_for(lambda: n3.sql("SELECT count(*) FROM t") == [(2,)], 30, what="n3 replaying row 2")
+    n3.ok("promote")  # timeline 2 again, past row 2
+    assert n2.ok("controldata")["timeline"] == 2 and n3.ok("controldata")["timeline"] == 2
+    n3.sql("INSERT INTO t VALUES (3)")
+    n1.ok("stop", "immediate")
+    n3.ok("stop", "fast")
+    out = n3.ok("rewind-check", "127.0.0.1", n2.port)
+    assert out["verdict"] == "impossible" and "two histories under one number" in out["reason"], out
+    n2.ok("slots", "n2,n3")
+    rc, out, _ = n3.tool("rejoin", "127.0.0.1", n2.port)
+    assert out.get("needs_reinit") is True and "two histories" in out.get("reason", ""), out
+    n3.cfg["postgresql"]["remove_data_directory_on_diverged_timelines"] = True
+    n3.write_cfg()
+    out = n3.ok("rejoin", "127.0.0.1", n2.port)
+    assert out["recloned"] is True and out["moved_to"], out
+    n2.sql("INSERT INTO t VALUES (4)")
+    wait_for(lambda: n3.sql("SELECT array_agg(x ORDER BY x) FROM t") == [([1, 4],)], 30,
+             what="n3 streaming from n2 with n2's history only")

@@ -110,6 +110,19 @@ static void test_decision_table(void **state)
     expect(&l, &p1, PGREWIND_NEEDED, "ahead");
     l.timeline = 2;
     expect(&l, &p2, PGREWIND_NOT_NEEDED, "same timeline");
+    /* the same timeline number over another history: this node promoted
+     * from timeline 1 at another point (killed before it could confirm,
+     * while the next candidate promoted too), seen in an e2e run where the
+     * node then could never stream again */
+    l.history_known = true;
+    l.history.n = 1;
+    l.history.items[0] = (struct pg_tli_switch){1, 0x3000000};
+    expect(&l, &p2, PGREWIND_NOT_NEEDED, "same timeline");
+    l.history.items[0].switchpoint = 0x2800000;
+    expect(&l, &p2, PGREWIND_IMPOSSIBLE, "two histories under one number");
+    l.history.items[0] = (struct pg_tli_switch){1, 0x3000000};
+    l.history_known = false; /* unread: by number, as before */
+    expect(&l, &p2, PGREWIND_NOT_NEEDED, "same timeline");
     /* replica on tl 1 that stopped before the fork */
     l = (struct pgrewind_local){.timeline = 1, .lsn = 0x2FFFFFF, .was_primary = false};
     expect(&l, &p2, PGREWIND_NOT_NEEDED, "not beyond");
