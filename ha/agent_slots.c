@@ -4,8 +4,9 @@
  * configuration (so PATCH /config applies without a restart: the digest of
  * what is wanted changes and the slots are synced again at once).
  *
- * Happy path: the wanted digest changed, or SLOTS_RECHECK_MS passed (a slot
- * dropped behind our back, an earlier failure) -> one pgnode_slots_sync.
+ * Happy path: the wanted digest changed, PostgreSQL was restarted (its data
+ * may have been rewound), or SLOTS_RECHECK_MS passed (a slot dropped behind
+ * our back, an earlier failure) -> one pgnode_slots_sync.
  * Failure modes: the sync fails (logged; retried at the next recheck); the
  * view of the cluster may be stale: a member's slot is dropped for absence
  * only by a primary holding a valid lease (its Raft log is then current
@@ -81,8 +82,15 @@ bool agent_slots_step(struct ha *h, bool primary)
     build_input(h, primary, mem, &in);
     uint64_t sig = pgslots_wanted_sig(&in) ^ (h->fsm->st.primary.epoch * 0x9e3779b97f4a7c15ull);
     uint64_t now = ha_now(h);
-    if (sig == ag->slots_sig && now - ag->slots_synced_ms < SLOTS_RECHECK_MS)
+    /* A new postmaster may run on data without pg_replslot (pg_rewind and a
+     * clone leave it empty): its members' slots are synced at once, not at
+     * the next recheck, or a replica cannot stream from it for up to 30 s. */
+    const struct pg_status *ps = pgmon_status(ag->mon);
+    bool new_postmaster = ps->query_ok && ps->postmaster_start_ms != ag->slots_postmaster;
+    if (!new_postmaster && sig == ag->slots_sig && now - ag->slots_synced_ms < SLOTS_RECHECK_MS)
         return false;
+    if (ps->query_ok)
+        ag->slots_postmaster = ps->postmaster_start_ms;
     agent_op_begin(h, "replication slots", NULL);
     if (pgnode_slots_sync(ag->node, &in, slots_done, h) != 0) {
         log_warn("ha", "replication slots: %s", pgnode_error(ag->node));

@@ -72,6 +72,7 @@ struct agent {
     uint64_t last_start_ms;
     uint64_t slots_sig;       /* what the slots were last synced for (agent_slots.c) */
     uint64_t slots_synced_ms; /* when */
+    int64_t slots_postmaster;  /* the postmaster (its start time) they were synced on */
     /* replica creation and bootstrap failures (agent_replica.c) */
     unsigned clone_failures;
     uint64_t clone_next_ms;       /* no clone attempt before this */

@@ -8,6 +8,7 @@ timeline; `ctl demote-cluster` then turns B back into a standby cluster of A
 (its primary is rewound and follows A again)."""
 import os
 import subprocess
+import time
 
 from pgw_harness import Cluster, wait_for, with_logs
 
@@ -96,9 +97,12 @@ def test_standby_cluster_follows_then_promotes_then_demotes():
         r = ctl(b, pb, "demote-cluster", "--host", "127.0.0.1", "--port", str(pa.pg_port),
                 "--primary-slot-name", "dr", "--force")
         assert r.returncode == 0, r.stderr
+        t_demote = time.monotonic()
         leader2, reps2 = with_logs(b, wait_for,
                                    lambda: (lambda s: s if s and len(s[1]) == 1 else None)(b_state(b)),
                                    150, 0.5, "B a standby cluster again")
+        print(f"\n[demote-cluster] B a standby cluster again, its replica streaming, "
+              f"{time.monotonic() - t_demote:.1f}s after the command")
         # A's rows, not B's divergent one, on every B node
         for n in (leader2, reps2[0]):
             wait_for(lambda: count(n) == 90, 60, what=f"A's history on {n.name}")
