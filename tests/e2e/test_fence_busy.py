@@ -54,13 +54,44 @@ def summary(acks, t0):
     return f"{len(acks)} from {acks[0][0] - t0:+.2f}s to {acks[-1][0] - t0:+.2f}s"
 
 
-def check_writers(writers, t_fault, t_new, label):
+def pipeline_missing(writer, t, node):
+    """The pipeline session's commits acknowledged after t that node lacks
+    (its k-th acknowledgement is the row with v = k: one INSERT per
+    transaction, answered in order)."""
+    vs = [k + 1 for k, (ta, _) in enumerate(writer.acks) if ta > t]
+    if not vs:
+        return []
+    present = {r[0] for r in node.query("SELECT v FROM busy_pipe WHERE v = ANY(%s)", (vs,))}
+    return [v for v in vs if v not in present]
+
+
+def check_writers(writers, t_fault, t_new, label, durable_on=None):
     """Fails (FencingViolation) when a busy session had a commit acknowledged
-    after the fence deadline or after the new primary served."""
+    after the fence deadline or after the new primary served.
+
+    durable_on (synchronous replication): a pipelined commit whose WAL the
+    synchronous standby flushed before the freeze may be acknowledged when
+    the old primary thaws (the standby's reply sat unread in its socket):
+    such a commit is in the promoted standby's history. Those late
+    acknowledgements pass if every one of their rows is on durable_on (the
+    new primary); a single one missing is a lost write."""
     limit = t_fault + TTL - RETRY + KEEPER_GRACE + SLACK
     report = [w.describe(t_fault) for w in writers]
     print(f"\n[{label}] new primary served {t_new - t_fault:+.2f}s after the fault; " +
           "; ".join(report))
+    if durable_on is not None:
+        pipe = [w for w in writers if w.mode == "pipeline"]
+        for w in pipe:
+            first = min(limit, t_new)
+            missing = pipeline_missing(w, first, durable_on)
+            late = len(w.acks_after(first))
+            print(f"[{label}] pipeline: {late} commits acknowledged late, {len(missing)} of them "
+                  f"missing on {durable_on.name}")
+            if missing:
+                raise FencingViolation(f"{label}: {len(missing)} pipelined commits acknowledged "
+                                       f"after the fence deadline are not on the new primary "
+                                       f"{durable_on.name}: v = {missing[:20]}")
+        writers = [w for w in writers if w not in pipe]
     late = {w.mode: summary(w.acks_after(limit), t_fault) for w in writers}
     after_new = {w.mode: len(w.acks_after(t_new)) for w in writers}
     if any(late.values()) or any(after_new.values()):
@@ -159,12 +190,16 @@ def keeper_pids(node):
 def test_frozen_node_in_sync_mode_acks_nothing_after_thaw(make_cluster):
     """The whole primary node frozen (as a hypervisor pause would), a new
     primary serving, then the node thawed with PostgreSQL first and the
-    fence keeper last (the worst order): in synchronous mode no busy session
-    has a commit acknowledged after the freeze's fence deadline, because each
-    waits for a synchronous standby that now follows someone else. (Without
-    synchronous replication nothing on a thawed node can stop a commit it had
-    in flight from completing first: docs/architecture.md, the timing
-    argument.)"""
+    fence keeper last (the worst order): in synchronous mode no commit the
+    old primary acknowledges after the freeze's fence deadline is lost. A
+    commit waits for a synchronous standby that now follows someone else;
+    only one whose WAL the standby flushed before the freeze (its reply sat
+    unread in the old primary's socket) can be acknowledged at the thaw, and
+    it is in the promoted standby's history: every such row must be on the
+    new primary (seen once in 10 clean runs: 1 pipelined commit, present).
+    (Without synchronous replication nothing on a thawed node can stop a
+    commit it had in flight from completing first: docs/architecture.md, the
+    timing argument.)"""
     c = make_cluster(n=3, dcs={"synchronous_mode": True})
     old = c.wait_healthy(timeout=90)
     wait_for(lambda: any(m["role"] == "sync_standby"
@@ -192,7 +227,7 @@ def test_frozen_node_in_sync_mode_acks_nothing_after_thaw(make_cluster):
         w.stop()
     print(f"\n[whole node frozen, sync mode] thawed {t_thaw - t0:+.2f}s after the freeze; "
           f"processes of the old instance left: {left}")
-    check_writers(writers, t0, t_new, "whole node frozen, synchronous mode")
+    check_writers(writers, t0, t_new, "whole node frozen, synchronous mode", durable_on=new)
     wait_for(lambda: old.is_streaming_replica(), 90, what=f"{old.name} rejoining")
     assert prober.stop() == [], "two primaries in one round"
 
@@ -249,3 +284,15 @@ def test_fence_when_the_status_query_fails(make_cluster):
     limit = t0 + TTL - RETRY + KEEPER_GRACE + SLACK
     late = {w.mode: summary(w.acks_after(limit), t0) for w in writers}
     assert not any(late.values()), f"commits acknowledged after the fence deadline: {late}"
+
+
+def test_pipeline_missing_finds_a_lost_commit():
+    """The durability check above can fail: a late acknowledgement whose row
+    is not on the new primary is reported (no cluster needed)."""
+    import types
+    w = types.SimpleNamespace(acks=[(1.0, 1), (2.0, 1), (3.0, 1), (4.0, 1)])
+    node = types.SimpleNamespace(query=lambda sql, args: [(3,)])
+    assert pipeline_missing(w, 2.5, node) == [4]
+    assert pipeline_missing(w, 5.0, node) == []
+    node_all = types.SimpleNamespace(query=lambda sql, args: [(3,), (4,)])
+    assert pipeline_missing(w, 2.5, node_all) == []
