@@ -112,6 +112,17 @@ void pgrewind_decide(const struct pgrewind_local *l, const struct pgrewind_prima
                 return;
             }
         }
+        /* A promotion always starts a new timeline: a node that was itself
+         * a primary on the timeline another primary now writes on, forked
+         * from the same point or not, wrote WAL there that the primary does
+         * not have (at least its end-of-recovery record) */
+        if (l->was_primary) {
+            d->verdict = PGREWIND_IMPOSSIBLE;
+            snprintf(d->reason, sizeof d->reason,
+                     "this node was a primary on timeline %u, which the primary writes on too: "
+                     "two histories under one number, which pg_rewind cannot rewind", l->timeline);
+            return;
+        }
         d->verdict = PGREWIND_NOT_NEEDED;
         snprintf(d->reason, sizeof d->reason, "same timeline %u as the primary", l->timeline);
         return;

@@ -271,7 +271,8 @@ def test_adopt_keeps_the_operators_roles_and_pg_hba(env):
     assert n1.sql("SELECT count(*) FROM pg_roles WHERE rolname = 'rewinder' AND rolcanlogin") == [(1,)]
 
 
-def test_one_timeline_number_over_two_histories(env):
+@pytest.mark.parametrize("fork", ["apart", "same point"])
+def test_one_timeline_number_over_two_histories(env, fork):
     """Two standbys of one primary both promoted, at different points, each
     to timeline 2 (as when a candidate is killed after its promotion and
     before it could confirm it, and the next candidate promotes too). The
@@ -289,16 +290,21 @@ def test_one_timeline_number_over_two_histories(env):
     n3.ok("clone", "127.0.0.1", n1.port)
     for n in (n2, n3):
         wait_for(lambda: n.sql("SELECT count(*) FROM t") == [(1,)], 30, what=f"{n.name} replicating")
+    if fork == "same point":
+        n1.ok("stop", "fast")  # both replayed all there is: they fork at one point
     n2.ok("promote")  # timeline 2 forks here
-    n1.sql("INSERT INTO t VALUES (2)")
-    wait_for(lambda: n3.sql("SELECT count(*) FROM t") == [(2,)], 30, what="n3 replaying row 2")
-    n3.ok("promote")  # timeline 2 again, past row 2
+    if fork == "apart":
+        n1.sql("INSERT INTO t VALUES (2)")
+        wait_for(lambda: n3.sql("SELECT count(*) FROM t") == [(2,)], 30, what="n3 replaying row 2")
+    n3.ok("promote")  # timeline 2 again: past row 2, or from the very same point
     assert n2.ok("controldata")["timeline"] == 2 and n3.ok("controldata")["timeline"] == 2
     n3.sql("INSERT INTO t VALUES (3)")
-    n1.ok("stop", "immediate")
+    if fork == "apart":
+        n1.ok("stop", "immediate")
     n3.ok("stop", "fast")
     out = n3.ok("rewind-check", "127.0.0.1", n2.port)
     assert out["verdict"] == "impossible" and "two histories under one number" in out["reason"], out
+    print(f"\n[{fork}] {out['reason']}")
     n2.ok("slots", "n2,n3")
     rc, out, _ = n3.tool("rejoin", "127.0.0.1", n2.port)
     assert out.get("needs_reinit") is True and "two histories" in out.get("reason", ""), out

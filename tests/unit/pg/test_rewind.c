@@ -109,6 +109,11 @@ static void test_decision_table(void **state)
     l = (struct pgrewind_local){.timeline = 2, .lsn = 0x9000000, .was_primary = true, .system_identifier = 77};
     expect(&l, &p1, PGREWIND_NEEDED, "ahead");
     l.timeline = 2;
+    /* a former primary on the primary's own timeline: both wrote there (the
+     * candidate killed after its promotion, the next one promoted from the
+     * same point: identical history files, different WAL) */
+    expect(&l, &p2, PGREWIND_IMPOSSIBLE, "was a primary on timeline 2");
+    l.was_primary = false;
     expect(&l, &p2, PGREWIND_NOT_NEEDED, "same timeline");
     /* the same timeline number over another history: this node promoted
      * from timeline 1 at another point (killed before it could confirm,
