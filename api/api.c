@@ -8,6 +8,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "common/cidr.h"
+
 static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 static int b64val(char c)
@@ -49,39 +51,6 @@ static bool secret_equal(const char *given, const char *expected)
     for (size_t i = 0; i < el; i++)
         diff |= (unsigned char)(expected[i] ^ (i < gl ? given[i] : 0));
     return diff == 0;
-}
-
-/* "10.0.0.0/8", "192.168.1.7", "::1", "fd00::/8": does ip fall inside? */
-static bool cidr_match(const char *entry, const char *ip)
-{
-    char net[INET6_ADDRSTRLEN + 8];
-    snprintf(net, sizeof net, "%s", entry);
-    int bits = -1;
-    char *slash = strchr(net, '/');
-    if (slash != NULL) {
-        *slash = '\0';
-        char *end;
-        long b = strtol(slash + 1, &end, 10);
-        if (*end != '\0' || b < 0 || b > 128)
-            return false;
-        bits = (int)b;
-    }
-    unsigned char a[16], c[16];
-    int fam = strchr(net, ':') != NULL ? AF_INET6 : AF_INET;
-    if (inet_pton(fam, net, a) != 1 || inet_pton(fam, ip, c) != 1)
-        return strcmp(entry, ip) == 0;
-    int len = fam == AF_INET ? 32 : 128;
-    if (bits < 0 || bits > len)
-        bits = len;
-    for (int i = 0; i < bits / 8; i++)
-        if (a[i] != c[i])
-            return false;
-    if (bits % 8 != 0) {
-        unsigned char mask = (unsigned char)(0xff << (8 - bits % 8));
-        if ((a[bits / 8] & mask) != (c[bits / 8] & mask))
-            return false;
-    }
-    return true;
 }
 
 /* Members talk to each other's write endpoints (forwarded commands, joins):

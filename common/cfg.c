@@ -5,7 +5,6 @@
  * checks that need the whole picture (required keys, raft.partner_addrs, the
  * timing rule, conflicting ports) and the computed defaults. Validation runs
  * after the environment so a variable can supply a required key. */
-#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -18,6 +17,7 @@
 #include <unistd.h>
 
 #include "common/cfg_internal.h"
+#include "common/cidr.h"
 
 /* Patroni's DCS sections: pgwarden's consensus is built in. */
 static const char *const foreign_dcs[] = {
@@ -448,28 +448,6 @@ static size_t key_index(const char *path)
     return k ? (size_t)(k - cfg__keys) : 0;
 }
 
-/* An address or a CIDR range, IPv4 or IPv6. */
-static bool address_or_range(const char *entry)
-{
-    char net[INET6_ADDRSTRLEN + 8];
-    if (strlen(entry) >= sizeof net)
-        return false;
-    snprintf(net, sizeof net, "%s", entry);
-    int fam = strchr(net, ':') != NULL ? AF_INET6 : AF_INET;
-    char *slash = strchr(net, '/');
-    if (slash != NULL) {
-        *slash = '\0';
-        char *end;
-        errno = 0;
-        long bits = strtol(slash + 1, &end, 10);
-        if (slash[1] == '\0' || *end != '\0' || errno != 0 || bits < 0 ||
-            bits > (fam == AF_INET ? 32 : 128))
-            return false;
-    }
-    unsigned char buf[16];
-    return inet_pton(fam, net, buf) == 1;
-}
-
 /* restapi.allowlist: Patroni resolves a host name once, when it starts;
  * pgwarden matches addresses only (no resolver on the event loop), so a
  * name would never match: refused, saying so. */
@@ -479,7 +457,7 @@ static int check_allowlist(struct loader *x)
     size_t idx = key_index("restapi.allowlist");
     for (size_t i = 0; i < al->n; i++) {
         const char *e = al->items[i] ? al->items[i] : "";
-        if (address_or_range(e))
+        if (cidr_valid(e))
             continue;
         const struct ynode *seq = x->w.seen[idx];
         const struct ynode *at = seq && i < seq->n ? seq->items[i] : x->root;
