@@ -43,6 +43,12 @@ const char *agent_local_name(enum agent_local l)
     return (unsigned)l < sizeof n / sizeof n[0] ? n[l] : "?";
 }
 
+void agent_forget_upstream(struct agent *ag)
+{
+    ag->upstream_host[0] = '\0';
+    ag->upstream_port = 0;
+}
+
 void agent_set_state(struct ha *h, const char *s)
 {
     snprintf(h->ag.state_text, sizeof h->ag.state_text, "%s", s);

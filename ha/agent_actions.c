@@ -611,9 +611,7 @@ void agent_act_start_standby(struct ha *h)
     }
     struct pgconf_role role = {.standby = true};
     struct pgconf_write_result wr;
-    /* written without an upstream: no longer following whoever it followed */
-    ag->upstream_host[0] = '\0';
-    ag->upstream_port = 0;
+    agent_forget_upstream(ag); /* written without one */
     if (pgnode_configure(ag->node, &role, &wr) != 0) {
         agent_op_end(h, PGW_EIO, "write configuration");
         return;

@@ -164,10 +164,7 @@ void agent_hook_pg_promoted(struct pgnode *n, int status, void *ctx)
 {
     struct ha *h = ctx;
     if (!h->closing && status == 0) {
-        /* a primary has no upstream: the next time it is a standby, it is
-         * pointed anew, not taken as already following its last one */
-        h->ag.upstream_host[0] = '\0';
-        h->ag.upstream_port = 0;
+        agent_forget_upstream(&h->ag); /* a primary has none */
         fire(h, HOOK_ON_ROLE_CHANGE, "primary");
     }
     agent_pg_done(n, status, ctx);

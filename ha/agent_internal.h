@@ -12,6 +12,9 @@
 #define START_BACKOFF_MS 2000
 
 void agent_set_state(struct ha *h, const char *s);
+/* PostgreSQL was configured without an upstream (a primary, or a standby
+ * waiting for one): the next one it follows is pointed at anew. */
+void agent_forget_upstream(struct agent *ag);
 const struct fsm_member *agent_primary_member(const struct ha *h);
 bool agent_am_holder(const struct ha *h);
 enum agent_goal agent_compute_goal(const struct ha *h);

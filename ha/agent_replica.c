@@ -111,8 +111,7 @@ void agent_act_restore(struct ha *h)
     agent_op_begin(h, "clone", "creating replica");
     log_warn("ha", "no data and no running primary for %" PRIu64 " s: creating a replica with the "
              "no_leader replica methods", (now - ag->no_primary_since_ms) / 1000);
-    ag->upstream_host[0] = '\0';
-    ag->upstream_port = 0;
+    agent_forget_upstream(ag);
     if (pgnode_clone_no_source(ag->node, restore_done, h) != 0)
         agent_op_end(h, PGW_EIO, "clone");
 }

@@ -811,21 +811,20 @@ static bool hba_line_ok(const char *line, char *errbuf, size_t errlen, const cha
     return false;
 }
 
-static const char hba_header[] =
-    "# managed by pgwarden, do not edit (postgresql.pg_hba in the configuration)\n";
+static const char hba_header[] = MANAGED_MARK " (postgresql.pg_hba in the configuration)\n";
 
-/* The file exists and does not start with pgwarden's header (an unreadable
- * one counts as the operator's: never overwritten on a guess). */
+/* The file exists and does not carry pgwarden's mark (an unreadable one
+ * counts as the operator's: never overwritten on a guess). */
 static bool hba_is_operators(const char *path)
 {
-    FILE *f = fopen(path, "r");
-    if (f == NULL)
-        return errno != ENOENT;
-    char first[sizeof hba_header];
-    size_t n = fread(first, 1, sizeof first - 1, f);
-    fclose(f);
-    first[n] = '\0';
-    return strcmp(first, hba_header) != 0;
+    bool missing;
+    char eb[256];
+    char *text = pgconf__read_small(path, &missing, eb, sizeof eb);
+    if (text == NULL)
+        return !missing;
+    bool ours = strncmp(text, MANAGED_MARK, strlen(MANAGED_MARK)) == 0;
+    free(text);
+    return !ours;
 }
 
 int pgconf_write_hba(const struct cfg *cfg, const struct cfg_dcs *dcs, bool include_bootstrap,
