@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "build_info.h"
+#include "ha/backup.h"
 
 struct buf {
     char *p;
@@ -150,6 +151,39 @@ static void h_metrics(struct http_exchange *x, const struct http_request *req, v
     const struct fsm_member *me = fsm_member_find(st, ctx->cfg->name);
     metric(&b, "patroni_failover_priority", "gauge", "failover_priority tag.",
            me != NULL ? fsm_member_failover_priority(me) : 0);
+    if (p->archiver_known) {
+        metric(&b, "pgwarden_archive_archived_total", "counter",
+               "WAL files archived (pg_stat_archiver.archived_count).", (double)p->archived_count);
+        metric(&b, "pgwarden_archive_failed_total", "counter",
+               "Failed attempts to archive a WAL file (pg_stat_archiver.failed_count).",
+               (double)p->archive_failed_count);
+        metric(&b, "pgwarden_archive_last_archived_timestamp", "gauge",
+               "Epoch seconds of the last WAL file archived (0: none).", p->last_archived_ms / 1000.0);
+        metric(&b, "pgwarden_archive_last_failed_timestamp", "gauge",
+               "Epoch seconds of the last failed archive attempt (0: none).",
+               p->last_archive_failed_ms / 1000.0);
+        if (p->archive_lag_known)
+            metric(&b, "pgwarden_archive_lag_bytes", "gauge",
+                   "Primary: WAL written past the end of the last archived segment.",
+                   (double)p->archive_lag_bytes);
+    }
+    struct backup_metrics bm;
+    if (ha_backup_metrics(ctx->ha, &bm)) {
+        metric(&b, "pgwarden_backup_repository_readable", "gauge",
+               "1 if the last pgbackrest info succeeded.", bm.repo_known);
+        if (bm.has_backup)
+            metric(&b, "pgwarden_backup_last_age_seconds", "gauge",
+                   "Age of the newest backup in the repository.", (double)bm.last_backup_age_s);
+        if (bm.has_full)
+            metric(&b, "pgwarden_backup_last_full_age_seconds", "gauge",
+                   "Age of the newest full backup in the repository.", (double)bm.last_full_age_s);
+        metric(&b, "pgwarden_backup_running", "gauge", "1 while this node takes a backup.",
+               bm.running);
+        metric(&b, "pgwarden_backups_total", "counter", "Backups this node completed.",
+               (double)bm.successes);
+        metric(&b, "pgwarden_backup_failures_total", "counter", "Backups that failed on this node.",
+               (double)bm.failures);
+    }
     metric(&b, "pgwarden_raft_term", "counter", "Current Raft term.", (double)ci.term);
     metric(&b, "pgwarden_raft_leader", "gauge", "1 if this node leads Raft.", ci.role == CLUSTER_LEADER);
     metric(&b, "pgwarden_raft_commit_index", "counter", "Raft commit index.", (double)ci.commit_index);

@@ -3,6 +3,8 @@
  *   DELETE /restart
  *   POST   /reload
  *   POST   /reinitialize {force?, from_leader?}
+ *   POST   /backup {type?: full|diff|incr}   (on the primary)
+ *   GET    /backup   what runs, the last result, the repository (any node)
  * Status codes as Patroni documents them. */
 #include "api/api_internal.h"
 
@@ -154,7 +156,53 @@ static void h_reinit(struct http_exchange *x, const struct http_request *req, vo
     }
 }
 
+static void h_backup_get(struct http_exchange *x, const struct http_request *req, void *vctx)
+{
+    struct api_ctx *ctx = vctx;
+    (void)req;
+    json_t *j = ha_backup_status(ctx->ha);
+    if (j == NULL)
+        api_reply_error(x, 404, "backups are off on this node (no backup section)");
+    else
+        api_reply_json(x, 200, j);
+}
+
+static void h_backup_post(struct http_exchange *x, const struct http_request *req, void *vctx)
+{
+    struct api_ctx *ctx = vctx;
+    if (!api_check_auth(x, req, ctx))
+        return;
+    json_t *j = NULL;
+    if (req->body_len > 0 && (j = api_body_object(x, req)) == NULL)
+        return;
+    const char *type = NULL;
+    const char *k;
+    json_t *v;
+    json_object_foreach(j, k, v) {
+        if (strcmp(k, "type") == 0 && json_is_string(v)) {
+            type = json_string_value(v);
+        } else {
+            api_reply_error(x, 400, "backup: bad or unknown key \"%s\" (only type: full, diff "
+                            "or incr)", k);
+            json_decref(j);
+            return;
+        }
+    }
+    char why[256];
+    int rc = ha_backup_request(ctx->ha, type, why, sizeof why);
+    if (rc == PGW_OK)
+        api_reply_json(x, 202, json_pack("{s:s,s:s}", "message", "backup started", "type",
+                                         type ? type : "full"));
+    else
+        api_reply_error(x, rc == PGW_EBUSY ? 409 : rc == PGW_ENOTFOUND ? 404
+                           : type != NULL && strstr(why, "type:") == why ? 400 : 503,
+                        "%s", why);
+    json_decref(j);
+}
+
 static const struct http_route routes[] = {
+    {"/backup", HTTP_M_GET, false, h_backup_get},
+    {"/backup", HTTP_M_POST, false, h_backup_post},
     {"/restart", HTTP_M_POST, false, h_restart},
     {"/restart", HTTP_M_DELETE, false, h_restart_delete},
     {"/reload", HTTP_M_POST, false, h_reload},

@@ -109,6 +109,15 @@ static const struct ctl_sub subs[] = {
      "members shows the Raft voters (id, name, Raft address, role). add makes room for a\n"
      "new node (then start pgwarden on it with raft.self_addr: RAFT_ADDR); remove takes a\n"
      "node out of the Raft group and the member list (switch over first if it is the leader).\n"},
+    {"backup", ctl_cmd_backup, "take a backup on the primary, or list the repository's",
+     "Usage: pgwarden ctl backup [now] [-t full|diff|incr] [--wait] [--timeout SECS]\n"
+     "       pgwarden ctl backup list\n\n"
+     "Needs backup.method pgbackrest in the nodes' configuration (docs/backups.md).\n"
+     "now (the default) asks the primary to take a backup at once (POST /backup);\n"
+     "list prints the backups in the repository (GET /backup).\n"
+     "  -t, --type TYPE   full (default), diff or incr\n"
+     "      --wait        wait until it is done; exit 1 if it failed\n"
+     "      --timeout SECS  how long --wait waits (default 24 h)\n"},
     {"version", ctl_cmd_version, "ctl's version and each member's",
      "Usage: pgwarden ctl version [MEMBER...]\n"},
 };

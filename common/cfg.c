@@ -781,6 +781,8 @@ static int finalize(struct loader *x)
     if ((rc = cfg__methods_finalize(&x->w, x->w.seen[key_index("postgresql.create_replica_methods")],
                                     x->w.seen[key_index("bootstrap.method")], x->root)) != 0)
         return rc;
+    if ((rc = cfg__backup_finalize(&x->w)) != 0)
+        return rc;
     if ((rc = computed_defaults(c)) != 0) {
         cfg__error(x->w.err, x->w.file, NULL, NULL, "out of memory");
         return rc;

@@ -234,6 +234,23 @@ struct cfg_watchdog {
     int safety_margin_s;         /* default 5; -1 = ttl/2 */
 };
 
+/* backup: continuous WAL archiving and scheduled base backups with
+ * pgBackRest (ha/backup.c runs them, pg/pgbackrest.c builds the commands). */
+struct cfg_backup {
+    char *method;                /* NULL (off) or "pgbackrest" */
+    char *command;               /* the pgbackrest program; default /usr/bin/pgbackrest */
+    char *stanza;                /* default: scope */
+    struct cfg_strlist options;  /* "repo1-path=/x": lines of the generated pgbackrest.conf */
+    uint32_t full_interval_ms;   /* 0: no scheduled full backup */
+    uint32_t diff_interval_ms;   /* 0: no scheduled differential backup */
+    uint32_t timeout_ms;         /* deadline of one backup */
+};
+
+static inline bool cfg_backup_enabled(const struct cfg_backup *b)
+{
+    return b->method != NULL;
+}
+
 struct cfg_ctl {
     char *auth_username, *auth_password; /* falls back to restapi.authentication */
     char *cacert, *certfile, *keyfile;
@@ -252,6 +269,7 @@ struct cfg {
     struct cfg_postgresql postgresql;
     struct cfg_tags tags;
     struct cfg_watchdog watchdog;
+    struct cfg_backup backup;
     struct log_settings log; /* log.{level, format, dir}; dir points into owned storage */
     const char *file_secret_key; /* first secret key written in the file (not the environment),
                                     e.g. "raft.password"; NULL when the file holds none */

@@ -169,6 +169,10 @@ int cfg__methods_finalize(struct cfg__walk *w, const struct ynode *seq, const st
 void cfg__methods_free(struct cfg_methods *m);
 void cfg__print_methods_reference(FILE *out);
 
+/* cfg_backup.c: after the walk, on a PostgreSQL node with backup on: the
+ * keys pgwarden then owns are refused, the stanza defaults to the scope. */
+int cfg__backup_finalize(struct cfg__walk *w);
+
 /* cfg_slots.c: the KT_SLOTS and KT_SLOTMATCH value types. */
 int cfg__slots_parse_value(const struct cfg_key *k, const struct ynode *v, void *dst,
                            struct cfg__perr *pe);

@@ -427,6 +427,38 @@ const struct cfg_key cfg__keys[] = {
      "Seconds between the watchdog firing and the lease expiring (timeout = ttl - "
      "safety_margin); -1 means ttl/2."},
 
+    /* ---- backup ---- */
+    SECTION("backup",
+            "Backups as a cluster feature, with pgBackRest: WAL archiving kept on whichever node "
+            "is primary (and `restore_command` on the replicas), scheduled full and "
+            "differential backups run by the primary, `pgwarden ctl backup`. Every node's file "
+            "names the same repository. See docs/backups.md."),
+    {"backup.method", NULL, KT_CHOICE, C(backup.method), 0, NULL, "none (off)", CH_RESTART, 0,
+     NULL, 0, 0, "pgbackrest", "`pgbackrest` turns backups on."},
+    {"backup.command", NULL, KT_STR, C(backup.command), 0, "/usr/bin/pgbackrest", NULL,
+     CH_RESTART, KF_PATH, NULL, 0, 0, NULL, "The pgbackrest program."},
+    {"backup.stanza", NULL, KT_IDENT, C(backup.stanza), 0, NULL, "scope", CH_RESTART, 0, NULL, 0,
+     0, NULL, "pgBackRest stanza of this cluster (created by the primary when missing)."},
+    {"backup.options", NULL, KT_OPTIONS, C(backup.options), 0, NULL, "empty", CH_RESTART, 0,
+     NULL, 0, 0, "stanza|config|config-path|config-include-path|pg1-path|pg1-port|pg1-socket-path|"
+     "pg1-user|pg1-host|type",
+     "pgBackRest options, as a mapping (`repo1-path: /var/lib/pgbackrest`, `repo1-type: gcs`, "
+     "`repo1-retention-full: 2`, `log-path: ...`). pgwarden writes them, with the stanza's "
+     "`pg1-*` options, into `<raft.data_dir>/pgbackrest.conf`, the only configuration file "
+     "its pgbackrest commands read (`--config`); the options pgwarden sets itself are "
+     "refused."},
+    {"backup.full_interval", NULL, KT_DURATION, C(backup.full_interval_ms), 0, "604800", NULL,
+     CH_RESTART, KF_MAX, NULL, 0, 45LL * 86400 * 1000, NULL,
+     "A full backup is taken when the newest full one in the repository is this old (and at "
+     "once when there is none); 0 turns scheduled full backups off."},
+    {"backup.diff_interval", NULL, KT_DURATION, C(backup.diff_interval_ms), 0, "86400", NULL,
+     CH_RESTART, KF_MAX, NULL, 0, 45LL * 86400 * 1000, NULL,
+     "A differential backup is taken when the newest backup of any type is this old; 0 turns "
+     "scheduled differential backups off."},
+    {"backup.timeout", NULL, KT_DURATION, C(backup.timeout_ms), 0, "86400", NULL, CH_RESTART,
+     KF_MIN | KF_MAX, NULL, 60000, 45LL * 86400 * 1000, NULL,
+     "Deadline of one backup; pgbackrest is stopped when it runs longer."},
+
     /* ---- log ---- */
     SECTION("log", "Logging: one line per event to stderr (and to a file when log.dir is set)."),
     {"log.level", NULL, KT_LOGLEVEL, C(log.level), 0, "info", NULL, CH_RELOAD, 0,

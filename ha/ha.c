@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "ha/backup.h"
 #include "ha/keeper.h"
 
 uint64_t ha_now(const struct ha *h)
@@ -209,6 +210,19 @@ static void barrier_done(void *ctx, int status, const struct fsm_result *res, co
 
 /* --- the tick ---------------------------------------------------------------- */
 
+static void backup_tick(struct ha *h)
+{
+    struct ha_view v;
+    ha_get_view(h, &v);
+    struct backup_input in = {
+        .primary = v.lease_serving && v.pg.running && !v.pg.in_recovery && !h->shutting_down,
+        .epoch = v.epoch,
+        .now_ms = ha_now(h),
+        .wall_ms = clock_wall_ms(),
+    };
+    backup_step(h->bk, &in);
+}
+
 static void step(struct ha *h)
 {
     if (h->closing)
@@ -234,6 +248,8 @@ static void step(struct ha *h)
         h->barrier_inflight = true;
     if (!h->witness)
         agent_step(h);
+    if (h->bk != NULL && !h->closing)
+        backup_tick(h);
     if (h->shutting_down)
         agent_shutdown_step(h);
     if (h->closing)
@@ -324,6 +340,8 @@ int ha_start(const struct ha_opts *o, struct ha **out, char *err, size_t errlen)
     refresh_dcs(h);
     if (!h->witness) {
         int rc = agent_init(h, err, errlen);
+        if (rc == 0)
+            rc = backup_new(h->loop, h->cfg, &h->bk, err, errlen);
         if (rc != 0) {
             h->start_failed = true;
             *out = h; /* the caller closes it (ha_close, then ha_free) */
@@ -338,6 +356,7 @@ int ha_start(const struct ha_opts *o, struct ha **out, char *err, size_t errlen)
 void ha_set_config(struct ha *h, const struct cfg *cfg)
 {
     h->cfg = cfg;
+    backup_set_config(h->bk, cfg);
     if (h->dcs_version == UINT64_MAX)
         h->dcs_version = 0; /* re-read bootstrap.dcs from the new file */
     h->ag.config_gen++; /* the agent hands it to pgnode between actions */
@@ -379,6 +398,8 @@ void ha_close(struct ha *h, void (*done)(void *ctx), void *ctx)
                  "goes on guarding the lease and kills it when the lease runs out");
     if (!h->witness)
         agent_close(h);
+    backup_free(h->bk);
+    h->bk = NULL;
     uv_close((uv_handle_t *)&h->tick, handle_closed);
     uv_close((uv_handle_t *)&h->kick, handle_closed);
     uv_close((uv_handle_t *)&h->fence_timer, handle_closed);
@@ -453,6 +474,13 @@ void ha_get_view(const struct ha *h, struct ha_view *v)
     p->sysid = ps->system_identifier;
     p->postmaster_start_ms = ps->postmaster_start_ms;
     p->pending_restart = ps->pending_restart;
+    p->archiver_known = ps->archiver.present;
+    p->archived_count = ps->archiver.archived_count;
+    p->archive_failed_count = ps->archiver.failed_count;
+    p->last_archived_ms = ps->archiver.last_archived_ms;
+    p->last_archive_failed_ms = ps->archiver.last_failed_ms;
+    p->archive_lag_known = ps->archiver.lag_known;
+    p->archive_lag_bytes = ps->archiver.lag_bytes;
     if (p->running && ps->in_recovery)
         p->repl_state = ps->receiver.present && strcmp(ps->receiver.status, "streaming") == 0
                             ? "streaming" : "in archive recovery";
@@ -553,4 +581,29 @@ void ha_local_status(struct ha *h, bool fresh, ha_status_cb cb, void *ctx)
         }
     }
     cb(ctx, status_json(h));
+}
+
+json_t *ha_backup_status(const struct ha *h)
+{
+    return h->bk != NULL ? backup_status_json(h->bk, ha_now(h), clock_wall_ms()) : NULL;
+}
+
+int ha_backup_request(struct ha *h, const char *type, char *why, size_t whylen)
+{
+    if (h->bk == NULL) {
+        snprintf(why, whylen, "backups are off on this node (no backup section)");
+        return PGW_ENOTFOUND;
+    }
+    int rc = backup_request(h->bk, type, why, whylen);
+    if (rc == PGW_OK)
+        ha_kick(h);
+    return rc;
+}
+
+bool ha_backup_metrics(const struct ha *h, struct backup_metrics *m)
+{
+    if (h->bk == NULL)
+        return false;
+    backup_get_metrics(h->bk, clock_wall_ms(), m);
+    return true;
 }

@@ -79,6 +79,12 @@ struct ha_pg_view {
     bool pending_restart;
     const char *repl_state;  /* "streaming", "in archive recovery" or "" */
     bool status_known;
+    /* pg_stat_archiver (present when the status query read it) */
+    bool archiver_known;
+    uint64_t archived_count, archive_failed_count;
+    int64_t last_archived_ms, last_archive_failed_ms; /* epoch ms, 0: never */
+    bool archive_lag_known;
+    uint64_t archive_lag_bytes;
 };
 
 struct ha_view {
@@ -107,6 +113,16 @@ const char *ha_candidate_reason(const struct ha *h, const char *member);
 void ha_member_eligibility(const struct ha *h, const char *member, char *buf, size_t len);
 /* The controller's last explanation when it could not act ("" if none). */
 const char *ha_controller_note(const struct ha *h);
+
+/* --- backups (ha/backup.h) ------------------------------------------------ */
+
+/* GET /backup: NULL when backups are off on this node. */
+json_t *ha_backup_status(const struct ha *h);
+/* POST /backup: PGW_ENOTFOUND when off; else backup_request's statuses. */
+int ha_backup_request(struct ha *h, const char *type, char *why, size_t whylen);
+struct backup_metrics;
+/* false when backups are off on this node */
+bool ha_backup_metrics(const struct ha *h, struct backup_metrics *m);
 
 /* --- operator requests (POST /restart, /reinitialize, /reload) --------- */
 

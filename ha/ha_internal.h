@@ -175,6 +175,7 @@ struct ha {
 
     struct agent ag;
     struct controller ctl;
+    struct backup *bk; /* NULL when backups are off */
     struct ha_stats stats;
 
     bool shutting_down;

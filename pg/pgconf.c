@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "pg/pgbackrest.h"
 
 /* PostgreSQL refuses a hot standby whose shared-memory settings are below
  * the primary's (recorded in pg_control), and any node may become primary:
@@ -255,6 +256,32 @@ static int primary_conninfo(const struct pgconf_input *in, char *buf, size_t len
     return rc;
 }
 
+/* backup.method pgbackrest: every node archives while it is primary
+ * (archive_mode on, not always: pgBackRest refuses to back up a cluster
+ * archiving from its standbys), so the setting needs no restart when a
+ * replica is promoted. */
+static int backup_params(const struct cfg *cfg, struct pgconf_params *out, size_t *warns,
+                         char *errbuf, size_t errlen)
+{
+    char cmd[8192];
+    if (pgbackrest_archive_command(cfg, cmd, sizeof cmd) != 0) {
+        snprintf(errbuf, errlen, "backup: archive_command too long");
+        return PGW_EINVAL;
+    }
+    static const char *const owned[] = {"archive_mode", "archive_command", "archive_library"};
+    for (size_t i = 0; i < sizeof owned / sizeof owned[0]; i++)
+        if (pgconf_params_get(out, owned[i]) != NULL) {
+            log_warn("pg", "cluster-wide parameter %s ignored: backup.method pgbackrest sets it",
+                     owned[i]);
+            (*warns)++;
+            param_del(out, owned[i]);
+        }
+    int rc = param_set(out, "archive_mode", "on");
+    if (!rc)
+        rc = param_set(out, "archive_command", cmd);
+    return rc;
+}
+
 int pgconf_build(const struct pgconf_input *in, struct pgconf_params *out, size_t *nwarn,
                  char *errbuf, size_t errlen)
 {
@@ -377,6 +404,8 @@ int pgconf_build(const struct pgconf_input *in, struct pgconf_params *out, size_
         if (pgconf_params_get(out, cdfiles[i][0]) == NULL)
             rc = param_set(out, cdfiles[i][0], path);
     }
+    if (!rc && cfg_backup_enabled(&cfg->backup))
+        rc = backup_params(cfg, out, &warns, errbuf, errlen);
     if (rc)
         goto fail;
 
@@ -414,6 +443,14 @@ int pgconf_build(const struct pgconf_input *in, struct pgconf_params *out, size_
             if (in_list(recovery_managed, name))
                 continue;
             rc = param_set(out, name, rcv->items[i].value);
+        }
+        char rcmd[8192];
+        if (!rc && cfg_backup_enabled(&cfg->backup)) {
+            rc = pgbackrest_restore_command(cfg, rcmd, sizeof rcmd);
+            if (!rc)
+                rc = param_set(out, "restore_command", rcmd);
+            else
+                snprintf(errbuf, errlen, "backup: restore_command too long");
         }
         /* the standby cluster's settings win over the local ones */
         const char *sbp[][2] = {

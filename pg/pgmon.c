@@ -39,7 +39,21 @@ static const char status_sql[] =
     "SELECT application_name, usename, client_addr::text, state, sync_state, sync_priority,"
     " sent_lsn, write_lsn, flush_lsn, replay_lsn FROM pg_stat_replication ORDER BY application_name;"
     "SELECT status, sender_host, sender_port, slot_name, written_lsn, flushed_lsn, received_tli"
-    " FROM pg_stat_wal_receiver";
+    " FROM pg_stat_wal_receiver;"
+    /* the archiver, and on a primary how many bytes of WAL lie past the end
+     * of the last segment archived (the segment number from the file name,
+     * times the segment size) */
+    "SELECT archived_count, failed_count,"
+    " (extract(epoch FROM last_archived_time) * 1000)::bigint,"
+    " (extract(epoch FROM last_failed_time) * 1000)::bigint,"
+    " CASE WHEN pg_is_in_recovery() OR last_archived_wal IS NULL"
+    " OR last_archived_wal !~ '^[0-9A-F]{24}$' THEN NULL"
+    " ELSE greatest(0, pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')"
+    " - ((('x' || substr(last_archived_wal, 9, 8))::bit(32)::bigint"
+    " * (4294967296 / pg_size_bytes(current_setting('wal_segment_size')))"
+    " + ('x' || substr(last_archived_wal, 17, 8))::bit(32)::bigint + 1)"
+    " * pg_size_bytes(current_setting('wal_segment_size'))))::bigint END"
+    " FROM pg_stat_archiver";
 
 const char *pgmon_status_sql(void)
 {
@@ -218,6 +232,19 @@ int pgmon_parse_status(PGresult *const *res, size_t n, struct pg_status *st, cha
         row->write_lsn = get_lsn(r, i, 7);
         row->flush_lsn = get_lsn(r, i, 8);
         row->replay_lsn = get_lsn(r, i, 9);
+    }
+
+    memset(&st->archiver, 0, sizeof st->archiver);
+    if (n >= 4 && PQresultStatus(res[3]) == PGRES_TUPLES_OK && PQntuples(res[3]) >= 1) {
+        struct pg_archiver *a = &st->archiver;
+        r = res[3];
+        a->present = true;
+        a->archived_count = get_i64(r, 0, 0, &x) && x > 0 ? (uint64_t)x : 0;
+        a->failed_count = get_i64(r, 0, 1, &x) && x > 0 ? (uint64_t)x : 0;
+        a->last_archived_ms = get_i64(r, 0, 2, &x) ? x : 0;
+        a->last_failed_ms = get_i64(r, 0, 3, &x) ? x : 0;
+        a->lag_known = get_i64(r, 0, 4, &x);
+        a->lag_bytes = a->lag_known && x > 0 ? (uint64_t)x : 0;
     }
 
     r = res[2];

@@ -57,6 +57,15 @@ struct pg_wal_receiver {
     uint32_t received_tli;
 };
 
+/* pg_stat_archiver */
+struct pg_archiver {
+    bool present;
+    uint64_t archived_count, failed_count;
+    int64_t last_archived_ms, last_failed_ms; /* epoch ms; 0: never */
+    bool lag_known;     /* a primary that archived a segment */
+    uint64_t lag_bytes; /* WAL written past the last archived segment */
+};
+
 struct pg_status {
     enum pg_run_state state;
     uint64_t taken_ms;       /* monotonic time (uv_now) of the observation */
@@ -83,6 +92,7 @@ struct pg_status {
     size_t nrepl;
     struct pg_repl_row repl[PG_STATUS_MAX_REPL];
     struct pg_wal_receiver receiver;
+    struct pg_archiver archiver;
 };
 
 struct pgmon;

@@ -12,6 +12,7 @@ postgresql-15 postgresql-client-15
 python3 python3-pytest python3-psycopg2 python3-yaml
 haproxy nftables iptables iproute2 wrk procps util-linux faketime
 debootstrap shellcheck logrotate
+pgbackrest
 clang libclang-rt-14-dev"
 
 missing=""

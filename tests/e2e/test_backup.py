@@ -1,0 +1,220 @@
+"""Backups as a cluster feature (issue 18 item 2), with pgBackRest and a
+local (posix) repository shared by three nodes on 127.0.0.1:
+
+- with backup.method pgbackrest the primary creates the stanza and takes a
+  full backup at once (none in the repository); archive_command and
+  restore_command are pgwarden's; GET /backup, /metrics and `ctl backup`
+  show it;
+- after a failover the new primary archives (the archive goes on across the
+  timeline switch) and takes the next backup on request;
+- point-in-time recovery from the repository, row-exact, to a time between
+  two known commits before the failover, and to one after it (which needs
+  the WAL of both timelines, from a backup taken before the switch);
+- a replica rebuilt from the repository (create_replica_methods
+  [pgbackrest, basebackup]) streams afterwards."""
+import json
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from pgw_harness import PGBIN, free_ports, http, managed_clusters, wait_for
+
+PGBACKREST = "/usr/bin/pgbackrest"
+
+pytestmark = pytest.mark.skipif(not os.path.exists(PGBACKREST),
+                                reason="pgbackrest not installed (make deps installs it)")
+
+
+@pytest.fixture
+def make(request):
+    yield from managed_clusters(request)
+
+
+def run_pg(cluster, args, timeout=300, check=True):
+    r = subprocess.run(args, user="postgres", group="postgres", extra_groups=[],
+                       capture_output=True, text=True, timeout=timeout, cwd=cluster.dir)
+    if check:
+        assert r.returncode == 0, f"{args} failed ({r.returncode}): {r.stdout}\n{r.stderr}"
+    return r
+
+
+def backup_cluster(make):
+    c = make(start=False, dcs={"ttl": 4, "loop_wait": 1, "retry_timeout": 1})
+    repo = os.path.join(c.dir, "repo")
+    os.makedirs(repo)
+    c.chown(repo)
+    for n in c.nodes:
+        opts = {"repo1-path": repo, "log-path": os.path.join(n.dir, "pgbr-log"),
+                "lock-path": os.path.join(n.dir, "pgbr-lock"), "repo1-retention-full": "4",
+                "start-fast": "y", "compress-type": "none"}
+        for d in ("pgbr-log", "pgbr-lock"):
+            os.makedirs(os.path.join(n.dir, d))
+            c.chown(os.path.join(n.dir, d))
+        conf = os.path.join(n.raft_dir, "pgbackrest.conf")
+        n.extra = {
+            "backup": {"method": "pgbackrest", "options": opts, "full_interval": 3600,
+                       "diff_interval": 0},
+            "postgresql": {
+                "create_replica_methods": ["pgbackrest", "basebackup"],
+                "pgbackrest": {"command": f"{PGBACKREST} --config={conf} --stanza={c.scope} "
+                                          "--delta restore",
+                               "keep_data": True, "no_params": True},
+            },
+        }
+    return c.start()
+
+
+def backup_status(node):
+    code, body = http(node.api + "/backup", timeout=5)
+    assert code == 200, (code, body)
+    return body if isinstance(body, dict) else json.loads(body)
+
+
+def repo_backups(node):
+    st = backup_status(node)
+    repo = st.get("repository") or {}
+    return repo.get("list") or []
+
+
+def commit_rows(node, first, last):
+    node.query("INSERT INTO ledger SELECT g FROM generate_series(%s, %s) g", (first, last))
+
+
+def server_time(node):
+    return node.query("SELECT clock_timestamp()::text")[0][0]
+
+
+def switch_and_archive(node):
+    """Close the current WAL segment and wait until it is archived."""
+    before = node.query("SELECT archived_count FROM pg_stat_archiver")[0][0]
+    node.query("SELECT pg_switch_wal()")
+    wait_for(lambda: node.query("SELECT archived_count FROM pg_stat_archiver")[0][0] > before,
+             60, what=f"{node.name} archives the switched segment")
+
+
+def pitr_count(cluster, target, tag):
+    """Restore the repository to `target` into a fresh directory, start
+    PostgreSQL there until recovery ends, and count the rows."""
+    conf = os.path.join(cluster.nodes[0].raft_dir, "pgbackrest.conf")
+    data = os.path.join(cluster.dir, f"pitr-{tag}")
+    sock = os.path.join(cluster.dir, f"pitr-{tag}-sock")
+    for d in (data, sock):
+        os.makedirs(d)
+        cluster.chown(d)
+    os.chmod(data, 0o700)
+    t0 = time.monotonic()
+    run_pg(cluster, [PGBACKREST, f"--config={conf}", f"--stanza={cluster.scope}",
+                     f"--pg1-path={data}", "--type=time", f"--target={target}",
+                     "--target-action=promote", "--target-timeline=latest", "restore"])
+    port = free_ports(1)[0]
+    with open(os.path.join(data, "postgresql.auto.conf"), "a") as f:
+        f.write(f"\nport = {port}\nunix_socket_directories = '{sock}'\narchive_mode = off\n"
+                "listen_addresses = ''\nhot_standby = on\n")
+    log = os.path.join(cluster.dir, f"pitr-{tag}.log")
+    run_pg(cluster, [os.path.join(PGBIN, "pg_ctl"), "-D", data, "-l", log, "-w", "-t", "120",
+                     "start"])
+    try:
+        def promoted():
+            r = run_pg(cluster, [os.path.join(PGBIN, "psql"), "-h", sock, "-p", str(port), "-U",
+                                 "postgres", "-qAtc", "SELECT pg_is_in_recovery()"], check=False)
+            return r.returncode == 0 and r.stdout.strip() == "f"
+        try:
+            wait_for(promoted, 120, what=f"PITR {tag} ends recovery")
+        except AssertionError:
+            with open(log, errors="replace") as f:
+                raise AssertionError(f"PITR {tag}: recovery did not end:\n{f.read()[-4000:]}")
+        r = run_pg(cluster, [os.path.join(PGBIN, "psql"), "-h", sock, "-p", str(port), "-U",
+                             "postgres", "-qAtc",
+                             "SELECT count(*), coalesce(min(id), 0), coalesce(max(id), 0) "
+                             "FROM ledger"])
+        count, lo, hi = (int(x) for x in r.stdout.strip().split("|"))
+    finally:
+        run_pg(cluster, [os.path.join(PGBIN, "pg_ctl"), "-D", data, "-m", "immediate", "-w",
+                         "stop"], check=False)
+    print(f"PITR {tag} to {target}: {count} rows ({lo}..{hi}) in {time.monotonic() - t0:.1f} s")
+    return count, lo, hi
+
+
+def test_backup_failover_pitr_and_replica_from_repository(make):
+    c = backup_cluster(make)
+    p = c.wait_primary(timeout=90)
+    c.wait_healthy(timeout=120)
+
+    # the stanza and a first full backup, taken by the primary alone
+    wait_for(lambda: any(b["type"] == "full" for b in repo_backups(p)), 240,
+             what="a first full backup in the repository")
+    logs = {n.name: n.log() for n in c.nodes}
+    starters = [name for name, text in logs.items() if "starting a full backup" in text]
+    assert starters == [p.name], f"full backups started on {starters}, primary is {p.name}"
+    assert "the repository holds no full backup" in logs[p.name]
+    ac = p.query("SHOW archive_command")[0][0]
+    assert "archive-push" in ac and "pgbackrest.conf" in ac, ac
+    assert p.query("SHOW archive_mode")[0][0] == "on"
+    replica = next(n for n in c.nodes if n is not p)
+    assert "archive-get" in replica.query("SHOW restore_command")[0][0]
+    code, metrics = http(p.api + "/metrics", timeout=5)
+    assert code == 200
+    assert "pgwarden_backup_last_full_age_seconds{" in metrics, metrics
+    assert "pgwarden_archive_archived_total{" in metrics
+
+    # commits A, a point in time, commits B; both archived
+    p.query("CREATE TABLE ledger (id int PRIMARY KEY)")
+    commit_rows(p, 1, 100)
+    time.sleep(1.1)
+    t_between = server_time(p)
+    time.sleep(1.1)
+    commit_rows(p, 101, 200)
+    switch_and_archive(p)
+    for n in c.nodes:
+        if n is not p:
+            wait_for(lambda n=n: n.query("SELECT count(*) FROM ledger")[0][0] == 200, 30,
+                     what=f"{n.name} replays B")
+
+    # failover: the primary's node dies
+    old = p
+    old.kill()
+    old.kill_postmaster()
+    p = c.wait_primary(timeout=60, exclude=[old.name])
+    commit_rows(p, 201, 300)
+    time.sleep(1.1)
+    t_after = server_time(p)
+    time.sleep(1.1)
+    commit_rows(p, 301, 400)  # recovery to t_after stops at the first commit past it
+    switch_and_archive(p)
+
+    # a backup on request from the new primary, through ctl
+    r = subprocess.run([c.binary, "ctl", "--endpoint", p.api, "backup", "--type", "diff",
+                        "--wait", "--timeout", "300"], capture_output=True, text=True, timeout=320)
+    print(r.stdout, r.stderr)
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    assert "diff backup done" in r.stdout
+    r = subprocess.run([c.binary, "ctl", "--endpoint", p.api, "backup", "list"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    print(r.stdout)
+    assert " full " in r.stdout and " diff " in r.stdout, r.stdout
+
+    # the repository is consistent across the timeline switch
+    conf = os.path.join(p.raft_dir, "pgbackrest.conf")
+    chk = run_pg(c, [PGBACKREST, f"--config={conf}", f"--stanza={c.scope}", "check"],
+                 check=False)
+    assert chk.returncode == 0, chk.stdout + chk.stderr
+
+    # PITR, row-exact: between A and B (before the failover), and after the
+    # failover from the full backup taken on the first timeline
+    assert pitr_count(c, t_between, "between") == (100, 1, 100)
+    assert pitr_count(c, t_after, "after") == (300, 1, 300)
+
+    # a replica rebuilt from the repository
+    rep = next(n for n in c.nodes if n is not p and n is not old)
+    r = subprocess.run([c.binary, "ctl", "--endpoint", p.api, "reinit", rep.name, "--force",
+                        "--wait"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    wait_for(lambda: rep.is_streaming_replica(), 120, what=f"{rep.name} streams again")
+    tail = rep.log()
+    assert f"replica created in {rep.data_dir} by pgbackrest" in tail, tail[-3000:]
+    wait_for(lambda: rep.query("SELECT count(*) FROM ledger")[0][0] == 400, 60,
+             what=f"{rep.name} has every row")
