@@ -18,7 +18,7 @@
 #define RETRY_MAX_MS (3600u * 1000u)
 #define INFO_CAPTURE (4u << 20)
 
-enum bstep { B_IDLE = 0, B_STANZA, B_INFO, B_BACKUP };
+enum bstep { B_IDLE = 0, B_STANZA, B_INFO, B_BACKUP, B_FILL };
 
 struct backup {
     uv_loop_t *loop;
@@ -31,6 +31,11 @@ struct backup {
     char running_why[128];
 
     uint64_t prepared_epoch;  /* stanza-create succeeded as primary of this epoch */
+    uint64_t filled_epoch;    /* the previous timeline's segments pushed in this epoch */
+    uint64_t fill_retry_at_ms;
+    unsigned fill_failures;
+    struct pgbackrest_fill fill;
+    size_t fill_next;
     bool info_ok;             /* the last info succeeded */
     struct pgbackrest_info info;
     uint64_t info_wall_ms;    /* when it was read */
@@ -86,6 +91,7 @@ void backup_free(struct backup *b)
         return;
     if (b->proc != NULL)
         proc_abandon(b->proc);
+    pgbackrest_fill_free(&b->fill);
     free(b);
 }
 
@@ -120,10 +126,10 @@ static void last_lines(const struct proc_result *res, char *buf, size_t len)
 static void done(struct proc *p, const struct proc_result *res, void *ctx);
 
 static int run(struct backup *b, enum bstep step, const char *command, const char *const *extra,
-               uint32_t timeout_ms, bool log_output, const char *name, uint64_t epoch,
+               const char *arg, uint32_t timeout_ms, bool log_output, const char *name, uint64_t epoch,
                uint64_t now_ms, uint64_t wall_ms)
 {
-    char **argv = pgbackrest_argv(b->cfg, command, extra);
+    char **argv = pgbackrest_argv(b->cfg, command, extra, arg);
     if (argv == NULL) {
         log_error("backup", "out of memory starting pgbackrest %s", command);
         return PGW_ENOMEM;
@@ -224,9 +230,70 @@ static void done(struct proc *p, const struct proc_result *res, void *ctx)
         }
         break;
     }
+    case B_FILL:
+        if (res->status != PGW_OK) {
+            b->fill_failures++;
+            uint64_t wait = backoff_ms(b->fill_failures);
+            b->fill_retry_at_ms = now + wait;
+            log_error("backup", "pushing %s of timeline %u to the archive failed (%s); the "
+                      "archive may lack it until the next try in %" PRIu64 " s",
+                      b->fill.names[b->fill_next], b->fill.parent_tli, why, wait / 1000);
+            pgbackrest_fill_free(&b->fill);
+            break;
+        }
+        if (++b->fill_next < b->fill.n)
+            break; /* the next one at the next step */
+        log_info("backup", "pushed %zu segments of timeline %u (%s to %s, before the switch at "
+                 "%X/%X) to the archive again: the archive has no gap across the switch",
+                 b->fill.n, b->fill.parent_tli, b->fill.names[0], b->fill.names[b->fill.n - 1],
+                 (unsigned)(b->fill.switch_lsn >> 32), (unsigned)b->fill.switch_lsn);
+        b->filled_epoch = b->step_epoch;
+        b->fill_failures = 0;
+        pgbackrest_fill_free(&b->fill);
+        break;
     case B_IDLE:
         break;
     }
+}
+
+/* The previous timeline's segments, one pgbackrest archive-push at a time. */
+static bool fill_step(struct backup *b, const struct backup_input *in)
+{
+    if (b->filled_epoch == in->epoch)
+        return false;
+    if (b->fill.n == 0) {
+        if (in->now_ms < b->fill_retry_at_ms)
+            return false;
+        char err[600];
+        int rc = pgbackrest_fill_plan(b->cfg->postgresql.data_dir, in->timeline, &b->fill, err,
+                                      sizeof err);
+        if (rc == PGW_ENOTFOUND || (rc == PGW_OK && b->fill.n == 0)) {
+            b->filled_epoch = in->epoch;
+            pgbackrest_fill_free(&b->fill);
+            return false;
+        }
+        if (rc != PGW_OK) {
+            b->fill_failures++;
+            b->fill_retry_at_ms = in->now_ms + backoff_ms(b->fill_failures);
+            log_error("backup", "cannot list the previous timeline's segments: %s", err);
+            return false;
+        }
+        b->fill_next = 0;
+        log_info("backup", "timeline %u began at %X/%X: pushing %zu segments of timeline %u "
+                 "this node holds (%s to %s) to the archive, in case the old primary never did",
+                 in->timeline, (unsigned)(b->fill.switch_lsn >> 32), (unsigned)b->fill.switch_lsn,
+                 b->fill.n, b->fill.parent_tli, b->fill.names[0], b->fill.names[b->fill.n - 1]);
+    }
+    char path[4300];
+    snprintf(path, sizeof path, "%s/pg_wal/%s", b->cfg->postgresql.data_dir,
+             b->fill.names[b->fill_next]);
+    if (run(b, B_FILL, "archive-push", NULL, path, STANZA_TIMEOUT_MS, false,
+            "pgbackrest archive-push", in->epoch, in->now_ms, in->wall_ms) != PGW_OK) {
+        b->fill_failures++;
+        b->fill_retry_at_ms = in->now_ms + backoff_ms(b->fill_failures);
+        pgbackrest_fill_free(&b->fill);
+    }
+    return true;
 }
 
 /* Which backup the schedule wants now, and why ("" when none). */
@@ -267,7 +334,7 @@ static void start_backup(struct backup *b, const char *type, const char *why,
     log_info("backup", "starting a %s backup: %s", type, why);
     snprintf(b->running_type, sizeof b->running_type, "%s", type);
     snprintf(b->running_why, sizeof b->running_why, "%s", why);
-    if (run(b, B_BACKUP, "backup", extra, b->cfg->backup.timeout_ms, true, "pgbackrest backup",
+    if (run(b, B_BACKUP, "backup", extra, NULL, b->cfg->backup.timeout_ms, true, "pgbackrest backup",
             in->epoch, in->now_ms, in->wall_ms) != PGW_OK)
         fail(b, in->now_ms, "starting pgbackrest backup", "see above");
 }
@@ -277,7 +344,7 @@ void backup_step(struct backup *b, const struct backup_input *in)
     if (b == NULL)
         return;
     if (b->proc != NULL) {
-        if ((b->step == B_BACKUP || b->step == B_STANZA) &&
+        if ((b->step == B_BACKUP || b->step == B_STANZA || b->step == B_FILL) &&
             (!in->primary || in->epoch != b->step_epoch)) {
             log_warn("backup", "no longer the primary: stopping pgbackrest %s",
                      b->step == B_BACKUP ? "backup" : "stanza-create");
@@ -287,10 +354,11 @@ void backup_step(struct backup *b, const struct backup_input *in)
     }
     if (!in->primary) {
         b->prepared_epoch = 0;
+        pgbackrest_fill_free(&b->fill);
         b->requested_type[0] = '\0';
         if (in->now_ms >= b->info_due_ms) {
             const char *extra[] = {"--output=json", NULL};
-            if (run(b, B_INFO, "info", extra, INFO_TIMEOUT_MS, false, "pgbackrest info",
+            if (run(b, B_INFO, "info", extra, NULL, INFO_TIMEOUT_MS, false, "pgbackrest info",
                     in->epoch, in->now_ms, in->wall_ms) != PGW_OK)
                 b->info_due_ms = in->now_ms + INFO_PERIOD_MS;
         }
@@ -300,11 +368,13 @@ void backup_step(struct backup *b, const struct backup_input *in)
         if (in->now_ms < b->retry_at_ms)
             return;
         const char *extra[] = {"--log-level-console=info", NULL};
-        if (run(b, B_STANZA, "stanza-create", extra, STANZA_TIMEOUT_MS, true,
+        if (run(b, B_STANZA, "stanza-create", extra, NULL, STANZA_TIMEOUT_MS, true,
                 "pgbackrest stanza-create", in->epoch, in->now_ms, in->wall_ms) != PGW_OK)
             fail(b, in->now_ms, "starting pgbackrest stanza-create", "see above");
         return;
     }
+    if (fill_step(b, in))
+        return;
     if (b->requested_type[0] != '\0') {
         char type[8];
         snprintf(type, sizeof type, "%s", b->requested_type);
@@ -314,7 +384,7 @@ void backup_step(struct backup *b, const struct backup_input *in)
     }
     if (in->now_ms >= b->info_due_ms) {
         const char *extra[] = {"--output=json", NULL};
-        if (run(b, B_INFO, "info", extra, INFO_TIMEOUT_MS, false, "pgbackrest info", in->epoch,
+        if (run(b, B_INFO, "info", extra, NULL, INFO_TIMEOUT_MS, false, "pgbackrest info", in->epoch,
                 in->now_ms, in->wall_ms) != PGW_OK)
             b->info_due_ms = in->now_ms + INFO_PERIOD_MS;
         return;

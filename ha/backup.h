@@ -8,7 +8,9 @@
  * or a switchover, reads it and goes on with the schedule from there, and
  * a backup taken by hand counts too.
  *
- * Happy path (primary): stanza-create (idempotent), info, then a full
+ * Happy path (primary): stanza-create (idempotent), the previous
+ * timeline's segments pushed again (pg/pgbackrest.h, pgbackrest_fill:
+ * what the old primary may have died before archiving), info, then a full
  * backup when the newest full one is full_interval old (or none exists), a
  * differential one when the newest backup is diff_interval old; info again
  * after each. Failure modes: a command fails or overruns backup.timeout
@@ -43,6 +45,7 @@ void backup_free(struct backup *b);
 struct backup_input {
     bool primary;        /* serving as primary: lease held, PostgreSQL a primary */
     uint64_t epoch;      /* the primary epoch this node serves in */
+    uint32_t timeline;   /* PostgreSQL's */
     uint64_t now_ms;     /* monotonic */
     uint64_t wall_ms;
 };

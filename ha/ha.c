@@ -217,6 +217,7 @@ static void backup_tick(struct ha *h)
     struct backup_input in = {
         .primary = v.lease_serving && v.pg.running && !v.pg.in_recovery && !h->shutting_down,
         .epoch = v.epoch,
+        .timeline = v.pg.timeline,
         .now_ms = ha_now(h),
         .wall_ms = clock_wall_ms(),
     };

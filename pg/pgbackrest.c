@@ -1,13 +1,17 @@
 #include "pg/pgbackrest.h"
 
+#include <dirent.h>
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <jansson.h>
 
 #include "pg/pgconf.h"
+#include "pg/pgrewind.h"
 
 void pgbackrest_conf_path(const struct cfg *c, char *buf, size_t len)
 {
@@ -149,25 +153,28 @@ int pgbackrest_restore_command(const struct cfg *c, char *buf, size_t len)
     return shell_command(c, "archive-get %f \"%p\"", buf, len);
 }
 
-char **pgbackrest_argv(const struct cfg *c, const char *command, const char *const *extra)
+char **pgbackrest_argv(const struct cfg *c, const char *command, const char *const *extra,
+                       const char *arg)
 {
     size_t n_extra = 0;
     while (extra != NULL && extra[n_extra] != NULL)
         n_extra++;
-    char **v = calloc(n_extra + 5, sizeof *v);
+    char **v = calloc(n_extra + 6, sizeof *v);
     if (v == NULL)
         return NULL;
-    char conf[4200], arg[4300];
+    char conf[4200], word[4300];
     pgbackrest_conf_path(c, conf, sizeof conf);
     size_t i = 0;
     v[i++] = strdup(c->backup.command);
-    snprintf(arg, sizeof arg, "--config=%s", conf);
-    v[i++] = strdup(arg);
-    snprintf(arg, sizeof arg, "--stanza=%s", c->backup.stanza);
-    v[i++] = strdup(arg);
+    snprintf(word, sizeof word, "--config=%s", conf);
+    v[i++] = strdup(word);
+    snprintf(word, sizeof word, "--stanza=%s", c->backup.stanza);
+    v[i++] = strdup(word);
     for (size_t k = 0; k < n_extra; k++)
         v[i++] = strdup(extra[k]);
     v[i++] = strdup(command);
+    if (arg != NULL)
+        v[i++] = strdup(arg);
     for (size_t k = 0; k < i; k++)
         if (v[k] == NULL) {
             for (size_t j = 0; j < i; j++)
@@ -270,4 +277,100 @@ int pgbackrest_info_parse(const char *json, size_t len, const char *stanza,
     }
     json_decref(root);
     return PGW_OK;
+}
+
+static bool wal_name(const char *s)
+{
+    return strlen(s) == 24 && strspn(s, "0123456789ABCDEF") == 24;
+}
+
+static int cmp_name(const void *a, const void *b)
+{
+    return strcmp(a, b);
+}
+
+int pgbackrest_fill_plan(const char *data_dir, uint32_t timeline, struct pgbackrest_fill *out,
+                         char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    if (timeline < 2)
+        return PGW_ENOTFOUND;
+    struct pg_tli_history h;
+    int rc = pg_tli_history_read(data_dir, timeline, &h, err, errlen);
+    if (rc != PGW_OK)
+        return rc;
+    if (h.n == 0)
+        return PGW_ENOTFOUND;
+    out->parent_tli = h.items[h.n - 1].parent_tli;
+    out->switch_lsn = h.items[h.n - 1].switchpoint;
+    char prefix[9];
+    snprintf(prefix, sizeof prefix, "%08X", (unsigned)out->parent_tli);
+    char path[4200];
+    snprintf(path, sizeof path, "%s/pg_wal", data_dir);
+    DIR *d = opendir(path);
+    if (d == NULL) {
+        snprintf(err, errlen, "cannot list %s: %s", path, strerror(errno));
+        return PGW_EIO;
+    }
+    size_t cap = 0;
+    uint64_t segsize = 0;
+    struct dirent *e;
+    rc = PGW_OK;
+    while ((e = readdir(d)) != NULL && rc == PGW_OK) {
+        if (!wal_name(e->d_name) || strncmp(e->d_name, prefix, 8) != 0)
+            continue;
+        char f[4300];
+        struct stat sb;
+        snprintf(f, sizeof f, "%s/%s", path, e->d_name);
+        if (stat(f, &sb) != 0 || !S_ISREG(sb.st_mode))
+            continue;
+        /* the segment size is every complete segment's size (1 MB to 1 GB, a power of 2) */
+        uint64_t sz = (uint64_t)sb.st_size;
+        if (sz < (1u << 20) || sz > (1u << 30) || (sz & (sz - 1)) != 0)
+            continue;
+        if (segsize == 0)
+            segsize = sz;
+        else if (sz != segsize)
+            continue;
+        if (out->n == cap) {
+            size_t nc = cap ? cap * 2 : 64;
+            if (nc > 65536) {
+                break;
+            }
+            void *nn = realloc(out->names, nc * sizeof *out->names);
+            if (nn == NULL) {
+                rc = PGW_ENOMEM;
+                break;
+            }
+            out->names = nn;
+            cap = nc;
+        }
+        memcpy(out->names[out->n++], e->d_name, 25);
+    }
+    closedir(d);
+    if (rc != PGW_OK) {
+        snprintf(err, errlen, "out of memory");
+        pgbackrest_fill_free(out);
+        return rc;
+    }
+    if (segsize == 0) {
+        out->n = 0;
+        return PGW_OK;
+    }
+    uint64_t segno = out->switch_lsn / segsize, per_id = 0x100000000ull / segsize;
+    snprintf(out->switch_segment, sizeof out->switch_segment, "%08X%08X%08X",
+             (unsigned)out->parent_tli, (unsigned)(segno / per_id), (unsigned)(segno % per_id));
+    size_t k = 0;
+    for (size_t i = 0; i < out->n; i++)
+        if (strcmp(out->names[i], out->switch_segment) < 0)
+            memcpy(out->names[k++], out->names[i], 25);
+    out->n = k;
+    qsort(out->names, out->n, sizeof *out->names, cmp_name);
+    return PGW_OK;
+}
+
+void pgbackrest_fill_free(struct pgbackrest_fill *f)
+{
+    free(f->names);
+    memset(f, 0, sizeof *f);
 }

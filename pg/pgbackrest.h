@@ -33,9 +33,10 @@ int pgbackrest_conf_write(const struct cfg *c, char *err, size_t errlen) PGW_MUS
 int pgbackrest_archive_command(const struct cfg *c, char *buf, size_t len) PGW_MUST_CHECK;
 int pgbackrest_restore_command(const struct cfg *c, char *buf, size_t len) PGW_MUST_CHECK;
 
-/* argv of `pgbackrest --config=F --stanza=S [extra...] <command>`:
+/* argv of `pgbackrest --config=F --stanza=S [extra...] <command> [arg]`:
  * malloc'd words, NULL-terminated; free with pgbackrest_argv_free. */
-char **pgbackrest_argv(const struct cfg *c, const char *command, const char *const *extra);
+char **pgbackrest_argv(const struct cfg *c, const char *command, const char *const *extra,
+                       const char *arg);
 void pgbackrest_argv_free(char **argv);
 
 #define PGBR_LIST_MAX 32
@@ -66,5 +67,27 @@ struct pgbackrest_info {
 
 int pgbackrest_info_parse(const char *json, size_t len, const char *stanza,
                           struct pgbackrest_info *out, char *err, size_t errlen) PGW_MUST_CHECK;
+
+/* After a promotion: the segments of the timeline it ended (the parent
+ * in pg_wal/<timeline>.history) that lie wholly before the switch point
+ * and are still in pg_wal. The promoted node received them by streaming
+ * and never archived them (archive_mode on archives only what a node
+ * writes); the old primary may have died before it did. Pushing them
+ * again is harmless: pgBackRest accepts a segment it already holds with
+ * the same checksum. The segment holding the switch point is PostgreSQL's
+ * own business (it archives it as .partial). */
+struct pgbackrest_fill {
+    uint32_t parent_tli;
+    uint64_t switch_lsn;
+    char switch_segment[25]; /* the parent's segment that holds the switch */
+    size_t n;
+    char (*names)[25];       /* sorted; malloc'd */
+};
+
+/* PGW_ENOTFOUND when there is nothing to look at (timeline 1, or no
+ * history file); PGW_EIO/PGW_EPROTO with err otherwise. */
+int pgbackrest_fill_plan(const char *data_dir, uint32_t timeline, struct pgbackrest_fill *out,
+                         char *err, size_t errlen) PGW_MUST_CHECK;
+void pgbackrest_fill_free(struct pgbackrest_fill *f);
 
 #endif

@@ -103,20 +103,13 @@ static void local_history(struct pgnode *n)
     n->local.history_known = false;
     if (n->local.timeline <= 1)
         return;
-    char path[4200];
-    snprintf(path, sizeof path, "%s/pg_wal/%08X.history", n->cfg->postgresql.data_dir,
-             (unsigned)n->local.timeline);
-    FILE *f = fopen(path, "r");
-    if (f == NULL)
+    char eb[600];
+    int rc = pg_tli_history_read(n->cfg->postgresql.data_dir, n->local.timeline,
+                                 &n->local.history, eb, sizeof eb);
+    if (rc == PGW_ENOTFOUND)
         return;
-    char buf[16384];
-    size_t len = fread(buf, 1, sizeof buf, f);
-    bool whole = feof(f) && !ferror(f);
-    fclose(f);
-    char eb[200];
-    if (!whole || pg_tli_history_parse(buf, len, &n->local.history, eb, sizeof eb) != PGW_OK) {
-        log_warn("pg", "%s: not read (%s): timelines compared by number only", path,
-                 whole ? eb : "unreadable or larger than 16 kB");
+    if (rc != PGW_OK) {
+        log_warn("pg", "%s: not read: timelines compared by number only", eb);
         return;
     }
     n->local.history_known = true;

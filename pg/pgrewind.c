@@ -358,3 +358,29 @@ void pgrewind_fetch_cancel(struct pgrewind_fetch *f)
     pgconn_destroy(f->conn);
     free(f);
 }
+
+int pg_tli_history_read(const char *data_dir, uint32_t tli, struct pg_tli_history *out,
+                        char *errbuf, size_t errlen)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/pg_wal/%08X.history", data_dir, (unsigned)tli);
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        snprintf(errbuf, errlen, "%s: %s", path, strerror(errno));
+        return errno == ENOENT ? PGW_ENOTFOUND : PGW_EIO;
+    }
+    char buf[16384];
+    size_t len = fread(buf, 1, sizeof buf, f);
+    bool whole = feof(f) && !ferror(f);
+    fclose(f);
+    if (!whole) {
+        snprintf(errbuf, errlen, "%s: unreadable or larger than 16 kB", path);
+        return PGW_EIO;
+    }
+    char eb[200];
+    if (pg_tli_history_parse(buf, len, out, eb, sizeof eb) != PGW_OK) {
+        snprintf(errbuf, errlen, "%s: %s", path, eb);
+        return PGW_EPROTO;
+    }
+    return PGW_OK;
+}

@@ -37,6 +37,11 @@ struct pg_tli_history {
 int pg_tli_history_parse(const char *text, size_t len, struct pg_tli_history *out, char *errbuf,
                          size_t errlen) PGW_MUST_CHECK;
 
+/* Read and parse <data_dir>/pg_wal/<tli>.history (up to 16 kB).
+ * PGW_ENOTFOUND when it does not exist; other errors name the file. */
+int pg_tli_history_read(const char *data_dir, uint32_t tli, struct pg_tli_history *out,
+                        char *errbuf, size_t errlen) PGW_MUST_CHECK;
+
 struct pgrewind_primary {
     uint64_t system_identifier;
     uint32_t timeline;

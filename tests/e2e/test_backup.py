@@ -15,6 +15,7 @@ local (posix) repository shared by three nodes on 127.0.0.1:
 import json
 import os
 import shutil
+import signal
 import subprocess
 import time
 
@@ -114,15 +115,27 @@ def pitr_count(cluster, target, tag):
         f.write(f"\nport = {port}\nunix_socket_directories = '{sock}'\narchive_mode = off\n"
                 "listen_addresses = ''\nhot_standby = on\n")
     log = os.path.join(cluster.dir, f"pitr-{tag}.log")
-    run_pg(cluster, [os.path.join(PGBIN, "pg_ctl"), "-D", data, "-l", log, "-w", "-t", "120",
-                     "start"])
+    st = run_pg(cluster, [os.path.join(PGBIN, "pg_ctl"), "-D", data, "-l", log, "-w", "-t",
+                          "120", "start"], check=False)
+    if st.returncode != 0:
+        with open(log, errors="replace") as f:
+            raise AssertionError(f"PITR {tag}: the restored server did not start:\n"
+                                 f"{f.read()[-4000:]}")
     try:
         def promoted():
             r = run_pg(cluster, [os.path.join(PGBIN, "psql"), "-h", sock, "-p", str(port), "-U",
                                  "postgres", "-qAtc", "SELECT pg_is_in_recovery()"], check=False)
             return r.returncode == 0 and r.stdout.strip() == "f"
+        def promoted_or_dead():
+            if promoted():
+                return True
+            st = run_pg(cluster, [os.path.join(PGBIN, "pg_ctl"), "-D", data, "status"],
+                        check=False)
+            if st.returncode != 0:  # recovery failed and the server exited
+                raise AssertionError("server exited")
+            return False
         try:
-            wait_for(promoted, 120, what=f"PITR {tag} ends recovery")
+            wait_for(promoted_or_dead, 120, what=f"PITR {tag} ends recovery")
         except AssertionError:
             with open(log, errors="replace") as f:
                 raise AssertionError(f"PITR {tag}: recovery did not end:\n{f.read()[-4000:]}")
@@ -218,3 +231,54 @@ def test_backup_failover_pitr_and_replica_from_repository(make):
     assert f"replica created in {rep.data_dir} by pgbackrest" in tail, tail[-3000:]
     wait_for(lambda: rep.query("SELECT count(*) FROM ledger")[0][0] == 400, 60,
              what=f"{rep.name} has every row")
+
+
+def archiver_pid(node):
+    for pid in node.pg_pids():
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if b"archiver" in f.read():
+                    return pid
+        except OSError:
+            pass
+    return None
+
+
+def test_archive_has_no_gap_across_a_failover(make):
+    """Segments the old primary completed but never archived (its archiver
+    stuck, then the node died) are on the new primary, received by
+    streaming; it pushes them, so a recovery through them works."""
+    c = backup_cluster(make)
+    p = c.wait_primary(timeout=90)
+    c.wait_healthy(timeout=120)
+    wait_for(lambda: any(b["type"] == "full" for b in repo_backups(p)), 240,
+             what="a first full backup in the repository")
+    p.query("CREATE TABLE ledger (id int PRIMARY KEY)")
+    switch_and_archive(p)
+    pid = archiver_pid(p)
+    assert pid, "no archiver process found"
+    os.kill(pid, signal.SIGSTOP)
+    commit_rows(p, 1, 100)
+    time.sleep(1.1)
+    t_mid = server_time(p)
+    time.sleep(1.1)
+    commit_rows(p, 101, 200)
+    for _ in range(3):
+        p.query("SELECT pg_switch_wal()")
+        commit_rows(p, 1000 + _, 1000 + _)
+    for n in c.nodes:
+        if n is not p:
+            wait_for(lambda n=n: n.query("SELECT count(*) FROM ledger")[0][0] == 203, 30,
+                     what=f"{n.name} replays everything")
+    ready = [f for f in os.listdir(os.path.join(p.data_dir, "pg_wal", "archive_status"))
+             if f.endswith(".ready")]
+    assert len(ready) >= 3, f"the old primary should hold unarchived segments: {ready}"
+    old = p
+    old.kill_all()
+    p = c.wait_primary(timeout=60, exclude=[old.name])
+    wait_for(lambda: "pushed" in p.log() and "to the archive" in p.log(), 60,
+             what=f"{p.name} pushes the previous timeline's segments")
+    print("".join(l + "\n" for l in p.log().splitlines() if "[backup] pushed" in l))
+    commit_rows(p, 2000, 2099)
+    switch_and_archive(p)
+    assert pitr_count(c, t_mid, "gap") == (100, 1, 100)

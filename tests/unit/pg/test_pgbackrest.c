@@ -59,7 +59,7 @@ static void test_conf_and_commands(void **state)
     char small[16];
     assert_int_not_equal(pgbackrest_archive_command(&c, small, sizeof small), 0);
     const char *extra[] = {"--type=full", NULL};
-    char **argv = pgbackrest_argv(&c, "backup", extra);
+    char **argv = pgbackrest_argv(&c, "backup", extra, NULL);
     assert_non_null(argv);
     assert_string_equal(argv[0], "/usr/bin/pgbackrest");
     assert_string_equal(argv[1], "--config=/var/lib/pgw/pgbackrest.conf");
