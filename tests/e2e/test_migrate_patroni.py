@@ -195,6 +195,7 @@ def test_migrate_from_patroni_fail_over_and_roll_back(patroni_cluster):
         t_kill = time.monotonic()
         leader.kill_all()
         new = with_logs(c, c.wait_primary, timeout=60, exclude=leader)
+        t_promoted = time.monotonic()
         assert new is not leader
         wait_for(lambda: up_servers(c.stats, "primary") == [new.name], 30,
                  what="HAProxy routing to the new primary")
@@ -203,7 +204,8 @@ def test_migrate_from_patroni_fail_over_and_roll_back(patroni_cluster):
         fo_gap = w.max_gap(t_kill, time.monotonic())
         lost = w.lost(new)
         assert lost == [], f"acknowledged writes lost in the failover: {lost[:20]}"
-        print(f"failover under pgwarden: {leader.name} killed, {new.name} promoted, write gap "
+        print(f"failover under pgwarden: {leader.name} killed, {new.name} answering 200 on "
+              f"/primary {t_promoted - t_kill:.2f} s later, write gap through HAProxy "
               f"{fo_gap:.2f} s, acknowledged writes lost 0")
         leader.start()  # the old primary rejoins (pg_rewind)
         with_logs(c, c.wait_healthy, timeout=120)
