@@ -6,6 +6,7 @@
 int cmd_run(int argc, char **argv);
 int cmd_ctl(int argc, char **argv);
 int cmd_validate(int argc, char **argv);
+int cmd_convert_patroni(int argc, char **argv);
 int cmd_version(int argc, char **argv);
 
 #endif

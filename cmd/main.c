@@ -14,6 +14,7 @@ static const struct subcommand subcommands[] = {
     {"run", cmd_run, "run the supervisor daemon for this node"},
     {"ctl", cmd_ctl, "operator CLI: list, switchover, failover, ..."},
     {"validate", cmd_validate, "check a configuration file and exit 0 (valid) or 1"},
+    {"convert-patroni", cmd_convert_patroni, "write a pgwarden configuration from a patroni.yml"},
     {"version", cmd_version, "print pgwarden's version and the library versions it was built with"},
 };
 
@@ -21,7 +22,7 @@ static void usage(FILE *out)
 {
     fprintf(out, "Usage: pgwarden <command> [options]\n\nCommands:\n");
     for (size_t i = 0; i < sizeof subcommands / sizeof subcommands[0]; i++)
-        fprintf(out, "  %-10s %s\n", subcommands[i].name, subcommands[i].summary);
+        fprintf(out, "  %-16s %s\n", subcommands[i].name, subcommands[i].summary);
     fprintf(out, "\nRun 'pgwarden <command> --help' for the options of a command.\n");
 }
 

@@ -865,9 +865,11 @@ fail:
     return rc;
 }
 
-int cfg_load(const char *path, struct cfg *out, struct cfg_error *err, struct cfg_warnings *warn)
+int cfg_read_file(const char *path, char **buf_out, size_t *len_out, mode_t *mode_out,
+                  struct cfg_error *err)
 {
-    memset(out, 0, sizeof *out);
+    *buf_out = NULL;
+    *len_out = 0;
     err->line = err->column = 0;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
@@ -888,7 +890,7 @@ int cfg_load(const char *path, struct cfg *out, struct cfg_error *err, struct cf
     }
     /* Read one byte past the limit in case the file grew since fstat. */
     size_t cap = YTREE_MAX_BYTES + 1, len = 0;
-    char *buf = malloc(cap);
+    char *buf = malloc(cap + 1);
     if (buf == NULL) {
         close(fd);
         cfg__error(err, path, NULL, NULL, "out of memory");
@@ -909,6 +911,24 @@ int cfg_load(const char *path, struct cfg *out, struct cfg_error *err, struct cf
         len += (size_t)r;
     }
     close(fd);
+    buf[len] = '\0';
+    *buf_out = buf;
+    *len_out = len;
+    if (mode_out != NULL)
+        *mode_out = st.st_mode;
+    return 0;
+}
+
+int cfg_load(const char *path, struct cfg *out, struct cfg_error *err, struct cfg_warnings *warn)
+{
+    memset(out, 0, sizeof *out);
+    char *buf;
+    size_t len;
+    mode_t mode;
+    int rrc = cfg_read_file(path, &buf, &len, &mode, err);
+    if (rrc != 0)
+        return rrc;
+    struct stat st = {.st_mode = mode};
     int rc = cfg_load_buffer(path, buf, len, out, err, warn);
     if (len > 0)
         memset(buf, 0, len); /* the text may hold passwords */

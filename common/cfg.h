@@ -14,6 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/types.h>
 
 #include <jansson.h>
 
@@ -281,6 +282,15 @@ struct cfg {
  * leaves *out zeroed. Warnings are appended to *warn (may be NULL). */
 int cfg_load(const char *path, struct cfg *out, struct cfg_error *err,
              struct cfg_warnings *warn) PGW_MUST_CHECK;
+
+/* Read a configuration-sized file (a regular file of at most 1 MiB) into a
+ * NUL-terminated buffer the caller frees (zero it first if it may hold
+ * passwords). mode_out (may be NULL) gets st_mode. On failure fills err
+ * ("<path>: cannot open: No such file or directory", "not a regular file",
+ * "file is larger than 1 MiB") and returns PGW_ENOTFOUND, PGW_EIO or
+ * PGW_EINVAL. */
+int cfg_read_file(const char *path, char **buf_out, size_t *len_out, mode_t *mode_out,
+                  struct cfg_error *err) PGW_MUST_CHECK;
 
 /* Same, from a buffer; `name` is used in messages in place of a file name. */
 int cfg_load_buffer(const char *name, const char *text, size_t len, struct cfg *out,

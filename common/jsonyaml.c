@@ -216,6 +216,17 @@ static void fmt_real(double d, char *buf, size_t len)
         if (strtod(buf, NULL) == d)
             break;
     }
+    /* %g takes the exponent form for 10 at precision 1 ("1e+01"); a
+     * configuration value (seconds, bytes) reads better, and parses with
+     * pgwarden's own duration and size parsers, as a plain decimal. */
+    double mag = d < 0 ? -d : d;
+    if (strpbrk(buf, "eE") != NULL && mag >= 1e-4 && mag < 1e15) {
+        for (int decimals = 0; decimals <= 17; decimals++) {
+            snprintf(buf, len, "%.*f", decimals, d);
+            if (strtod(buf, NULL) == d)
+                break;
+        }
+    }
     /* keep it a float for YAML 1.1 readers: they need a '.' */
     if (strchr(buf, '.') == NULL && strchr(buf, 'n') == NULL) {
         char *e = strpbrk(buf, "eE");

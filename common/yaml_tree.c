@@ -9,6 +9,8 @@
  * an alias can never point into its own ancestor (no cycles). */
 #include "common/yaml_tree.h"
 
+#include "common/jsonyaml.h"
+
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -632,4 +634,41 @@ int ytree_from_json(const json_t *j, struct ytree *out)
         return PGW_ENOMEM;
     }
     return PGW_OK;
+}
+
+/* Plain scalars are resolved as PyYAML resolves them (jy_scalar), which is
+ * how Patroni read the same file; quoted ones stay strings. Depth is bounded
+ * by YTREE_MAX_DEPTH, enforced when the tree was built. */
+json_t *ytree_to_json(const struct ynode *n)
+{
+    if (n == NULL)
+        return json_null();
+    switch (n->kind) {
+    case YN_SCALAR:
+        return n->plain ? jy_scalar(n->text) : json_stringn(n->text, n->len);
+    case YN_SEQ: {
+        json_t *a = json_array();
+        for (size_t i = 0; a != NULL && i < n->n; i++) {
+            json_t *v = ytree_to_json(n->items[i]);
+            if (v == NULL || json_array_append_new(a, v) != 0) {
+                json_decref(a);
+                a = NULL;
+            }
+        }
+        return a;
+    }
+    case YN_MAP: {
+        json_t *o = json_object();
+        for (size_t i = 0; o != NULL && i + 1 < n->n; i += 2) {
+            const struct ynode *k = n->items[i];
+            json_t *v = k->kind == YN_SCALAR ? ytree_to_json(n->items[i + 1]) : NULL;
+            if (v == NULL || json_object_set_new(o, k->text, v) != 0) {
+                json_decref(o);
+                o = NULL;
+            }
+        }
+        return o;
+    }
+    }
+    return NULL;
 }

@@ -5,7 +5,9 @@
  * keys, hard limits enforced while parsing (size, depth, node count with
  * aliases expanded, so a "billion laughs" file fails fast), duplicate-key
  * detection and errors phrased as "file:line:col: key.path: what". Internal
- * to the configuration module (common/cfg*.c). */
+ * to the configuration module (common/cfg*.c) and to `pgwarden
+ * convert-patroni` (cmd/convert_patroni.c), which reads a Patroni file with
+ * the same parser and turns it into JSON to rewrite it. */
 #ifndef PGW_YAML_TREE_H
 #define PGW_YAML_TREE_H
 
@@ -52,6 +54,12 @@ int ytree_parse(const char *name, const char *buf, size_t len, struct ytree *out
  * numbers/booleans/null plain scalars, so the same value parsers serve
  * YAML and JSON. */
 int ytree_from_json(const json_t *j, struct ytree *out) PGW_MUST_CHECK;
+
+/* The tree as JSON: plain scalars resolved as PyYAML (and so Patroni)
+ * resolves them (jy_scalar: `30` a number, `on` a boolean), quoted ones as
+ * strings; mapping keys as text, in file order; a mapping key that is not a
+ * scalar fails. NULL when out of memory or on such a key. */
+json_t *ytree_to_json(const struct ynode *n);
 
 void ytree_free(struct ytree *t);
 

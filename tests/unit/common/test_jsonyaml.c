@@ -288,11 +288,36 @@ static void test_text_diff(void **state)
     free(d);
 }
 
+/* A real that a configuration file will hold (a converted retry_timeout of
+ * 10 s, computed as a double) is written as a plain decimal that pgwarden's
+ * own duration and size parsers read back, never as "1.0e+01". */
+static void test_real_written_without_exponent(void **state)
+{
+    (void)state;
+    static const struct { double d; const char *want; } cases[] = {
+        {10.0, "10.0\n"}, {100.0, "100.0\n"}, {0.75, "0.75\n"}, {1048576.0, "1048576.0\n"},
+        {1e-7, "1.0e-07\n"}, {2.5e20, "2.5e+20\n"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        json_t *j = json_real(cases[i].d);
+        char *y = jy_to_yaml(j);
+        assert_non_null(y);
+        assert_string_equal(y, cases[i].want);
+        json_t *back = jy_from_yaml(y, strlen(y), NULL, 0);
+        assert_non_null(back);
+        assert_true(json_is_real(back) && json_real_value(back) == cases[i].d);
+        json_decref(back);
+        free(y);
+        json_decref(j);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_scalars),
         cmocka_unit_test(test_to_yaml),
+        cmocka_unit_test(test_real_written_without_exponent),
         cmocka_unit_test(test_round_trip_tricky_strings),
         cmocka_unit_test(test_from_yaml),
         cmocka_unit_test(test_from_yaml_errors),
