@@ -118,6 +118,19 @@ static const struct ctl_sub subs[] = {
      "  -t, --type TYPE   full (default), diff or incr\n"
      "      --wait        wait until it is done; exit 1 if it failed\n"
      "      --timeout SECS  how long --wait waits (default 24 h)\n"},
+    {"restore", ctl_cmd_restore, "write the configuration of a new cluster restored to a point in time",
+     "Usage: pgwarden ctl -c NODE.yml restore --target-time TIME [--from-stanza STANZA] [-o OUT]\n"
+     "       pgwarden ctl -c NODE.yml restore --latest [--from-stanza STANZA] [-o OUT]\n\n"
+     "Reads the configuration of the node that will found the new cluster (it needs\n"
+     "backup.method pgbackrest, naming the repository) and writes it again (to OUT, mode\n"
+     "0600, or to standard output) with a bootstrap method that restores the repository's\n"
+     "backup of STANZA (default: its backup.stanza) and replays the WAL archive to TIME\n"
+     "(\"2026-12-07 10:00:00+00\"; PostgreSQL's timestamp syntax) or to its end. Start\n"
+     "pgwarden with it on empty data and Raft directories (docs/backups.md).\n"
+     "      --target-time TIME    recover to this time (inclusive of commits before it)\n"
+     "      --latest              recover to the end of the archive\n"
+     "      --from-stanza STANZA  the stanza to restore from\n"
+     "  -o, --output OUT          write OUT instead of standard output\n"},
     {"version", ctl_cmd_version, "ctl's version and each member's",
      "Usage: pgwarden ctl version [MEMBER...]\n"},
 };

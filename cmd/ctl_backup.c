@@ -7,7 +7,10 @@
 #include <time.h>
 
 #include "cmd/ctl_internal.h"
+#include "common/cfg.h"
+#include "common/jsonyaml.h"
 #include "common/table.h"
+#include "pg/pgconf.h"
 
 enum { B_TYPE = 1, B_WAIT, B_TIMEOUT };
 
@@ -228,4 +231,161 @@ int ctl_cmd_backup(struct ctl *c, struct ctl_iter *it)
     ctl_err(c, "the backup did not finish within %.0f s (it goes on; see ctl backup list)",
             timeout_s);
     return CTL_FAILED;
+}
+
+/* ---- restore: a new cluster at a point in time ------------------------------------ */
+
+enum { R_TIME = 1, R_LATEST, R_STANZA, R_OUT };
+
+static const struct ctl_opt restore_opts[] = {
+    {"target-time", 0, true, R_TIME},
+    {"latest", 0, false, R_LATEST},
+    {"from-stanza", 0, true, R_STANZA},
+    {"output", 'o', true, R_OUT},
+    {NULL, 0, false, 0},
+};
+
+/* The bootstrap section: pgBackRest restores the data directory, PostgreSQL
+ * replays to the target and promotes (keep_existing_recovery_conf keeps
+ * the settings pgBackRest wrote), then pgwarden removes them and founds
+ * the new cluster on it. */
+static json_t *restore_bootstrap(const struct cfg *cf, const char *stanza, const char *target)
+{
+    char conf[4200], cmd[9000];
+    snprintf(conf, sizeof conf, "%s/pgbackrest.conf", cf->raft.data_dir);
+    int n;
+    if (target != NULL)
+        n = snprintf(cmd, sizeof cmd, "%s --config=%s --stanza=%s --pg1-path=%s --type=time "
+                     "\"--target=%s\" --target-action=promote --target-timeline=latest restore",
+                     cf->backup.command, conf, stanza, cf->postgresql.data_dir, target);
+    else
+        n = snprintf(cmd, sizeof cmd, "%s --config=%s --stanza=%s --pg1-path=%s "
+                     "--target-timeline=latest restore",
+                     cf->backup.command, conf, stanza, cf->postgresql.data_dir);
+    if (n < 0 || (size_t)n >= sizeof cmd)
+        return NULL;
+    return json_pack("{s:s,s:{s:s,s:b,s:b}}", "method", "pgbackrest_restore",
+                     "pgbackrest_restore", "command", cmd, "no_params", 1,
+                     "keep_existing_recovery_conf", 1);
+}
+
+int ctl_cmd_restore(struct ctl *c, struct ctl_iter *it)
+{
+    const char *target = NULL, *stanza = NULL, *out = NULL, *val;
+    bool latest = false;
+    int id;
+    while ((id = ctl_next_arg(c, it, restore_opts, &val)) != CTL_ARG_END) {
+        switch (id) {
+        case CTL_ARG_ERROR:
+            return CTL_USAGE;
+        case CTL_ARG_HELP:
+            ctl_sub_help(stdout, c->sub);
+            return CTL_OK;
+        case R_TIME:
+            if (*val == '\0' || strpbrk(val, "\"\\\n\r") != NULL) {
+                ctl_err(c, "--target-time: expected a time such as \"2026-12-07 10:00:00+00\", "
+                        "got \"%s\"", val);
+                return CTL_USAGE;
+            }
+            target = val;
+            break;
+        case R_LATEST:
+            latest = true;
+            break;
+        case R_STANZA:
+            stanza = val;
+            break;
+        case R_OUT:
+            out = val;
+            break;
+        case CTL_ARG_POSITIONAL:
+            ctl_err(c, "unexpected argument \"%s\"", val);
+            return CTL_USAGE;
+        }
+    }
+    if ((target == NULL) == !latest) {
+        ctl_err(c, "give --target-time TIME or --latest");
+        return CTL_USAGE;
+    }
+    if (c->config_path == NULL) {
+        ctl_err(c, "-c FILE: the configuration of the node that founds the new cluster");
+        return CTL_USAGE;
+    }
+    struct cfg cf;
+    struct cfg_error err;
+    if (cfg_load(c->config_path, &cf, &err, NULL) != 0) {
+        ctl_err(c, "%s", err.msg);
+        return CTL_FAILED;
+    }
+    int rc = CTL_FAILED;
+    char *text = NULL, *yaml = NULL;
+    size_t len = 0;
+    json_t *doc = NULL, *boot = NULL;
+    if (!cfg_backup_enabled(&cf.backup) || cf.witness) {
+        ctl_err(c, "%s: needs a postgresql section and backup.method pgbackrest (the repository "
+                "to restore from)", c->config_path);
+        goto done;
+    }
+    if (stanza == NULL)
+        stanza = cf.backup.stanza;
+    if (cfg_read_file(c->config_path, &text, &len, NULL, &err) != 0) {
+        ctl_err(c, "%s", err.msg);
+        goto done;
+    }
+    char why[512];
+    if ((doc = jy_from_yaml(text, len, why, sizeof why)) == NULL || !json_is_object(doc)) {
+        ctl_err(c, "%s: %s", c->config_path, doc == NULL ? why : "not a mapping");
+        goto done;
+    }
+    if ((boot = restore_bootstrap(&cf, stanza, target)) == NULL) {
+        ctl_err(c, "the restore command is too long");
+        goto done;
+    }
+    json_t *b = json_object_get(doc, "bootstrap");
+    if (!json_is_object(b)) {
+        b = json_object();
+        json_object_set_new(doc, "bootstrap", b);
+    }
+    const json_t *old = json_object_get(b, "method");
+    if (json_is_string(old) && strcmp(json_string_value(old), "initdb") != 0)
+        json_object_del(b, json_string_value(old));
+    json_object_update(b, boot);
+    if ((yaml = jy_to_yaml(doc)) == NULL) {
+        ctl_err(c, "out of memory");
+        goto done;
+    }
+    struct cfg check;
+    if (cfg_load_buffer(out ? out : "(output)", yaml, strlen(yaml), &check, &err, NULL) != 0) {
+        ctl_err(c, "the written configuration would not load: %s", err.msg);
+        goto done;
+    }
+    cfg_free(&check);
+    if (out != NULL) {
+        char eb[512];
+        if (pgconf_write_file(out, yaml, strlen(yaml), 0600, eb, sizeof eb) != 0) {
+            ctl_err(c, "%s", eb);
+            goto done;
+        }
+    } else {
+        fputs(yaml, stdout);
+    }
+    fprintf(stderr,
+            "A new cluster restored from stanza %s to %s.\n"
+            "Start pgwarden with this configuration on one node whose data directory (%s) and\n"
+            "raft.data_dir (%s) are empty; it restores, replays, promotes and founds the\n"
+            "cluster; then start the others (they clone from it).\n",
+            stanza, target != NULL ? target : "the end of the archive", cf.postgresql.data_dir,
+            cf.raft.data_dir);
+    if (strcmp(stanza, cf.backup.stanza) == 0)
+        fprintf(stderr,
+                "Note: the new cluster archives into the stanza it is restored from (%s). Stop\n"
+                "the old cluster first, or give the new one its own backup.stanza.\n", stanza);
+    rc = CTL_OK;
+done:
+    json_decref(boot);
+    json_decref(doc);
+    free(yaml);
+    free(text);
+    cfg_free(&cf);
+    return rc;
 }

@@ -161,6 +161,7 @@ int ctl_cmd_edit_config(struct ctl *c, struct ctl_iter *it);
 int ctl_cmd_members(struct ctl *c, struct ctl_iter *it);
 int ctl_cmd_flush(struct ctl *c, struct ctl_iter *it);
 int ctl_cmd_backup(struct ctl *c, struct ctl_iter *it);
+int ctl_cmd_restore(struct ctl *c, struct ctl_iter *it);
 
 /* A subcommand's help: usage line(s) then its options. */
 void ctl_sub_help(FILE *out, const char *sub);

@@ -478,6 +478,17 @@ int pgnode__do_sql(struct pgnode *n, enum step step, char *sql)
     return pgnode__do_sql_at(n, step, sql, NULL, 0);
 }
 
+int pgnode__sanitize_auto_conf(struct pgnode *n, char *eb, size_t eblen)
+{
+    char removed[512];
+    int rc = pgconf_sanitize_auto_conf(n->cfg->postgresql.data_dir, removed, sizeof removed, eb,
+                                       eblen);
+    if (rc == PGW_OK && removed[0])
+        log_info("pg", "removed %s from %s/postgresql.auto.conf: pgwarden manages the recovery "
+                 "settings (as Patroni does)", removed, n->cfg->postgresql.data_dir);
+    return rc;
+}
+
 int pgnode__write_files(struct pgnode *n, const struct pgconf_role *role, bool bootstrap_hba,
                        bool hba, struct pgconf_write_result *res)
 {
@@ -487,6 +498,8 @@ int pgnode__write_files(struct pgnode *n, const struct pgconf_role *role, bool b
         rc = pgconf_write_pgpass(n->cfg, eb, sizeof eb);
     if (rc == PGW_OK && hba)
         rc = pgconf_write_hba(n->cfg, n->dcs, bootstrap_hba, eb, sizeof eb);
+    if (rc == PGW_OK && !bootstrap_hba)
+        rc = pgnode__sanitize_auto_conf(n, eb, sizeof eb);
     if (rc == PGW_OK) {
         struct pgconf_input in = {.cfg = n->cfg, .dcs = n->dcs, .pg_major = pgnode__pg_major(n),
                                   .role = *role, .sync_standby_names = n->sync_names};

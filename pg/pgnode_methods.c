@@ -556,6 +556,15 @@ static int configure_restored(struct pgnode *n, const struct cfg_method *m, bool
     if (rc != PGW_OK)
         return rc;
     remove_in_datadir(n, "promote"); /* a leftover trigger would promote at once */
+    /* the tool's recovery settings in postgresql.auto.conf would override
+     * recovery_conf (or start a recovery nobody asked for) */
+    if (!m->keep_existing_recovery_conf) {
+        char eb[512];
+        if ((rc = pgnode__sanitize_auto_conf(n, eb, sizeof eb)) != PGW_OK) {
+            pgnode__set_err(n, "bootstrap: %s", eb);
+            return rc;
+        }
+    }
     *recovery = false;
     if (m->recovery_conf.n > 0) {
         /* appended to the managed file: the final rewrite drops them */
@@ -673,7 +682,13 @@ static int final_config(struct pgnode *n)
 {
     struct pgconf_role primary = {0};
     struct pgconf_write_result res;
-    int rc = pgnode__write_files(n, &primary, true, true, &res);
+    char eb[512];
+    int rc = pgnode__sanitize_auto_conf(n, eb, sizeof eb);
+    if (rc != PGW_OK) {
+        pgnode__set_err(n, "bootstrap: %s", eb);
+        return rc;
+    }
+    rc = pgnode__write_files(n, &primary, true, true, &res);
     if (rc != PGW_OK)
         return rc;
     remove_in_datadir(n, "recovery.signal");

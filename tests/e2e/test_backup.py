@@ -20,6 +20,7 @@ import subprocess
 import time
 
 import pytest
+import yaml
 
 from pgw_harness import PGBIN, free_ports, http, managed_clusters, wait_for
 
@@ -221,12 +222,48 @@ def test_backup_failover_pitr_and_replica_from_repository(make):
     assert pitr_count(c, t_between, "between") == (100, 1, 100)
     assert pitr_count(c, t_after, "after") == (300, 1, 300)
 
+    # a new cluster at t_between, written by ctl restore, founded by one node
+    c2 = make(start=False, n=1)
+    n = c2.nodes[0]
+    opts = {"repo1-path": os.path.join(c.dir, "repo"), "log-path": os.path.join(n.dir),
+            "lock-path": os.path.join(n.dir), "start-fast": "y", "compress-type": "none",
+            "repo1-retention-full": "4"}
+    n.extra = {"backup": {"method": "pgbackrest", "options": opts, "diff_interval": 0}}
+    n.write_config()
+    gen = os.path.join(n.dir, "restored.yml")
+    r = subprocess.run([c2.binary, "ctl", "-c", n.cfg_path, "restore", "--target-time", t_between,
+                        "--from-stanza", c.scope, "-o", gen], capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    print(r.stderr)
+    with open(gen) as f:
+        boot = yaml.safe_load(f)["bootstrap"]
+    assert boot["method"] == "pgbackrest_restore", boot
+    n.extra["bootstrap"] = boot
+    c2.start()
+    p2 = c2.wait_primary(timeout=180)
+    rows = p2.query("SELECT count(*), min(id), max(id) FROM ledger")[0]
+    print(f"new cluster restored to {t_between}: {rows}")
+    assert tuple(rows) == (100, 1, 100)
+    def auto_conf(node):
+        with open(os.path.join(node.data_dir, "postgresql.auto.conf")) as f:
+            return f.read()
+    # removed when the bootstrap ends (its last step writes the final configuration)
+    wait_for(lambda: "restore_command" not in auto_conf(n) and "recovery_target" not in
+             auto_conf(n), 60, what="pgBackRest's recovery settings removed from auto.conf")
+    wait_for(lambda: any(b["type"] == "full" for b in repo_backups(p2)), 240,
+             what="the new cluster's first full backup, in its own stanza")
+    assert backup_status(p2)["stanza"] == c2.scope
+
     # a replica rebuilt from the repository
     rep = next(n for n in c.nodes if n is not p and n is not old)
     r = subprocess.run([c.binary, "ctl", "--endpoint", p.api, "reinit", rep.name, "--force",
                         "--wait"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, (r.stdout, r.stderr)
     wait_for(lambda: rep.is_streaming_replica(), 120, what=f"{rep.name} streams again")
+    with open(os.path.join(rep.data_dir, "postgresql.auto.conf")) as f:
+        auto = f.read()
+    assert "restore_command" not in auto, f"pgBackRest's settings left in auto.conf: {auto}"
     tail = rep.log()
     assert f"replica created in {rep.data_dir} by pgbackrest" in tail, tail[-3000:]
     wait_for(lambda: rep.query("SELECT count(*) FROM ledger")[0][0] == 400, 60,
