@@ -36,6 +36,8 @@
 #   DATA_DISK_SIZE_GB [100]  DATA_DISK_TYPE [pd-ssd] (or pd-balanced)
 #   SNAPSHOT_RETENTION_DAYS [14]  SNAPSHOT_START_TIME [03:00] (UTC)
 #   DELETION_PROTECTION [yes]     OPS_AGENT [yes]     DELETE_DATA [no] (down)
+#   BACKUP_BUCKET []         a GCS bucket for pgBackRest (docs/backups.md); the nodes'
+#                            service account needs roles/storage.objectAdmin on it
 #   IMAGE_PROJECT [debian-cloud]  IMAGE_FAMILY [debian-12]
 #   PG_VERSION [15]          RAFT_PORT [5010]    TAG [pgwarden]
 #   CLIENT_TAGS [pg-client]  CLIENT_RANGES []    HBA_CLIENT_CIDRS [10.0.0.0/8]
@@ -88,6 +90,7 @@ SNAPSHOT_RETENTION_DAYS=${SNAPSHOT_RETENTION_DAYS:-14}
 SNAPSHOT_START_TIME=${SNAPSHOT_START_TIME:-03:00}
 DELETION_PROTECTION=${DELETION_PROTECTION:-yes}
 OPS_AGENT=${OPS_AGENT:-yes}
+BACKUP_BUCKET=${BACKUP_BUCKET:-}
 DELETE_DATA=${DELETE_DATA:-no}
 ROLL_WITH=${ROLL_WITH:-gcloud}
 TF_DIR=${TF_DIR:-$here}
@@ -178,6 +181,7 @@ create_vm() {
     md+="|pgwarden-pg-version=$PG_VERSION|pgwarden-deb-url=$DEB_URL|pgwarden-secret-prefix=$PREFIX"
     md+="|pgwarden-subnet-cidr=$SUBNET_CIDR|pgwarden-client-cidrs=$(join , "${HBA_CLIENT_CIDRS[@]}")"
     md+="|pgwarden-zone=${ZONES[$i]}|pgwarden-data-device=$DATA_DEVICE|enable-oslogin=TRUE"
+    md+="|pgwarden-backup-bucket=$BACKUP_BUCKET"
     files="startup-script=$here/startup.sh,pgwarden-render-config=$here/render-config.sh"
     if [ "$OPS_AGENT" = yes ]; then
         files+=",pgwarden-ops-agent-config=$here/ops-agent.yaml"

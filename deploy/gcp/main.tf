@@ -212,6 +212,15 @@ resource "google_secret_manager_secret_iam_member" "node" {
   member    = "serviceAccount:${google_service_account.node.email}"
 }
 
+# backup.method pgbackrest writes and expires backups and WAL in this bucket
+# (render-config.sh: repo1-type gcs with the VM's service account)
+resource "google_storage_bucket_iam_member" "backup" {
+  count  = var.backup_bucket == "" ? 0 : 1
+  bucket = var.backup_bucket
+  role   = "roles/storage.objectAdmin"
+  member = "serviceAccount:${google_service_account.node.email}"
+}
+
 resource "google_storage_bucket_iam_member" "deb" {
   count  = local.deb_bucket != "" ? 1 : 0
   bucket = local.deb_bucket
@@ -351,6 +360,7 @@ resource "google_compute_instance" "node" {
     pgwarden-subnet-cidr      = local.subnet_cidr
     pgwarden-client-cidrs     = join(",", var.pg_hba_client_cidrs)
     pgwarden-zone             = each.value.zone
+    pgwarden-backup-bucket    = var.backup_bucket
     pgwarden-data-device      = local.data_device
     pgwarden-ops-agent-config = var.enable_ops_agent ? file("${path.module}/ops-agent.yaml") : ""
   }

@@ -36,6 +36,18 @@ locals {
       duration = "0s"
       doc      = "A primary could not renew its lease through a Raft majority in time and stopped its own PostgreSQL (sessions on it were cut). Usually a network partition, a paused VM or a slow disk; a failover follows."
     }
+    backup_age = {
+      name     = "pgwarden ${var.scope}: no recent backup"
+      query    = "min by (scope) (pgwarden_backup_last_age_seconds{${local.scope_sel}}) > ${var.backup_age_alert_seconds}"
+      duration = "600s"
+      doc      = "The newest backup in the pgBackRest repository is older than backup_age_alert_seconds (with backup.method pgbackrest). `pgwarden ctl backup list` and GET /backup on the primary show the last result and pgBackRest's error; the log has its output."
+    }
+    archive_failing = {
+      name     = "pgwarden ${var.scope}: WAL archiving fails"
+      query    = "sum by (scope, name) (increase(pgwarden_archive_failed_total{${local.scope_sel}}[10m])) > 0"
+      duration = "600s"
+      doc      = "archive_command failed on a member for 10 minutes (pg_stat_archiver). WAL piles up in pg_wal until the disk fills, and point-in-time recovery stops at the last archived segment. PostgreSQL's log names the error."
+    }
   }
 }
 

@@ -33,6 +33,9 @@
 #   PGW_CLIENT_CIDRS         networks clients connect from (default: the subnet)
 #   PGW_SHARED_BUFFERS       default 128MB (startup.sh passes 25% of the RAM)
 #   PGW_ZONE                 optional: becomes the custom tag `zone`
+#   PGW_BACKUP_BUCKET        optional: a GCS bucket; turns on backups with
+#                            pgBackRest (repo1-type gcs, the VM's service
+#                            account, path /pgwarden/<scope>; docs/backups.md)
 set -eu
 
 out=""
@@ -97,7 +100,7 @@ for var in PGW_NAME PGW_SELF_IP PGW_PARTNER_IPS PGW_SUBNET_CIDR PGW_SUPERUSER_PA
     require "$var"
 done
 for var in PGW_SUPERUSER_PASSWORD PGW_REPLICATION_PASSWORD PGW_REWIND_PASSWORD \
-           PGW_RESTAPI_PASSWORD PGW_RAFT_PASSWORD PGW_ZONE PGW_PG_SOCKET_DIR; do
+           PGW_RESTAPI_PASSWORD PGW_RAFT_PASSWORD PGW_ZONE PGW_PG_SOCKET_DIR PGW_BACKUP_BUCKET; do
     one_line "$var"
 done
 
@@ -117,6 +120,7 @@ subnet=$PGW_SUBNET_CIDR
 clients=${PGW_CLIENT_CIDRS:-$subnet}
 shared_buffers=${PGW_SHARED_BUFFERS:-128MB}
 zone=${PGW_ZONE:-}
+backup_bucket=${PGW_BACKUP_BUCKET:-}
 
 # the same rules pgwarden applies (name: 1-63 of A-Z a-z 0-9 _ . -)
 for pair in "PGW_NAME:$name" "PGW_SCOPE:$scope"; do
@@ -247,6 +251,21 @@ EOF
 EOF
     if [ -n "$zone" ]; then
         printf 'tags:\n  zone: %s\n' "$(q "$zone")"
+    fi
+    if [ -n "$backup_bucket" ]; then
+        cat <<EOF
+backup:
+  method: pgbackrest
+  options:
+    repo1-type: gcs
+    repo1-gcs-bucket: $(q "$backup_bucket")
+    repo1-gcs-key-type: auto
+    repo1-path: /pgwarden/$scope
+    repo1-retention-full: '4'
+    start-fast: 'y'
+  full_interval: 604800
+  diff_interval: 86400
+EOF
     fi
     cat <<EOF
 log:

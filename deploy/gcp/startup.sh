@@ -218,6 +218,7 @@ main() {
     subnet_cidr=$(attr pgwarden-subnet-cidr)
     client_cidrs=$(attr pgwarden-client-cidrs)
     zone=$(attr pgwarden-zone)
+    backup_bucket=$(attr_opt pgwarden-backup-bucket)
     data_device=$(attr_opt pgwarden-data-device)
     ops_agent_config=$(attr_opt pgwarden-ops-agent-config)
     project=$(md_get project/project-id) || die "cannot read the project id from the metadata server"
@@ -243,6 +244,9 @@ main() {
             /usr/share/postgresql-common/pgdg/apt.postgresql.org.sh -y
         fi
         apt-get install -y -q "postgresql-$pg_version"
+    fi
+    if [ -n "$backup_bucket" ] && ! command -v pgbackrest >/dev/null 2>&1; then
+        apt-get install -y -q pgbackrest
     fi
     if [ -n "$data_device" ]; then
         data_disk "$data_device"
@@ -307,7 +311,7 @@ main() {
     export PGW_SHARED_BUFFERS="${PGW_SHARED_BUFFERS:-$((mem_kb / 4 / 1024))MB}"
     export PGW_NAME="$name" PGW_SCOPE="$scope" PGW_SELF_IP="$self_ip" PGW_PARTNER_IPS="$partner_ips"
     export PGW_RAFT_PORT="$raft_port" PGW_PG_VERSION="$pg_version" PGW_SUBNET_CIDR="$subnet_cidr"
-    export PGW_CLIENT_CIDRS="$client_cidrs" PGW_ZONE="$zone"
+    export PGW_CLIENT_CIDRS="$client_cidrs" PGW_ZONE="$zone" PGW_BACKUP_BUCKET="$backup_bucket"
 
     install -d -o root -g postgres -m 0750 "$ROOT/etc/pgwarden"
     # owned by the service user, readable by nobody else (it holds passwords)

@@ -235,6 +235,18 @@ variable "alert_notification_channels" {
   default     = []
 }
 
+variable "backup_bucket" {
+  description = "A GCS bucket for pgBackRest (backup.method pgbackrest: WAL archive, scheduled backups, point-in-time recovery; docs/backups.md). Empty: no backups. The nodes' service account gets roles/storage.objectAdmin on it."
+  type        = string
+  default     = ""
+}
+
+variable "backup_age_alert_seconds" {
+  description = "Alert when the newest backup is older than this (the nodes' backup.full_interval + backup.diff_interval, plus the time a backup takes)."
+  type        = number
+  default     = 90000
+}
+
 variable "replica_lag_alert_bytes" {
   description = "Alert when a replica replays this many bytes behind the primary for 2 minutes. The default is the maximum_lag_on_failover render-config.sh sets: such a replica would not be promoted."
   type        = number

@@ -807,6 +807,40 @@ def test_render_config_for_three_nodes():
 
 
 @needs_bin
+def test_render_config_with_a_backup_bucket():
+    """PGW_BACKUP_BUCKET (Terraform's backup_bucket) turns on pgBackRest on
+    GCS with the VM's service account; without it there is no backup section."""
+    env = render_env(*NODES[0])
+    r = render(env)
+    assert r.returncode == 0, r.stderr
+    assert "backup" not in yaml.safe_load(r.stdout)
+    env["PGW_BACKUP_BUCKET"] = "acme-pg-backups"
+    with tempfile.TemporaryDirectory() as d:
+        path = pathlib.Path(d) / "n.yml"
+        r = render(env, "-o", str(path))
+        assert r.returncode == 0, r.stderr
+        v = subprocess.run([PGW_BIN, "validate", "-c", str(path)], capture_output=True, text=True,
+                           timeout=30, env={k: x for k, x in os.environ.items()
+                                            if not k.startswith("PGWARDEN_")})
+        assert v.returncode == 0 and v.stderr == "", v.stderr
+        b = yaml.safe_load(path.read_text())["backup"]
+    assert b["method"] == "pgbackrest"
+    assert b["options"]["repo1-type"] == "gcs"
+    assert b["options"]["repo1-gcs-bucket"] == "acme-pg-backups"
+    assert b["options"]["repo1-gcs-key-type"] == "auto"
+    env["PGW_BACKUP_BUCKET"] = "two\nlines"
+    assert render(env).returncode == 2
+
+
+def test_backup_bucket_terraform(tf):
+    iam = res(tf, "google_storage_bucket_iam_member")["backup"]
+    assert iam["count"] == '${var.backup_bucket == "" ? 0 : 1}'
+    assert iam["role"] == "roles/storage.objectAdmin"
+    assert tf["variable"]["backup_bucket"][0]["default"] == ""
+    assert "attr_opt pgwarden-backup-bucket" in (GCP / "startup.sh").read_text()
+
+
+@needs_bin
 def test_render_config_ports_and_paths_for_a_rehearsal():
     """What a local rehearsal passes: explicit ports per partner, own paths."""
     env = render_env("n1", "10.0.0.1", PGW_PARTNER_IPS="10.0.0.2:6010 10.0.0.3:6010",
@@ -1523,7 +1557,12 @@ def test_dashboards_and_alerts_name_served_metrics(tf):
     used = set().union(*(promql_metrics(q) for _, q in queries["cloud monitoring"]))
     assert {"patroni_primary", "patroni_xlog_replayed_location", "pgwarden_lease_renewals_total",
             "pgwarden_fences_total", "pgwarden_failovers_total", "pgwarden_switchovers_total"} <= used
-    assert set(tf["locals"]["alert_policies"]) == {"no_primary", "failover", "replica_lag", "fence"}
+    assert set(tf["locals"]["alert_policies"]) == {"no_primary", "failover", "replica_lag", "fence",
+                                                   "backup_age", "archive_failing"}
+    # and backup age and WAL archive lag (issue 18, item 3), on both dashboards
+    for what in ("grafana", "cloud monitoring"):
+        used = set().union(*(promql_metrics(q) for _, q in queries[what]))
+        assert {"pgwarden_backup_last_age_seconds", "pgwarden_archive_lag_bytes"} <= used, what
 
 
 @pytest.mark.parametrize("expr,found", [
