@@ -54,6 +54,8 @@ struct backup {
     /* a backup ended: it is reported (GET /backup "last") once the
      * repository was read again, so its list shows it */
     bool reread_pending;
+    bool cancelled;           /* stopped because this node stopped serving as primary */
+    uint64_t serving_epoch;   /* the epoch it serves as primary in; 0: not serving */
 };
 
 int backup_new(uv_loop_t *loop, const struct cfg *cfg, struct backup **out, char *err,
@@ -103,24 +105,48 @@ static uint64_t backoff_ms(unsigned failures)
     return ms < RETRY_MAX_MS ? ms : RETRY_MAX_MS;
 }
 
+/* pgbackrest's verdict: its last "ERROR: [nnn]: ..." line (the lines
+ * after it only say that the command ended), else its last line. */
+static void verdict(const char *t, size_t n, const char **line, int *len)
+{
+    const char *last = NULL;
+    size_t last_len = 0, e = n;
+    while (e > 0) {
+        size_t b = e;
+        while (b > 0 && t[b - 1] != '\n')
+            b--;
+        if (last == NULL && e > b) {
+            last = t + b;
+            last_len = e - b;
+        }
+        if (memmem(t + b, e - b, "ERROR:", 6) != NULL) {
+            *line = t + b;
+            *len = (int)(e - b);
+            return;
+        }
+        if (b == 0)
+            break;
+        e = b - 1;
+    }
+    *line = last != NULL ? last : "";
+    *len = (int)last_len;
+}
+
 static void last_lines(const struct proc_result *res, char *buf, size_t len)
 {
     const char *t = res->tail != NULL ? res->tail : "";
     size_t n = strlen(t);
     while (n > 0 && (t[n - 1] == '\n' || t[n - 1] == ' '))
         n--;
-    /* the last line is pgbackrest's verdict ("ERROR: [..]: ...") */
-    size_t start = n;
-    while (start > 0 && t[start - 1] != '\n')
-        start--;
+    const char *line;
+    int ll;
+    verdict(t, n, &line, &ll);
     if (res->status == PGW_ETIMEDOUT)
-        snprintf(buf, len, "timed out (backup.timeout); last output: %.*s", (int)(n - start),
-                 t + start);
+        snprintf(buf, len, "timed out (backup.timeout); last output: %.*s", ll, line);
     else if (res->term_signal != 0)
-        snprintf(buf, len, "killed by signal %d; last output: %.*s", res->term_signal,
-                 (int)(n - start), t + start);
+        snprintf(buf, len, "killed by signal %d; last output: %.*s", res->term_signal, ll, line);
     else
-        snprintf(buf, len, "exit %d: %.*s", res->exit_code, (int)(n - start), t + start);
+        snprintf(buf, len, "exit %d: %.*s", res->exit_code, ll, line);
 }
 
 static void done(struct proc *p, const struct proc_result *res, void *ctx);
@@ -171,12 +197,15 @@ static void done(struct proc *p, const struct proc_result *res, void *ctx)
     enum bstep step = b->step;
     b->proc = NULL;
     b->step = B_IDLE;
+    bool cancelled = b->cancelled;
     uint64_t now = uv_now(b->loop);
     char why[400];
     last_lines(res, why, sizeof why);
     switch (step) {
     case B_STANZA:
-        if (res->status == PGW_OK) {
+        if (cancelled) {
+            /* no longer primary: the next epoch prepares again */
+        } else if (res->status == PGW_OK) {
             b->prepared_epoch = b->step_epoch;
             b->failures = 0;
             b->info_due_ms = 0;
@@ -212,7 +241,12 @@ static void done(struct proc *p, const struct proc_result *res, void *ctx)
         snprintf(b->last_type, sizeof b->last_type, "%s", b->running_type);
         b->info_due_ms = 0; /* the repository changed (or not: look) */
         b->reread_pending = true;
-        if (res->status == PGW_OK) {
+        if (b->cancelled) {
+            b->last_ok = false;
+            snprintf(b->last_result, sizeof b->last_result, "%s backup stopped after %" PRIu64
+                     " s: this node is no longer the primary (the new primary takes over the "
+                     "schedule)", b->running_type, secs);
+        } else if (res->status == PGW_OK) {
             b->last_ok = true;
             b->failures = 0;
             b->successes++;
@@ -231,6 +265,10 @@ static void done(struct proc *p, const struct proc_result *res, void *ctx)
         break;
     }
     case B_FILL:
+        if (cancelled) {
+            pgbackrest_fill_free(&b->fill);
+            break;
+        }
         if (res->status != PGW_OK) {
             b->fill_failures++;
             uint64_t wait = backoff_ms(b->fill_failures);
@@ -254,6 +292,7 @@ static void done(struct proc *p, const struct proc_result *res, void *ctx)
     case B_IDLE:
         break;
     }
+    b->cancelled = false;
 }
 
 /* The previous timeline's segments, one pgbackrest archive-push at a time. */
@@ -296,12 +335,10 @@ static bool fill_step(struct backup *b, const struct backup_input *in)
     return true;
 }
 
-/* Which backup the schedule wants now, and why ("" when none). */
-static const char *due(const struct backup *b, uint64_t wall_ms, char *why, size_t len)
+const char *backup_due(const struct cfg_backup *c, const struct pgbackrest_info *i,
+                       uint64_t wall_ms, char *why, size_t len)
 {
-    const struct cfg_backup *c = &b->cfg->backup;
     uint64_t now_s = wall_ms / 1000;
-    const struct pgbackrest_info *i = &b->info;
     if (c->full_interval_ms > 0) {
         if (i->last_full_stop_s == 0) {
             snprintf(why, len, "the repository holds no full backup");
@@ -343,12 +380,17 @@ void backup_step(struct backup *b, const struct backup_input *in)
 {
     if (b == NULL)
         return;
+    b->serving_epoch = in->primary ? in->epoch : 0;
     if (b->proc != NULL) {
         if ((b->step == B_BACKUP || b->step == B_STANZA || b->step == B_FILL) &&
             (!in->primary || in->epoch != b->step_epoch)) {
-            log_warn("backup", "no longer the primary: stopping pgbackrest %s",
-                     b->step == B_BACKUP ? "backup" : "stanza-create");
-            proc_cancel(b->proc);
+            if (!b->cancelled) {
+                log_warn("backup", "no longer the primary: stopping pgbackrest %s",
+                         b->step == B_BACKUP ? "backup" : b->step == B_FILL ? "archive-push"
+                                                                            : "stanza-create");
+                b->cancelled = true;
+                proc_cancel(b->proc);
+            }
         }
         return;
     }
@@ -392,7 +434,7 @@ void backup_step(struct backup *b, const struct backup_input *in)
     if (!b->info_ok || in->now_ms < b->retry_at_ms)
         return;
     char why[160];
-    const char *type = due(b, in->wall_ms, why, sizeof why);
+    const char *type = backup_due(&b->cfg->backup, &b->info, in->wall_ms, why, sizeof why);
     if (type != NULL)
         start_backup(b, type, why, in);
 }
@@ -410,9 +452,8 @@ int backup_request(struct backup *b, const char *type, char *why, size_t whylen)
                  b->requested_type[0] ? b->requested_type : b->running_type);
         return PGW_EBUSY;
     }
-    if (b->prepared_epoch == 0) {
-        snprintf(why, whylen, "this node is not the primary (or its stanza is not ready yet): "
-                 "backups run on the primary");
+    if (b->serving_epoch == 0) {
+        snprintf(why, whylen, "this node is not the primary: backups run on the primary");
         return PGW_EREFUSED;
     }
     snprintf(b->requested_type, sizeof b->requested_type, "%s", type);

@@ -73,4 +73,11 @@ struct backup_metrics {
 };
 void backup_get_metrics(const struct backup *b, uint64_t wall_ms, struct backup_metrics *m);
 
+/* The schedule: "full" when the newest full backup is full_interval old
+ * (or there is none), else "diff" when the newest backup of any type is
+ * diff_interval old, else NULL; why says which rule fired. */
+struct pgbackrest_info;
+const char *backup_due(const struct cfg_backup *c, const struct pgbackrest_info *info,
+                       uint64_t wall_ms, char *why, size_t len);
+
 #endif

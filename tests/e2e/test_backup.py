@@ -319,3 +319,77 @@ def test_archive_has_no_gap_across_a_failover(make):
     commit_rows(p, 2000, 2099)
     switch_and_archive(p)
     assert pitr_count(c, t_mid, "gap") == (100, 1, 100)
+
+
+def backup_proc(node):
+    """pid of the `pgbackrest ... backup` pgwarden runs on this node."""
+    pw = node.pgwarden_pid()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == pw and argv and argv[0].endswith(b"pgbackrest") and b"backup" in argv:
+            return int(pid)
+    return None
+
+
+def test_backup_interrupted_by_a_switchover_and_failing(make):
+    """A backup running when its node stops being primary is stopped; the new
+    primary takes backups. A backup that fails is reported as failed (ctl
+    exits 1 with pgBackRest's error, GET /backup, the failure counter) and
+    the schedule retries later."""
+    c = backup_cluster(make)
+    p = c.wait_primary(timeout=90)
+    c.wait_healthy(timeout=120)
+    wait_for(lambda: any(b["type"] == "full" for b in repo_backups(p)), 240,
+             what="a first full backup in the repository")
+    wait_for(lambda: backup_status(p)["running"] is None, 60, what="the first backup reported")
+
+    # a backup frozen mid-way, then a switchover away from its node
+    r = subprocess.run([c.binary, "ctl", "--endpoint", p.api, "backup", "--type", "full"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    pid = wait_for(lambda: backup_proc(p), 30, what="pgbackrest backup running")
+    os.kill(pid, signal.SIGSTOP)
+    cand = next(n for n in c.nodes if n is not p)
+    code, body = http(p.api + "/switchover", "POST", {"leader": p.name, "candidate": cand.name},
+                      timeout=70)
+    assert code == 200, (code, body)
+    wait_for(lambda: not os.path.exists(f"/proc/{pid}"), 30,
+             what="the old primary stops its pgbackrest")
+    assert "no longer the primary: stopping pgbackrest backup" in p.log()
+    st = wait_for(lambda: (lambda s: s if s["last"] is not None else None)(backup_status(p)), 30,
+                  what="the stopped backup reported")
+    assert st["last"]["ok"] is False and "no longer the primary" in st["last"]["result"], st
+    assert st["failures"] == 0, "a backup stopped by a switchover is not a failure"
+    new = c.wait_primary(timeout=60)
+    assert new is cand
+    r = subprocess.run([c.binary, "ctl", "--endpoint", new.api, "backup", "--type", "diff",
+                        "--wait", "--timeout", "300"], capture_output=True, text=True, timeout=320)
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    assert "diff backup done" in r.stdout
+
+    # a repository pgBackRest cannot write to: the backup fails, visibly
+    bdir = os.path.join(c.dir, "repo", "backup", c.scope)
+    os.chmod(bdir, 0o500)
+    try:
+        r = subprocess.run([c.binary, "ctl", "--endpoint", new.api, "backup", "--type", "incr",
+                            "--wait", "--timeout", "300"], capture_output=True, text=True,
+                           timeout=320)
+    finally:
+        os.chmod(bdir, 0o750)
+    print(r.stdout, r.stderr)
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert "incr backup failed" in r.stdout and "ERROR" in r.stdout, r.stdout
+    st = backup_status(new)
+    assert st["last"]["ok"] is False and st["failures"] >= 1, st
+    code, metrics = http(new.api + "/metrics", timeout=5)
+    line = next(ln for ln in metrics.splitlines() if ln.startswith("pgwarden_backup_failures_total{"))
+    assert float(line.rsplit(" ", 1)[1]) >= 1, line
+    assert "next try in 60 s" in new.log()
