@@ -55,11 +55,15 @@ struct backup {
      * repository was read again, so its list shows it */
     bool reread_pending;
     bool cancelled;           /* stopped because this node stopped serving as primary */
+    backup_record_fn record;
+    void *record_ctx;
+    bool record_pending;      /* the ended backup is recorded once the repository was read */
+    uint64_t last_start_wall_ms;
     uint64_t serving_epoch;   /* the epoch it serves as primary in; 0: not serving */
 };
 
-int backup_new(uv_loop_t *loop, const struct cfg *cfg, struct backup **out, char *err,
-               size_t errlen)
+int backup_new(uv_loop_t *loop, const struct cfg *cfg, backup_record_fn record, void *record_ctx,
+               struct backup **out, char *err, size_t errlen)
 {
     *out = NULL;
     if (!cfg_backup_enabled(&cfg->backup) || cfg->witness)
@@ -77,6 +81,8 @@ int backup_new(uv_loop_t *loop, const struct cfg *cfg, struct backup **out, char
     }
     b->loop = loop;
     b->cfg = cfg;
+    b->record = record;
+    b->record_ctx = record_ctx;
     *out = b;
     return PGW_OK;
 }
@@ -190,6 +196,26 @@ static void fail(struct backup *b, uint64_t now_ms, const char *what, const char
     log_error("backup", "%s failed (%s); next try in %" PRIu64 " s", what, why, wait / 1000);
 }
 
+/* Hand the ended backup to the owner; the repository's newest backup is
+ * its label when it ended after this one started. */
+static void record_last(struct backup *b)
+{
+    if (b->record == NULL)
+        return;
+    const char *label = "";
+    if (b->last_ok && b->info_ok && b->info.last_stop_s * 1000 + 1000 >= b->last_start_wall_ms)
+        label = b->info.last_label;
+    struct backup_record r = {
+        .type = b->last_type,
+        .label = label,
+        .result = b->last_result,
+        .ok = b->last_ok,
+        .started_wall_ms = b->last_start_wall_ms,
+        .ended_wall_ms = b->last_end_wall_ms,
+    };
+    b->record(b->record_ctx, &r);
+}
+
 static void done(struct proc *p, const struct proc_result *res, void *ctx)
 {
     (void)p;
@@ -217,6 +243,10 @@ static void done(struct proc *p, const struct proc_result *res, void *ctx)
     case B_INFO: {
         b->info_due_ms = now + INFO_PERIOD_MS;
         b->reread_pending = false;
+        /* recorded after this read either way (a repository that cannot be
+         * read still gets the result recorded, without a label) */
+        bool record = b->record_pending;
+        b->record_pending = false;
         char err[256];
         if (res->status != PGW_OK) {
             snprintf(b->info_error, sizeof b->info_error, "pgbackrest info: %s", why);
@@ -228,11 +258,15 @@ static void done(struct proc *p, const struct proc_result *res, void *ctx)
             b->info_ok = true;
             b->info_wall_ms = clock_wall_ms();
             b->info_error[0] = '\0';
+            if (record)
+                record_last(b);
             break;
         }
         if (b->info_ok || b->info_wall_ms == 0)
             log_warn("backup", "cannot read the repository: %s", b->info_error);
         b->info_ok = false;
+        if (record)
+            record_last(b);
         break;
     }
     case B_BACKUP: {
@@ -241,6 +275,8 @@ static void done(struct proc *p, const struct proc_result *res, void *ctx)
         snprintf(b->last_type, sizeof b->last_type, "%s", b->running_type);
         b->info_due_ms = 0; /* the repository changed (or not: look) */
         b->reread_pending = true;
+        b->record_pending = true;
+        b->last_start_wall_ms = b->started_wall_ms;
         if (b->cancelled) {
             b->last_ok = false;
             snprintf(b->last_result, sizeof b->last_result, "%s backup stopped after %" PRIu64

@@ -32,10 +32,20 @@
 
 struct backup;
 
+/* A backup ended (done, failed, or stopped because the node stopped being
+ * primary); label is pgBackRest's when the repository shows it, else "".
+ * The owner records it in the replicated state (FSM_OP_BACKUP_DONE). */
+struct backup_record {
+    const char *type, *label, *result;
+    bool ok;
+    uint64_t started_wall_ms, ended_wall_ms;
+};
+typedef void (*backup_record_fn)(void *ctx, const struct backup_record *r);
+
 /* *out NULL when backups are off. Writes pgbackrest.conf (pg/pgbackrest.h);
  * an error (err says which file and why) fails pgwarden's start. */
-int backup_new(uv_loop_t *loop, const struct cfg *cfg, struct backup **out, char *err,
-               size_t errlen) PGW_MUST_CHECK;
+int backup_new(uv_loop_t *loop, const struct cfg *cfg, backup_record_fn record, void *record_ctx,
+               struct backup **out, char *err, size_t errlen) PGW_MUST_CHECK;
 /* The configuration was reloaded (the backup keys need a restart: only
  * the pointer changes). */
 void backup_set_config(struct backup *b, const struct cfg *cfg);

@@ -315,6 +315,40 @@ void ha_kick(struct ha *h)
         uv_timer_start(&h->kick, step_cb, 0, 0);
 }
 
+static void backup_record_done(void *ctx, int status, const struct fsm_result *res,
+                               const char *msg)
+{
+    struct ha *h = ctx;
+    (void)res;
+    if (status != 0 && !h->closing)
+        log_warn("backup", "the backup's result was not recorded in the cluster state: %s", msg);
+}
+
+/* ha/backup.c: a backup ended here; every node keeps the last ones
+ * (GET /backup "recorded") */
+static void backup_recorded(void *ctx, const struct backup_record *r)
+{
+    struct ha *h = ctx;
+    if (h->closing)
+        return;
+    if (fsm_cluster_level(&h->fsm->st) < 3) {
+        log_info("backup", "not recorded in the cluster state: a member runs an older pgwarden");
+        return;
+    }
+    struct fsm_cmd c;
+    fsm_cmd_init(&c, FSM_OP_BACKUP_DONE, NULL);
+    snprintf(c.member, sizeof c.member, "%s", ha_name(h));
+    snprintf(c.u.backup.type, sizeof c.u.backup.type, "%s", r->type);
+    snprintf(c.u.backup.label, sizeof c.u.backup.label, "%s", r->label);
+    snprintf(c.u.backup.result, sizeof c.u.backup.result, "%s", r->result);
+    c.u.backup.ok = r->ok;
+    c.u.backup.started_wall_ms = r->started_wall_ms;
+    c.u.backup.ended_wall_ms = r->ended_wall_ms;
+    if (submit_cmd(h->sub, &c, h->timing.retry_timeout_ms * 4, backup_record_done, h) != 0)
+        log_warn("backup", "the backup's result was not recorded in the cluster state");
+    fsm_cmd_free(&c);
+}
+
 int ha_start(const struct ha_opts *o, struct ha **out, char *err, size_t errlen)
 {
     struct ha *h = calloc(1, sizeof *h);
@@ -342,7 +376,7 @@ int ha_start(const struct ha_opts *o, struct ha **out, char *err, size_t errlen)
     if (!h->witness) {
         int rc = agent_init(h, err, errlen);
         if (rc == 0)
-            rc = backup_new(h->loop, h->cfg, &h->bk, err, errlen);
+            rc = backup_new(h->loop, h->cfg, backup_recorded, h, &h->bk, err, errlen);
         if (rc != 0) {
             h->start_failed = true;
             *out = h; /* the caller closes it (ha_close, then ha_free) */
@@ -586,7 +620,24 @@ void ha_local_status(struct ha *h, bool fresh, ha_status_cb cb, void *ctx)
 
 json_t *ha_backup_status(const struct ha *h)
 {
-    return h->bk != NULL ? backup_status_json(h->bk, ha_now(h), clock_wall_ms()) : NULL;
+    if (h->bk == NULL)
+        return NULL;
+    json_t *o = backup_status_json(h->bk, ha_now(h), clock_wall_ms());
+    json_t *rec = json_array();
+    const struct fsm_state *st = &h->fsm->st;
+    for (unsigned i = 0; o != NULL && rec != NULL && i < st->n_backups; i++) {
+        const struct fsm_backup_rec *b = &st->backups[i];
+        json_array_append_new(rec, json_pack("{s:s,s:s,s:s,s:b,s:I,s:I,s:s}", "member", b->member,
+                                             "type", b->type, "label", b->label, "ok", b->ok,
+                                             "started", (json_int_t)(b->started_wall_ms / 1000),
+                                             "ended", (json_int_t)(b->ended_wall_ms / 1000),
+                                             "result", b->result));
+    }
+    if (o != NULL)
+        json_object_set_new(o, "recorded", rec != NULL ? rec : json_array());
+    else
+        json_decref(rec);
+    return o;
 }
 
 int ha_backup_request(struct ha *h, const char *type, char *why, size_t whylen)

@@ -481,6 +481,28 @@ static void rid_remember(struct fsm_state *st, const char *rid, int status)
 
 /* --- apply ---------------------------------------------------------------- */
 
+static void op_backup_done(struct fsm *f, const struct fsm_cmd *c, struct fsm_result *r)
+{
+    struct fsm_state *st = &f->st;
+    if (fsm_member_find(st, c->member) == NULL) {
+        refuse(r, PGW_ENOTFOUND, "no member %s", c->member);
+        return;
+    }
+    if (st->n_backups == FSM_BACKUPS_MAX) {
+        memmove(&st->backups[0], &st->backups[1], sizeof st->backups[0] * (FSM_BACKUPS_MAX - 1));
+        st->n_backups--;
+    }
+    struct fsm_backup_rec *b = &st->backups[st->n_backups++];
+    memset(b, 0, sizeof *b);
+    snprintf(b->member, sizeof b->member, "%s", c->member);
+    snprintf(b->type, sizeof b->type, "%s", c->u.backup.type);
+    snprintf(b->label, sizeof b->label, "%s", c->u.backup.label);
+    b->ok = c->u.backup.ok;
+    b->started_wall_ms = c->u.backup.started_wall_ms;
+    b->ended_wall_ms = c->u.backup.ended_wall_ms;
+    snprintf(b->result, sizeof b->result, "%s", c->u.backup.result);
+}
+
 const struct fsm_result *fsm_apply_buf(struct fsm *f, const void *buf, size_t len, uint64_t index)
 {
     struct fsm_result *r = &f->results[index % FSM_RESULT_RING];
@@ -525,6 +547,7 @@ const struct fsm_result *fsm_apply_buf(struct fsm *f, const void *buf, size_t le
     case FSM_OP_SWITCHOVER_SET: op_switchover_set(f, &c, r); break;
     case FSM_OP_SWITCHOVER_CLEAR: memset(&f->st.sw, 0, sizeof f->st.sw); break;
     case FSM_OP_SYNC_SET: op_sync_set(f, &c, r); break;
+    case FSM_OP_BACKUP_DONE: op_backup_done(f, &c, r); break;
     default: refuse(r, PGW_EINVAL, "unknown command"); break;
     }
     /* Reports and renewals are frequent and carry no retry risk worth a

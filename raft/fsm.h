@@ -23,6 +23,7 @@
 #include "raft/fsm_cmd.h"
 
 #define FSM_HISTORY_MAX 64
+#define FSM_BACKUPS_MAX 16
 #define FSM_RID_WINDOW 1024
 #define FSM_SNAPSHOT_VERSION 1
 #define FSM_RESULT_RING 256
@@ -95,6 +96,16 @@ struct fsm_history_entry {
     char new_leader[FSM_NAME_MAX];
 };
 
+/* A backup that ended on the primary (ha/backup.c), newest last. */
+struct fsm_backup_rec {
+    char member[FSM_NAME_MAX];
+    char type[8];
+    char label[64];
+    bool ok;
+    uint64_t started_wall_ms, ended_wall_ms;
+    char result[FSM_TEXT_MAX];
+};
+
 struct fsm_result {
     int status;             /* PGW_OK or negative */
     char msg[FSM_TEXT_MAX]; /* reason when refused */
@@ -123,6 +134,8 @@ struct fsm_state {
     uint64_t sync_version; /* bumps with every change of the set (compare-and-set) */
     struct fsm_history_entry history[FSM_HISTORY_MAX];
     unsigned n_history;
+    struct fsm_backup_rec backups[FSM_BACKUPS_MAX]; /* the newest, oldest first */
+    unsigned n_backups;
     struct fsm_rid rids[FSM_RID_WINDOW]; /* ring of recent request ids */
     unsigned rid_next, n_rids;
     uint64_t applied_index;

@@ -19,6 +19,7 @@ static const char *const op_names[FSM_OP__COUNT] = {
     [FSM_OP_CLUSTER_INIT] = "cluster_init",
     [FSM_OP_CONFIG_SET] = "config_set",
     [FSM_OP_PAUSE_SET] = "pause_set",
+    [FSM_OP_BACKUP_DONE] = "backup_done",
     [FSM_OP_SWITCHOVER_SET] = "switchover_set",
     [FSM_OP_SWITCHOVER_CLEAR] = "switchover_clear",
     [FSM_OP_SYNC_SET] = "sync_set",
@@ -356,6 +357,20 @@ int fsm_cmd_decode(const char *buf, size_t len, struct fsm_cmd *out, char *err, 
         c->u.config.config = get_object(&d, "config", true);
         c->u.config.expect_version = get_u64(&d, "expect_version", true, I63MAX);
         break;
+    case FSM_OP_BACKUP_DONE: {
+        get_name(&d, "member", c->member, true);
+        get_str(&d, "type", c->u.backup.type, sizeof c->u.backup.type, true);
+        const char *t = c->u.backup.type;
+        if (d.rc == 0 && strcmp(t, "full") != 0 && strcmp(t, "diff") != 0 &&
+            strcmp(t, "incr") != 0)
+            fail(&d, "type", "expected full, diff or incr");
+        get_str(&d, "label", c->u.backup.label, sizeof c->u.backup.label, false);
+        c->u.backup.ok = get_bool(&d, "ok");
+        c->u.backup.started_wall_ms = get_u64(&d, "started_wall_ms", true, I63MAX);
+        c->u.backup.ended_wall_ms = get_u64(&d, "ended_wall_ms", true, I63MAX);
+        get_str(&d, "result", c->u.backup.result, sizeof c->u.backup.result, false);
+        break;
+    }
     case FSM_OP_PAUSE_SET:
         if (!json_is_boolean(json_object_get(root, "pause")))
             fail(&d, "pause", "expected true or false");
@@ -493,6 +508,15 @@ int fsm_cmd_encode(const struct fsm_cmd *c, char **out, size_t *len, char *err, 
         break;
     case FSM_OP_PAUSE_SET:
         json_object_set_new(o, "pause", json_boolean(c->u.pause.pause));
+        break;
+    case FSM_OP_BACKUP_DONE:
+        set_str(o, "member", c->member);
+        set_str(o, "type", c->u.backup.type);
+        set_str(o, "label", c->u.backup.label);
+        json_object_set_new(o, "ok", json_boolean(c->u.backup.ok));
+        set_u64(o, "started_wall_ms", c->u.backup.started_wall_ms);
+        set_u64(o, "ended_wall_ms", c->u.backup.ended_wall_ms);
+        set_str(o, "result", c->u.backup.result);
         break;
     case FSM_OP_SWITCHOVER_SET:
         json_object_set_new(o, "failover", json_boolean(c->u.sw.failover));

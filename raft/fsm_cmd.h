@@ -24,10 +24,11 @@
 #define FSM_CMD_VERSION 1
 /* What this binary's FSM understands beyond FSM_CMD_VERSION: 2 = the
  * conditions of issue 15 (an assignment's if_renewals, a sync set's
- * if_version). A command uses a condition only when every member
+ * if_version); 3 = backup_done (ha/backup.c). A command uses a condition
+ * or a newer op only when every member
  * registered at least that level: a node that ignored it would apply what
  * the others refuse, and the replicated state would diverge. */
-#define FSM_LEVEL 2
+#define FSM_LEVEL 3
 #define FSM_NAME_MAX 64       /* member names: 1..63 bytes */
 #define FSM_RID_MAX 64
 #define FSM_ADDR_MAX 64
@@ -54,6 +55,7 @@ enum fsm_op {
     FSM_OP_SWITCHOVER_SET,  /* pending switchover / manual failover */
     FSM_OP_SWITCHOVER_CLEAR,
     FSM_OP_SYNC_SET,        /* synchronous standby set */
+    FSM_OP_BACKUP_DONE,     /* a backup ended on the primary (level 3) */
     FSM_OP__COUNT
 };
 
@@ -145,6 +147,13 @@ struct fsm_cmd {
             bool allow_data_loss;
             uint64_t requested_wall_ms;
         } sw;
+        struct {
+            char type[8];    /* full | diff | incr */
+            char label[64];  /* pgBackRest's label; "" when it made none */
+            bool ok;
+            uint64_t started_wall_ms, ended_wall_ms;
+            char result[FSM_TEXT_MAX];
+        } backup;
         struct {
             char members[FSM_MAX_SYNC][FSM_NAME_MAX];
             unsigned n;

@@ -119,6 +119,22 @@ char *fsm_state_dump(const struct fsm_state *st)
         json_array_append_new(hs, hj);
     }
     json_object_set_new(root, "history", hs);
+    if (st->n_backups > 0) { /* absent when none: older snapshots stay byte-identical */
+        json_t *bs = json_array();
+        for (unsigned i = 0; i < st->n_backups; i++) {
+            const struct fsm_backup_rec *b = &st->backups[i];
+            json_t *bj = json_object();
+            put_str(bj, "member", b->member);
+            put_str(bj, "type", b->type);
+            put_str(bj, "label", b->label);
+            json_object_set_new(bj, "ok", json_boolean(b->ok));
+            put_u64(bj, "started_wall_ms", b->started_wall_ms);
+            put_u64(bj, "ended_wall_ms", b->ended_wall_ms);
+            put_str(bj, "result", b->result);
+            json_array_append_new(bs, bj);
+        }
+        json_object_set_new(root, "backups", bs);
+    }
 
     /* Request ids oldest first, so the ring is rebuilt in the same order. */
     json_t *rs = json_array();
@@ -346,6 +362,26 @@ static void ld_state(struct ld *l, const json_t *root, struct fsm_state *st)
         ld_str(l, v, "reason", h->reason, sizeof h->reason);
         h->wall_ms = ld_u64(l, v, "wall_ms");
         ld_str(l, v, "new_leader", h->new_leader, sizeof h->new_leader);
+    }
+
+    const json_t *bs = json_object_get(root, "backups");
+    if (bs != NULL && (!json_is_array(bs) || json_array_size(bs) > FSM_BACKUPS_MAX)) {
+        lfail(l, "expected an array", "backups");
+        return;
+    }
+    json_array_foreach(bs, i, v) {
+        struct fsm_backup_rec *b = &st->backups[st->n_backups++];
+        if (!json_is_object(v)) {
+            lfail(l, "expected an object", "backups[]");
+            return;
+        }
+        ld_str(l, v, "member", b->member, sizeof b->member);
+        ld_str(l, v, "type", b->type, sizeof b->type);
+        ld_str(l, v, "label", b->label, sizeof b->label);
+        b->ok = ld_bool(l, v, "ok");
+        b->started_wall_ms = ld_u64(l, v, "started_wall_ms");
+        b->ended_wall_ms = ld_u64(l, v, "ended_wall_ms");
+        ld_str(l, v, "result", b->result, sizeof b->result);
     }
 
     const json_t *rs = json_object_get(root, "rids");

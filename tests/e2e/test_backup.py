@@ -205,6 +205,14 @@ def test_backup_failover_pitr_and_replica_from_repository(make):
     print(r.stdout, r.stderr)
     assert r.returncode == 0, (r.stdout, r.stderr)
     assert "diff backup done" in r.stdout
+    # every node has it in the replicated state, with pgBackRest's label
+    other = next(n for n in c.nodes if n is not p and n is not old)
+    rec = wait_for(lambda: [b for b in backup_status(other)["recorded"]
+                            if b["type"] == "diff" and b["ok"] and b["member"] == p.name], 30,
+                   what=f"the diff backup recorded, seen from {other.name}")
+    assert rec[-1]["label"].endswith("D"), rec
+    assert any(b["type"] == "full" and b["ok"] and b["member"] == old.name
+               for b in backup_status(other)["recorded"])
     r = subprocess.run([c.binary, "ctl", "--endpoint", p.api, "backup", "list"],
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stderr

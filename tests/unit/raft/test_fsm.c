@@ -598,6 +598,56 @@ static void test_snapshot_without_refusal_fields(void **state)
     free(dump);
 }
 
+/* backup_done (level 3): the last FSM_BACKUPS_MAX results, newest last,
+ * kept in snapshots (and absent from them when there is none); a bad type
+ * or an unknown member is refused. */
+static void test_backup_records(void **state)
+{
+    struct fsm *f = *state;
+    bootstrap_cluster(f);
+    char *empty = fsm_state_dump(&f->st);
+    assert_null(strstr(empty, "backups"));
+    free(empty);
+    struct fsm_cmd c;
+    for (int i = 0; i < FSM_BACKUPS_MAX + 3; i++) {
+        char rid[32];
+        snprintf(rid, sizeof rid, "bk-%d", i);
+        fsm_cmd_init(&c, FSM_OP_BACKUP_DONE, rid);
+        snprintf(c.member, sizeof c.member, "n1");
+        snprintf(c.u.backup.type, sizeof c.u.backup.type, "%s", i == 0 ? "full" : "diff");
+        snprintf(c.u.backup.label, sizeof c.u.backup.label, "L%d", i);
+        c.u.backup.ok = i % 2 == 0;
+        c.u.backup.started_wall_ms = 1000u * (unsigned)i;
+        c.u.backup.ended_wall_ms = 1000u * (unsigned)i + 500;
+        snprintf(c.u.backup.result, sizeof c.u.backup.result, "result %d", i);
+        assert_int_equal(apply(f, &c)->status, 0);
+    }
+    assert_int_equal(f->st.n_backups, FSM_BACKUPS_MAX);
+    assert_string_equal(f->st.backups[0].label, "L3");
+    assert_string_equal(f->st.backups[FSM_BACKUPS_MAX - 1].label, "L18");
+    assert_true(f->st.backups[FSM_BACKUPS_MAX - 1].ok);
+    fsm_cmd_init(&c, FSM_OP_BACKUP_DONE, "bk-ghost");
+    snprintf(c.member, sizeof c.member, "ghost");
+    snprintf(c.u.backup.type, sizeof c.u.backup.type, "full");
+    assert_int_equal(apply(f, &c)->status, PGW_ENOTFOUND);
+    assert_int_equal(apply_text(f, "{\"v\":1,\"op\":\"backup_done\",\"rid\":\"bk-x\","
+                                   "\"member\":\"n1\",\"type\":\"weekly\","
+                                   "\"started_wall_ms\":1,\"ended_wall_ms\":2}")->status,
+                     PGW_EINVAL);
+    assert_int_equal(f->st.n_backups, FSM_BACKUPS_MAX);
+    char *dump = fsm_state_dump(&f->st);
+    struct fsm g;
+    fsm_init(&g, &fake);
+    char err[256];
+    assert_int_equal(fsm_state_load(&g, dump, strlen(dump), err, sizeof err), 0);
+    char *dump2 = fsm_state_dump(&g.st);
+    assert_string_equal(dump, dump2);
+    assert_string_equal(g.st.backups[0].result, "result 3");
+    fsm_close(&g);
+    free(dump);
+    free(dump2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -614,6 +664,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_snapshot_round_trip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_promote_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_without_refusal_fields, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backup_records, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
