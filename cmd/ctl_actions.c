@@ -457,15 +457,10 @@ static int parse_member_args(struct ctl *c, struct ctl_iter *it, const struct ct
         case M_SCHEDULED:
             a->sched = val;
             break;
-        case M_TIMEOUT: {
-            char *end;
-            a->timeout_s = strtod(val, &end);
-            if (*val == '\0' || *end != '\0' || !(a->timeout_s > 0 && a->timeout_s <= 86400)) {
-                ctl_err(c, "--timeout expects seconds (0 < s <= 86400), got \"%s\"", val);
+        case M_TIMEOUT:
+            if (!ctl_parse_seconds(c, "--timeout", val, 0, false, 86400, &a->timeout_s))
                 return CTL_USAGE;
-            }
             break;
-        }
         case M_FORCE:
             c->force = true;
             break;

@@ -139,15 +139,10 @@ int ctl_cmd_backup(struct ctl *c, struct ctl_iter *it)
         case B_WAIT:
             wait = true;
             break;
-        case B_TIMEOUT: {
-            char *end;
-            timeout_s = strtod(val, &end);
-            if (*val == '\0' || *end != '\0' || !(timeout_s > 0 && timeout_s <= 7 * 86400)) {
-                ctl_err(c, "--timeout: expected seconds (up to 7 days), got \"%s\"", val);
+        case B_TIMEOUT:
+            if (!ctl_parse_seconds(c, "--timeout", val, 0, false, 7 * 86400, &timeout_s))
                 return CTL_USAGE;
-            }
             break;
-        }
         case CTL_ARG_POSITIONAL:
             if (word != NULL) {
                 ctl_err(c, "unexpected argument \"%s\"", val);

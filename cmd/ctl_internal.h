@@ -130,6 +130,10 @@ void ctl_now(char *buf, size_t len);
 /* Normalise --scheduled: ISO 8601 with a time zone (the local one is added
  * when missing). false when s is not a time. */
 bool ctl_parse_time(const char *s, char *out, size_t len);
+/* An option's value in seconds, min < s <= max (min itself allowed when
+ * min_inclusive): false after printing "<opt> expects seconds ..." */
+bool ctl_parse_seconds(const struct ctl *c, const char *opt, const char *val, double min,
+                       bool min_inclusive, double max, double *out);
 
 /* --- the cluster view (GET /cluster) ----------------------------------------- */
 

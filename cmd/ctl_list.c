@@ -425,15 +425,10 @@ static int list_common(struct ctl *c, struct ctl_iter *it, bool topology)
         case L_W:
             watch = 2;
             break;
-        case L_WATCH: {
-            char *end;
-            watch = strtod(val, &end);
-            if (*val == '\0' || *end != '\0' || !(watch >= 0.1 && watch <= 86400)) {
-                ctl_err(c, "--watch expects seconds between 0.1 and 86400, got \"%s\"", val);
+        case L_WATCH:
+            if (!ctl_parse_seconds(c, "--watch", val, 0.1, true, 86400, &watch))
                 return CTL_USAGE;
-            }
             break;
-        }
         case CTL_ARG_POSITIONAL:
             if (cluster_word != NULL) {
                 ctl_err(c, "unexpected argument \"%s\" (one cluster name at most)", val);

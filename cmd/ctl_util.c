@@ -492,3 +492,17 @@ int ctl_check_cluster_arg(const struct ctl *c, const json_t *cluster, const char
     ctl_err(c, "this endpoint serves cluster \"%s\", not \"%s\"", scope ? scope : "?", word);
     return CTL_FAILED;
 }
+
+bool ctl_parse_seconds(const struct ctl *c, const char *opt, const char *val, double min,
+                       bool min_inclusive, double max, double *out)
+{
+    char *end;
+    double v = strtod(val, &end);
+    if (*val == '\0' || *end != '\0' || !(min_inclusive ? v >= min : v > min) || !(v <= max)) {
+        ctl_err(c, "%s expects seconds (%g %s s <= %g), got \"%s\"", opt, min,
+                min_inclusive ? "<=" : "<", max, val);
+        return false;
+    }
+    *out = v;
+    return true;
+}

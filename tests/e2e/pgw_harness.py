@@ -263,6 +263,18 @@ class Node:
         """The postmaster and every process it started (backends, walsenders...)."""
         return process_tree(self.postmaster_pid())
 
+    def pg_process(self, title):
+        """pid of the instance's process whose command line (its title:
+        "postgres: walreceiver", "postgres: archiver") contains `title`."""
+        for pid in instance_pids(self.data_dir):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    if title.encode() in f.read():
+                        return pid
+            except OSError:
+                continue
+        return None
+
     def node_pids(self):
         """Everything of this node: pgwarden (and its children) and PostgreSQL."""
         pids = process_tree(self.pgwarden_pid())

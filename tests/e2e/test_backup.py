@@ -14,7 +14,6 @@ local (posix) repository shared by three nodes on 127.0.0.1:
   [pgbackrest, basebackup]) streams afterwards."""
 import json
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -278,17 +277,6 @@ def test_backup_failover_pitr_and_replica_from_repository(make):
              what=f"{rep.name} has every row")
 
 
-def archiver_pid(node):
-    for pid in node.pg_pids():
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if b"archiver" in f.read():
-                    return pid
-        except OSError:
-            pass
-    return None
-
-
 def test_archive_has_no_gap_across_a_failover(make):
     """Segments the old primary completed but never archived (its archiver
     stuck, then the node died) are on the new primary, received by
@@ -300,7 +288,7 @@ def test_archive_has_no_gap_across_a_failover(make):
              what="a first full backup in the repository")
     p.query("CREATE TABLE ledger (id int PRIMARY KEY)")
     switch_and_archive(p)
-    pid = archiver_pid(p)
+    pid = p.pg_process("archiver")
     assert pid, "no archiver process found"
     os.kill(pid, signal.SIGSTOP)
     commit_rows(p, 1, 100)

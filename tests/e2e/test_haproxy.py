@@ -14,10 +14,14 @@ from pgw_harness import SU_PASSWORD, Cluster, free_ports, http, wait_for
 HAPROXY = "/usr/sbin/haproxy"
 
 
-def haproxy_config(cluster, wport, rport, stats):
-    servers_w = "\n".join(f"    server {n.name} 127.0.0.1:{n.pg_port} check port {n.api_port}"
-                          for n in cluster.nodes)
-    return f"""
+def haproxy_config(nodes, wport, stats, rport=None):
+    """Patroni's documented HAProxy configuration (haproxy.cfg in its
+    repository): writers to the member answering /primary, readers (when
+    rport is given) round-robin over those answering /replica. A node's
+    address is its `host` attribute when it has one, else 127.0.0.1."""
+    servers = "\n".join(f"    server {n.name} {getattr(n, 'host', '127.0.0.1')}:{n.pg_port} "
+                        f"check port {n.api_port}" for n in nodes)
+    cfg = f"""
 global
     maxconn 200
 defaults
@@ -36,15 +40,18 @@ listen primary
     option httpchk OPTIONS /primary
     http-check expect status 200
     default-server inter 1s fall 2 rise 1 on-marked-down shutdown-sessions
-{servers_w}
-listen replicas
+{servers}
+"""
+    if rport is not None:
+        cfg += f"""listen replicas
     bind 127.0.0.1:{rport}
     balance roundrobin
     option httpchk OPTIONS /replica
     http-check expect status 200
     default-server inter 1s fall 2 rise 1 on-marked-down shutdown-sessions
-{servers_w}
+{servers}
 """
+    return cfg
 
 
 @pytest.fixture
@@ -59,7 +66,7 @@ def setup():
         wport, rport, stats = free_ports(3)
         cfg = os.path.join(c.dir, "haproxy.cfg")
         with open(cfg, "w") as f:
-            f.write(haproxy_config(c, wport, rport, stats))
+            f.write(haproxy_config(c.nodes, wport, stats, rport))
         proc = subprocess.Popen([HAPROXY, "-f", cfg, "-db"], stdout=subprocess.DEVNULL,
                                 stderr=open(os.path.join(c.dir, "haproxy.log"), "wb"))
         yield c, wport, rport, stats

@@ -25,36 +25,9 @@ import pytest
 
 import patroni_migration as mig
 from pgw_harness import SU_PASSWORD, free_ports, wait_for, with_logs
-from test_haproxy import HAPROXY, up_servers
+from test_haproxy import HAPROXY, haproxy_config, up_servers
 
 WRITE_S = 0.02
-
-
-def haproxy_config(c, wport, stats):
-    servers = "\n".join(f"    server {n.name} {n.host}:{n.pg_port} check port {n.api_port}"
-                        for n in c.nodes)
-    # Patroni's documented HAProxy configuration (haproxy.cfg in its repository)
-    return f"""
-global
-    maxconn 100
-defaults
-    mode tcp
-    timeout connect 2s
-    timeout client 30m
-    timeout server 30m
-    timeout check 1s
-listen stats
-    mode http
-    bind 127.0.0.1:{stats}
-    stats enable
-    stats uri /
-listen primary
-    bind 127.0.0.1:{wport}
-    option httpchk OPTIONS /primary
-    http-check expect status 200
-    default-server inter 1s fall 2 rise 1 on-marked-down shutdown-sessions
-{servers}
-"""
 
 
 class RouterWriter(threading.Thread):
@@ -135,7 +108,7 @@ def patroni_cluster():
         wport, stats = free_ports(2)
         cfg = os.path.join(c.dir, "haproxy.cfg")
         with open(cfg, "w") as f:
-            f.write(haproxy_config(c, wport, stats))
+            f.write(haproxy_config(c.nodes, wport, stats))
         c.haproxy = subprocess.Popen([HAPROXY, "-f", cfg, "-db"], stdout=subprocess.DEVNULL,
                                      stderr=open(os.path.join(c.dir, "haproxy.log"), "wb"))
         c.wport, c.stats = wport, stats

@@ -8,7 +8,7 @@ import time
 import psycopg2
 import pytest
 
-from pgw_harness import Cluster, Prober, Writer, http, instance_pids, signal_pids, wait_for
+from pgw_harness import Cluster, Prober, Writer, http, signal_pids, wait_for
 
 
 def sync_members(c, via=None):
@@ -170,18 +170,6 @@ def test_strict_mode_commits_wait_without_standbys(sync_cluster):
     assert status == 200
 
 
-def walreceiver_pid(node):
-    """pid of the walreceiver of node's PostgreSQL (None if there is none)."""
-    for pid in instance_pids(node.data_dir):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if b"walreceiver" in f.read():
-                    return pid
-        except OSError:
-            continue
-    return None
-
-
 def test_standby_joins_the_set_only_past_the_change(sync_cluster):
     """Issue 15, item 5. The synchronous standby S1 is made ineligible (its
     pgwarden restarted with tags.nosync) while it keeps streaming and
@@ -198,7 +186,7 @@ def test_standby_joins_the_set_only_past_the_change(sync_cluster):
     writer = Writer(c).setup()
     writer.start()
     wait_for(lambda: len(writer.acked) >= 20, 20, what="writes")
-    wr = wait_for(lambda: walreceiver_pid(s2), 20, what=f"{s2.name}'s walreceiver")
+    wr = wait_for(lambda: s2.pg_process("walreceiver"), 20, what=f"{s2.name}'s walreceiver")
     signal_pids([wr], signal.SIGSTOP)
     try:
         # S1's PostgreSQL keeps running; its pgwarden comes back with nosync
