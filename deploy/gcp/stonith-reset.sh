@@ -13,7 +13,8 @@
 # state written by an older pgwarden): refuse, unless --allow-unknown.
 #
 # Where it runs: member name -> "instance zone" from the map, a file of lines
-#     <member> <zone> [<instance>]      (# comments; instance defaults to member)
+#     <member> <zone> [<instance>]      (# comments; instance defaults to member;
+#                                        ";" also ends a line)
 # given by --map FILE (or STONITH_MAP), else read from this VM's metadata
 # attribute pgwarden-stonith-map (same format; deploy/gcp/main.tf sets it:
 # the VMs are named after their members). The project is --project, else the
@@ -118,7 +119,7 @@ token=$(metadata instance/service-accounts/default/token | json_str access_token
 [ -n "$token" ] || die "the metadata server returned no access token"
 
 for m in $targets; do
-    line=$(printf '%s\n' "$maptext" | sed 's/#.*//' | awk -v m="$m" '$1 == m { print; exit }')
+    line=$(printf '%s\n' "$maptext" | tr ';' '\n' | sed 's/#.*//' | awk -v m="$m" '$1 == m { print; exit }')
     [ -n "$line" ] || die "$m is not in the map"
     # shellcheck disable=SC2086  # split the map line into its fields
     set -- $line
