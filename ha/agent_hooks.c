@@ -347,7 +347,18 @@ bool agent_hook_pre_promote(struct ha *h)
     }
     if (hooks_running(ah->hk, HOOK_PRE_PROMOTE))
         return false;
-    struct hook_spec s = {.kind = HOOK_PRE_PROMOTE, .command = cmd,
+    /* What a fencing script needs: who it is, and who may have written as
+     * primary before it (raft/fsm.h: former, previous). */
+    const struct fsm_primary *p = &h->fsm->st.primary;
+    char e_member[FSM_NAME_MAX + 24], e_scope[256], e_epoch[64];
+    char e_former[FSM_NAME_MAX + 32], e_previous[FSM_NAME_MAX + 32];
+    snprintf(e_member, sizeof e_member, "PGWARDEN_MEMBER=%s", ha_name(h));
+    snprintf(e_scope, sizeof e_scope, "PGWARDEN_SCOPE=%s", h->cfg->scope);
+    snprintf(e_epoch, sizeof e_epoch, "PGWARDEN_EPOCH=%" PRIu64, epoch);
+    snprintf(e_former, sizeof e_former, "PGWARDEN_FORMER_PRIMARY=%s", p->former);
+    snprintf(e_previous, sizeof e_previous, "PGWARDEN_PREVIOUS_HOLDER=%s", p->previous);
+    const char *env[] = {e_member, e_scope, e_epoch, e_former, e_previous, NULL};
+    struct hook_spec s = {.kind = HOOK_PRE_PROMOTE, .command = cmd, .env = env,
                           .timeout_ms = hook_deadline(h)};
     char err[512];
     ah->pre_epoch = epoch;
@@ -360,8 +371,9 @@ bool agent_hook_pre_promote(struct ha *h)
         return false;
     }
     agent_op_begin(h, "pre_promote", "running pre_promote");
-    log_info("ha", "assigned primary (epoch %" PRIu64 "): running pre_promote before promoting",
-             epoch);
+    log_info("ha", "assigned primary (epoch %" PRIu64 "): running pre_promote before promoting "
+             "(former primary %s, previous holder %s)", epoch, p->former[0] ? p->former : "unknown",
+             p->previous[0] ? p->previous : "unknown");
     uv_timer_start(&ah->watch, pre_watch, h->timing.loop_wait_ms, h->timing.loop_wait_ms);
     return false;
 }

@@ -147,6 +147,9 @@ static void renew_done(void *ctx, int status, const struct fsm_result *res, cons
         lease_holder_confirmed(&ag->lease);
         h->stats.lease_renewals++;
         agent_lease_file_save(h);
+        /* the next renewal at its own time, not at the next tick */
+        if (ag->lease.confirmed)
+            ha_arm_renew_timer(h, ag->lease.confirmed_send_ms + h->timing.loop_wait_ms + 1);
         return;
     }
     h->stats.lease_renew_failures++;
@@ -181,8 +184,15 @@ void agent_lease_step(struct ha *h)
     agent_watchdog_tick(h, now);
     if (ag->lease.epoch == 0 && h->keeper != NULL && keeper_deadline(h->keeper) != 0)
         agent_keeper_sync(h); /* cleared once PostgreSQL cannot be writing */
-    if (ag->renew_inflight || !lease_holder_due(&ag->lease, &h->timing, now))
+    if (ag->renew_inflight)
         return;
+    if (!lease_holder_due(&ag->lease, &h->timing, now)) {
+        /* a step before the renewal is due (a timer that fired a little
+         * early among them): the timer again, for what is left */
+        if (ag->lease.epoch != 0 && ag->lease.confirmed && !ag->lease.last_failed)
+            ha_arm_renew_timer(h, ag->lease.confirmed_send_ms + h->timing.loop_wait_ms + 1);
+        return;
+    }
     const struct pg_status *ps = pgmon_status(ag->mon);
     struct fsm_cmd c;
     fsm_cmd_init(&c, FSM_OP_LEASE_RENEW, NULL);

@@ -306,6 +306,18 @@ void ha_arm_fence_timer(struct ha *h, uint64_t deadline_ms)
     uv_timer_start(&h->fence_timer, step_cb, deadline_ms > now ? deadline_ms - now + 1 : 0, 0);
 }
 
+void ha_arm_renew_timer(struct ha *h, uint64_t due_ms)
+{
+    if (h->closing)
+        return;
+    if (due_ms == 0) {
+        uv_timer_stop(&h->renew_timer);
+        return;
+    }
+    uint64_t now = ha_now(h);
+    uv_timer_start(&h->renew_timer, step_cb, due_ms > now ? due_ms - now : 0, 0);
+}
+
 void ha_kick(struct ha *h)
 {
     if (h->closing)
@@ -367,10 +379,12 @@ int ha_start(const struct ha_opts *o, struct ha **out, char *err, size_t errlen)
     uv_timer_init(h->loop, &h->tick);
     uv_timer_init(h->loop, &h->kick);
     uv_timer_init(h->loop, &h->fence_timer);
+    uv_timer_init(h->loop, &h->renew_timer);
     h->tick.data = h;
     h->kick.data = h;
     h->fence_timer.data = h;
-    h->open_handles = 3;
+    h->renew_timer.data = h;
+    h->open_handles = 4;
     h->keeper_fences_seen = keeper_fences(h->keeper);
     refresh_dcs(h);
     if (!h->witness) {
@@ -438,6 +452,7 @@ void ha_close(struct ha *h, void (*done)(void *ctx), void *ctx)
     uv_close((uv_handle_t *)&h->tick, handle_closed);
     uv_close((uv_handle_t *)&h->kick, handle_closed);
     uv_close((uv_handle_t *)&h->fence_timer, handle_closed);
+    uv_close((uv_handle_t *)&h->renew_timer, handle_closed);
 }
 
 bool ha_fence_may_disarm(const struct ha *h)

@@ -159,6 +159,12 @@ struct ha {
      * next tick (up to loop_wait late), or the keeper, which acts
      * KEEPER_GRACE_MS after it, gets there first */
     uv_timer_t fence_timer;
+    /* fires when the next renewal is due (confirmed send + loop_wait): the
+     * tick's phase is not the renewal's, and waiting for the next tick
+     * could leave up to 2 x loop_wait between renewals, eating the
+     * retry_timeout margin the timing rule counts on (with Patroni's
+     * 30/10/10, ttl - retry_timeout = 2 x loop_wait: no margin at all) */
+    uv_timer_t renew_timer;
     uint64_t keeper_fences_seen; /* keeper_fences() already accounted for */
     int open_handles;
     uint64_t last_tick_ms;
@@ -196,6 +202,8 @@ uint64_t ha_now(const struct ha *h);
 void ha_async_done(struct ha *h);
 /* Step at this monotonic ms (the lease's fence deadline); 0 disarms. */
 void ha_arm_fence_timer(struct ha *h, uint64_t deadline_ms);
+/* Run a step at due_ms (monotonic, ha_now's clock); 0 stops it. */
+void ha_arm_renew_timer(struct ha *h, uint64_t due_ms);
 const char *ha_name(const struct ha *h);
 bool ha_paused(const struct ha *h);
 

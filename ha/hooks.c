@@ -392,24 +392,39 @@ static void on_exit_cb(uv_process_t *p, int64_t exit_status, int term_signal)
     maybe_finish(r);
 }
 
-/* Our environment without the secrets pgwarden itself was given there. */
-static char **hook_env(void)
+static size_t env_key_len(const char *e)
 {
-    size_t n = 0;
+    const char *eq = strchr(e, '=');
+    return eq != NULL ? (size_t)(eq - e) : strlen(e);
+}
+
+/* Our environment without the secrets pgwarden itself was given there, plus
+ * `extra` ("NAME=value", each replacing a variable of that name). The array
+ * points into environ and extra: valid until either changes. */
+static char **hook_env(const char *const *extra)
+{
+    size_t n = 0, x = 0;
     while (environ != NULL && environ[n] != NULL)
         n++;
-    char **env = calloc(n + 1, sizeof *env);
+    while (extra != NULL && extra[x] != NULL)
+        x++;
+    char **env = calloc(n + x + 1, sizeof *env);
     if (env == NULL)
         return NULL;
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
         const char *e = environ[i];
-        const char *eq = strchr(e, '=');
-        size_t klen = eq != NULL ? (size_t)(eq - e) : strlen(e);
+        size_t klen = env_key_len(e);
         if (strncmp(e, "PGWARDEN_", 9) == 0 && memmem(e, klen, "PASSWORD", 8) != NULL)
             continue;
-        env[k++] = environ[i];
+        bool replaced = false;
+        for (size_t j = 0; j < x && !replaced; j++)
+            replaced = env_key_len(extra[j]) == klen && strncmp(extra[j], e, klen) == 0;
+        if (!replaced)
+            env[k++] = environ[i];
     }
+    for (size_t j = 0; j < x; j++)
+        env[k++] = (char *)extra[j];
     env[k] = NULL;
     return env;
 }
@@ -492,7 +507,7 @@ int hooks_run(struct hooks *hk, const struct hook_spec *spec, hook_done_cb cb, v
     }
     struct hook_run *r = calloc(1, sizeof *r);
     char **argv = build_argv(words, nwords, spec->args);
-    char **env = hook_env();
+    char **env = hook_env(spec->env);
     if (r == NULL || argv == NULL || env == NULL) {
         free(r);
         free(argv);

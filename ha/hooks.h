@@ -11,7 +11,8 @@
  * with everything it started. stdin is /dev/null; stdout and stderr are
  * logged line by line as "[hooks] <kind>: <line>". The environment is
  * pgwarden's own minus the PGWARDEN_*PASSWORD* variables (secrets given to
- * pgwarden through its environment never reach a hook); nothing is added.
+ * pgwarden through its environment never reach a hook), plus what the
+ * caller adds (hook_spec.env: pre_promote's PGWARDEN_* facts).
  *
  * Ownership: struct hooks belongs to its creator until hooks_close(), after
  * which this module frees it once the last child is gone. */
@@ -72,6 +73,8 @@ struct hook_spec {
     enum hook_kind kind;
     const char *command;      /* the configured command line */
     const char *const *args;  /* appended after its words; NULL-terminated, or NULL */
+    const char *const *env;   /* "NAME=value" added to the environment (replacing a
+                                 variable of that name); NULL-terminated, or NULL */
     uint32_t timeout_ms;      /* deadline: the process group is SIGKILLed; must be > 0 */
 };
 

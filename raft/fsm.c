@@ -265,7 +265,15 @@ static int op_primary_assign(struct fsm *f, const struct fsm_cmd *c, struct fsm_
         return refuse(r, PGW_EUNAVAIL, "cluster not initialized yet: nothing to promote");
     uint32_t tl = p->timeline;
     uint64_t lsn = p->lsn;
+    /* what a fencing hook needs to know about the epoch that ends here */
+    char former[FSM_NAME_MAX], previous[FSM_NAME_MAX];
+    const struct fsm_member *held = p->member[0] != '\0' ? fsm_member_find(st, p->member) : NULL;
+    bool refused = held != NULL && p->epoch != 0 && held->refused_epoch == p->epoch;
+    snprintf(former, sizeof former, "%s", p->former);
+    snprintf(previous, sizeof previous, "%s", refused ? p->previous : p->member);
     memset(p, 0, sizeof *p);
+    snprintf(p->former, sizeof p->former, "%s", former);
+    snprintf(p->previous, sizeof p->previous, "%s", previous);
     snprintf(p->member, sizeof p->member, "%s", c->member);
     p->epoch = c->epoch + 1;
     p->state = c->u.assign.mode == FSM_ASSIGN_BOOTSTRAP ? FSM_PRIMARY_BOOTSTRAPPING
@@ -309,6 +317,7 @@ static int op_primary_running(struct fsm *f, const struct fsm_cmd *c, struct fsm
         history_append(&f->st, p->timeline, c->u.running.lsn,
                        p->reason[0] ? p->reason : "promoted", c->u.running.wall_ms, p->member);
     p->state = FSM_PRIMARY_RUNNING;
+    snprintf(p->former, sizeof p->former, "%s", p->member);
     p->timeline = c->u.running.timeline;
     if (c->u.running.lsn > p->lsn)
         p->lsn = c->u.running.lsn;

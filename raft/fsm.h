@@ -52,6 +52,15 @@ struct fsm_primary {
     /* the longest ttl the holder may count on after its latest renewal (the
      * one it was sent under, or the one it held meanwhile); 0: not known */
     uint32_t lease_ttl_ms;
+    /* Who may have written as primary before this epoch, for a pre_promote
+     * hook that fences it (STONITH). former: the member that last reached
+     * RUNNING (confirmed primary). previous: the holder of the epoch before
+     * this one, unless its promotion was refused (then that epoch's own
+     * previous): it may have promoted without confirming it. Usually both
+     * name the same member; "" when unknown (never assigned, or a snapshot
+     * written before these fields existed). */
+    char former[FSM_NAME_MAX];
+    char previous[FSM_NAME_MAX];
 };
 
 struct fsm_member {

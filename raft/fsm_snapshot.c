@@ -57,6 +57,10 @@ char *fsm_state_dump(const struct fsm_state *st)
     put_u64(pj, "renewals", p->renewals);
     if (p->lease_ttl_ms != 0)
         put_u64(pj, "lease_ttl_ms", p->lease_ttl_ms);
+    if (p->former[0] != '\0')
+        put_str(pj, "former", p->former);
+    if (p->previous[0] != '\0')
+        put_str(pj, "previous", p->previous);
     json_object_set_new(root, "primary", pj);
 
     json_t *ms = json_array();
@@ -275,6 +279,10 @@ static void ld_state(struct ld *l, const json_t *root, struct fsm_state *st)
     p->renewals = ld_u64(l, pj, "renewals");
     if (json_object_get(pj, "lease_ttl_ms") != NULL)
         p->lease_ttl_ms = (uint32_t)ld_uint(l, pj, "lease_ttl_ms", UINT32_MAX);
+    if (json_object_get(pj, "former") != NULL)
+        ld_str(l, pj, "former", p->former, sizeof p->former);
+    if (json_object_get(pj, "previous") != NULL)
+        ld_str(l, pj, "previous", p->previous, sizeof p->previous);
 
     const json_t *ms = json_object_get(root, "members");
     if (!json_is_array(ms) || json_array_size(ms) > FSM_MAX_MEMBERS) {

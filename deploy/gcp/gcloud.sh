@@ -38,6 +38,8 @@
 #   DELETION_PROTECTION [yes]     OPS_AGENT [yes]     DELETE_DATA [no] (down)
 #   BACKUP_BUCKET []         a GCS bucket for pgBackRest (docs/backups.md); the nodes'
 #                            service account needs roles/storage.objectAdmin on it
+#   STONITH [no]             (yes: stonith-reset.sh as pre_promote; grant the
+#                            service account the reset role yourself: README.md)
 #   IMAGE_PROJECT [debian-cloud]  IMAGE_FAMILY [debian-12]
 #   PG_VERSION [15]          RAFT_PORT [5010]    TAG [pgwarden]
 #   CLIENT_TAGS [pg-client]  CLIENT_RANGES []    HBA_CLIENT_CIDRS [10.0.0.0/8]
@@ -91,6 +93,7 @@ SNAPSHOT_START_TIME=${SNAPSHOT_START_TIME:-03:00}
 DELETION_PROTECTION=${DELETION_PROTECTION:-yes}
 OPS_AGENT=${OPS_AGENT:-yes}
 BACKUP_BUCKET=${BACKUP_BUCKET:-}
+STONITH=${STONITH:-no}
 DELETE_DATA=${DELETE_DATA:-no}
 ROLL_WITH=${ROLL_WITH:-gcloud}
 TF_DIR=${TF_DIR:-$here}
@@ -187,6 +190,12 @@ create_vm() {
         files+=",pgwarden-ops-agent-config=$here/ops-agent.yaml"
     else
         md+="|pgwarden-ops-agent-config="
+    fi
+    if [ "$STONITH" = yes ]; then
+        files+=",pgwarden-stonith-script=$here/stonith-reset.sh"
+        md+="|pgwarden-stonith-map=$(for j in 0 1 2; do printf '%s %s;' "$(node_name "$j")" "${ZONES[$j]}"; done)"
+    else
+        md+="|pgwarden-stonith-script=|pgwarden-stonith-map="
     fi
     [ "$DELETION_PROTECTION" = yes ] && protect=(--deletion-protection)
     run "${G[@]}" compute instances create "$name" --zone="${ZONES[$i]}" --machine-type="$MACHINE_TYPE" \

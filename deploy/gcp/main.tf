@@ -237,6 +237,47 @@ resource "google_project_iam_member" "node_telemetry" {
   member   = "serviceAccount:${google_service_account.node.email}"
 }
 
+# Fencing from outside (STONITH, enable_stonith): stonith-reset.sh, each node's
+# pre_promote, resets the former primary's VM through the Compute Engine API
+# before promoting. Least privilege: a custom role holding only
+# compute.instances.reset, granted on the three node VMs (not on the
+# project), and one holding compute.zoneOperations.get (to wait for the
+# reset's operation; a project-level permission that reads operation status
+# only). Custom role ids cannot be reused for 7 days after a deletion.
+resource "google_project_iam_custom_role" "stonith_reset" {
+  count       = var.enable_stonith ? 1 : 0
+  project     = var.project_id
+  role_id     = "${replace(var.name_prefix, "-", "_")}_pgwarden_reset"
+  title       = "pgwarden STONITH: reset a node VM (${var.name_prefix})"
+  description = "Granted on the pgwarden node VMs only: lets a node reset the former primary before promoting."
+  permissions = ["compute.instances.reset"]
+}
+
+resource "google_project_iam_custom_role" "stonith_operations" {
+  count       = var.enable_stonith ? 1 : 0
+  project     = var.project_id
+  role_id     = "${replace(var.name_prefix, "-", "_")}_pgwarden_zone_ops"
+  title       = "pgwarden STONITH: read zone operations (${var.name_prefix})"
+  description = "Lets a node wait until the reset it asked for is DONE."
+  permissions = ["compute.zoneOperations.get"]
+}
+
+resource "google_compute_instance_iam_member" "stonith_reset" {
+  for_each      = var.enable_stonith ? local.nodes : {}
+  project       = var.project_id
+  zone          = each.value.zone
+  instance_name = google_compute_instance.node[each.key].name
+  role          = google_project_iam_custom_role.stonith_reset[0].id
+  member        = "serviceAccount:${google_service_account.node.email}"
+}
+
+resource "google_project_iam_member" "stonith_operations" {
+  count   = var.enable_stonith ? 1 : 0
+  project = var.project_id
+  role    = google_project_iam_custom_role.stonith_operations[0].id
+  member  = "serviceAccount:${google_service_account.node.email}"
+}
+
 # --- the data disks ----------------------------------------------------------------
 
 # PostgreSQL's data directory and raft.data_dir, one disk per node in the
@@ -363,6 +404,8 @@ resource "google_compute_instance" "node" {
     pgwarden-backup-bucket    = var.backup_bucket
     pgwarden-data-device      = local.data_device
     pgwarden-ops-agent-config = var.enable_ops_agent ? file("${path.module}/ops-agent.yaml") : ""
+    pgwarden-stonith-script   = var.enable_stonith ? file("${path.module}/stonith-reset.sh") : ""
+    pgwarden-stonith-map      = var.enable_stonith ? join("\n", [for k, n in local.nodes : "${k} ${n.zone}"]) : ""
   }
 
   lifecycle {

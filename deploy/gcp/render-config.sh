@@ -36,6 +36,8 @@
 #   PGW_BACKUP_BUCKET        optional: a GCS bucket; turns on backups with
 #                            pgBackRest (repo1-type gcs, the VM's service
 #                            account, path /pgwarden/<scope>; docs/backups.md)
+#   PGW_PRE_PROMOTE          optional: postgresql.pre_promote (startup.sh sets it to
+#                            stonith-reset.sh when Terraform's enable_stonith is on)
 set -eu
 
 out=""
@@ -100,7 +102,8 @@ for var in PGW_NAME PGW_SELF_IP PGW_PARTNER_IPS PGW_SUBNET_CIDR PGW_SUPERUSER_PA
     require "$var"
 done
 for var in PGW_SUPERUSER_PASSWORD PGW_REPLICATION_PASSWORD PGW_REWIND_PASSWORD \
-           PGW_RESTAPI_PASSWORD PGW_RAFT_PASSWORD PGW_ZONE PGW_PG_SOCKET_DIR PGW_BACKUP_BUCKET; do
+           PGW_RESTAPI_PASSWORD PGW_RAFT_PASSWORD PGW_ZONE PGW_PG_SOCKET_DIR PGW_BACKUP_BUCKET \
+           PGW_PRE_PROMOTE; do
     one_line "$var"
 done
 
@@ -121,6 +124,7 @@ clients=${PGW_CLIENT_CIDRS:-$subnet}
 shared_buffers=${PGW_SHARED_BUFFERS:-128MB}
 zone=${PGW_ZONE:-}
 backup_bucket=${PGW_BACKUP_BUCKET:-}
+pre_promote=${PGW_PRE_PROMOTE:-}
 
 # the same rules pgwarden applies (name: 1-63 of A-Z a-z 0-9 _ . -)
 for pair in "PGW_NAME:$name" "PGW_SCOPE:$scope"; do
@@ -249,6 +253,9 @@ EOF
   basebackup:
     checkpoint: fast
 EOF
+    if [ -n "$pre_promote" ]; then
+        echo "  pre_promote: $(q "$pre_promote")"
+    fi
     if [ -n "$zone" ]; then
         printf 'tags:\n  zone: %s\n' "$(q "$zone")"
     fi

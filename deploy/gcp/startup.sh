@@ -16,8 +16,13 @@
 #     this node's pgwarden (a primary hands its role over first).
 #  6. With <pgwarden-ops-agent-config> set: Google's Ops Agent with that
 #     configuration (logs and /metrics to Cloud Logging and Monitoring).
+#  With <pgwarden-stonith-script> set (Terraform's enable_stonith): that
+#  script as /usr/local/lib/pgwarden/stonith-reset.sh, <pgwarden-stonith-map>
+#  as /etc/pgwarden/stonith.map, and the script as postgresql.pre_promote
+#  (fencing from outside: deploy/gcp/README.md).
 # Attributes older configurations lack (pgwarden-data-device,
-# pgwarden-ops-agent-config) read as empty: boot disk only, no Ops Agent.
+# pgwarden-ops-agent-config, pgwarden-stonith-*) read as empty: boot disk
+# only, no Ops Agent, no STONITH.
 # Output goes to the journal and the serial console
 # (journalctl -u google-startup-scripts).
 set -euo pipefail
@@ -221,6 +226,8 @@ main() {
     backup_bucket=$(attr_opt pgwarden-backup-bucket)
     data_device=$(attr_opt pgwarden-data-device)
     ops_agent_config=$(attr_opt pgwarden-ops-agent-config)
+    stonith_script=$(attr_opt pgwarden-stonith-script)
+    stonith_map=$(attr_opt pgwarden-stonith-map)
     project=$(md_get project/project-id) || die "cannot read the project id from the metadata server"
     log "node $name ($self_ip) of $scope, PostgreSQL $pg_version, partners $partner_ips"
 
@@ -314,6 +321,19 @@ main() {
     export PGW_CLIENT_CIDRS="$client_cidrs" PGW_ZONE="$zone" PGW_BACKUP_BUCKET="$backup_bucket"
 
     install -d -o root -g postgres -m 0750 "$ROOT/etc/pgwarden"
+    # fencing from outside: the hook and the member -> zone map it reads
+    if [ -n "$stonith_script" ]; then
+        printf '%s\n' "$stonith_script" >"$LIB/stonith-reset.sh.new"
+        chmod 0755 "$LIB/stonith-reset.sh.new"
+        mv "$LIB/stonith-reset.sh.new" "$LIB/stonith-reset.sh"
+        printf '%s\n' "$stonith_map" >"$ROOT/etc/pgwarden/stonith.map.new"
+        chmod 0644 "$ROOT/etc/pgwarden/stonith.map.new"
+        mv "$ROOT/etc/pgwarden/stonith.map.new" "$ROOT/etc/pgwarden/stonith.map"
+        export PGW_PRE_PROMOTE="$LIB/stonith-reset.sh --map $ROOT/etc/pgwarden/stonith.map"
+    else
+        rm -f "$LIB/stonith-reset.sh" "$ROOT/etc/pgwarden/stonith.map"
+        unset PGW_PRE_PROMOTE
+    fi
     # owned by the service user, readable by nobody else (it holds passwords)
     "$LIB/render-config.sh" -o "$CONF.new"
     chown postgres:postgres "$CONF.new"

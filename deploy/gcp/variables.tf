@@ -223,6 +223,12 @@ variable "enable_ops_agent" {
   default     = true
 }
 
+variable "enable_stonith" {
+  description = "Fencing from outside: install stonith-reset.sh as every node's postgresql.pre_promote (it resets the former primary's VM through the Compute Engine API before a promotion; no promotion while the API cannot be reached) and give the VMs' service account compute.instances.reset on the node VMs and compute.zoneOperations.get (custom roles). See README.md, \"Fencing from outside\"."
+  type        = bool
+  default     = false
+}
+
 variable "enable_alert_policies" {
   description = "Create the example alert policies of monitoring.tf (no primary, failover, replica lag, fencing). Needs enable_ops_agent (their metrics come from it)."
   type        = bool

@@ -254,6 +254,21 @@ static void test_output_args_and_env(void **state)
     unsetenv("PGWARDEN_RAFT_PASSWORD");
     unsetenv("PGWARDEN_NAME");
 
+    /* what the caller adds to the environment, replacing a variable of that
+     * name (pre_promote's facts about the former primary) */
+    setenv("PGWARDEN_FORMER_PRIMARY", "stale", 1);
+    const char *extra[] = {"PGWARDEN_FORMER_PRIMARY=n1", "PGWARDEN_EPOCH=7", NULL};
+    struct hook_spec e = {.kind = HOOK_ON_STOP,
+                          .command = "/bin/sh -c 'echo \"former=$PGWARDEN_FORMER_PRIMARY "
+                                     "epoch=$PGWARDEN_EPOCH n=$(env | grep -c ^PGWARDEN_FORMER_)\"'",
+                          .env = extra, .timeout_ms = 10000};
+    struct outcome oe = {0};
+    assert_int_equal(hooks_run(hk, &e, done, &oe, err, sizeof err), 0);
+    run_until(&loop, &oe.calls, 10000);
+    assert_int_equal(oe.r.status, PGW_OK);
+    assert_non_null(log_find("on_stop: former=n1 epoch=7 n=1"));
+    unsetenv("PGWARDEN_FORMER_PRIMARY");
+
     /* a non-zero exit */
     struct hook_spec f = {.kind = HOOK_PRE_PROMOTE, .command = "/bin/sh -c 'exit 3'",
                           .timeout_ms = 10000};

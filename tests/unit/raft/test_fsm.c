@@ -581,6 +581,58 @@ static void test_promote_refused(void **state)
     assert_int_equal(fsm_member_find(&f->st, "n2")->promote_refusals, 1);
 }
 
+/* The former primary a pre_promote (STONITH) hook is told about: the member
+ * that last reached RUNNING, and the previous epoch's holder unless it
+ * refused its promotion; both survive a snapshot, and an older snapshot
+ * without them loads with "" (unknown). */
+static void test_former_primary(void **state)
+{
+    struct fsm *f = *state;
+    reg(f, "n1", 1, false);
+    reg(f, "n2", 2, false);
+    reg(f, "n3", 3, false);
+    assert_int_equal(assign(f, "n1", 0, FSM_ASSIGN_BOOTSTRAP)->status, 0);
+    assert_string_equal(f->st.primary.former, "");
+    assert_string_equal(f->st.primary.previous, "");
+    assert_int_equal(simple(f, FSM_OP_CLUSTER_INIT, "n1", 0)->status, 0);
+    assert_int_equal(simple(f, FSM_OP_PRIMARY_RUNNING, "n1", 1)->status, 0);
+    assert_string_equal(f->st.primary.former, "n1");
+    /* n1 is lost: n2 is told n1 held it and ran */
+    assert_int_equal(assign(f, "n2", 1, FSM_ASSIGN_PROMOTE)->status, 0);
+    assert_string_equal(f->st.primary.member, "n2");
+    assert_string_equal(f->st.primary.former, "n1");
+    assert_string_equal(f->st.primary.previous, "n1");
+    /* n2 refuses (its fencing failed): n3 is still told n1, not n2 */
+    assert_int_equal(release(f, "n2", 2, true)->status, 0);
+    assert_int_equal(assign(f, "n3", 2, FSM_ASSIGN_PROMOTE)->status, 0);
+    assert_string_equal(f->st.primary.former, "n1");
+    assert_string_equal(f->st.primary.previous, "n1");
+    /* n3 is lost before it confirmed running: it may have promoted, so the
+     * next holder is told both n1 (last confirmed) and n3 */
+    assert_int_equal(assign(f, "n2", 3, FSM_ASSIGN_PROMOTE)->status, 0);
+    assert_string_equal(f->st.primary.former, "n1");
+    assert_string_equal(f->st.primary.previous, "n3");
+    struct fsm_cmd c;
+    fsm_cmd_init(&c, FSM_OP_PRIMARY_RUNNING, "run-n2");
+    snprintf(c.member, sizeof c.member, "n2");
+    c.epoch = 4;
+    c.u.running.timeline = 2;
+    assert_int_equal(apply(f, &c)->status, 0);
+    assert_string_equal(f->st.primary.former, "n2");
+    /* the snapshot keeps both */
+    char *dump = fsm_state_dump(&f->st);
+    assert_non_null(strstr(dump, "\"former\":\"n2\""));
+    assert_non_null(strstr(dump, "\"previous\":\"n3\""));
+    struct fsm g;
+    char err[256];
+    fsm_init(&g, &fake);
+    assert_int_equal(fsm_state_load(&g, dump, strlen(dump), err, sizeof err), 0);
+    assert_string_equal(g.st.primary.former, "n2");
+    assert_string_equal(g.st.primary.previous, "n3");
+    fsm_close(&g);
+    free(dump);
+}
+
 /* A snapshot written before refusals existed (no such fields) loads. */
 static void test_snapshot_without_refusal_fields(void **state)
 {
@@ -589,6 +641,7 @@ static void test_snapshot_without_refusal_fields(void **state)
     char *dump = fsm_state_dump(&f->st);
     assert_null(strstr(dump, "promote_refusals"));
     assert_null(strstr(dump, "refused_epoch"));
+    assert_null(strstr(dump, "\"previous\"")); /* bootstrap: no previous holder */
     struct fsm g;
     fsm_init(&g, &fake);
     char err[256];
@@ -665,6 +718,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_promote_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_without_refusal_fields, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backup_records, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_former_primary, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
