@@ -346,7 +346,10 @@ def test_bin_dir_not_postgresql(s):
     for prog in ("pg_ctl", "initdb", "pg_basebackup", "pg_rewind", "pg_controldata"):
         s.write(f"fakebin/{prog}", "#!/bin/sh\necho hello\n", mode=0o755)
     cfg = s.write_config(s.config(postgresql={"bin_dir": fake}))
-    refused_by_both(s, cfg, "postgresql.bin_dir", "not a PostgreSQL version")
+    # the program's output quoted on one line (it used to end the line after
+    # "hello", leaving the rest of the message on a line of its own)
+    _, line = refused_by_both(s, cfg, "postgresql.bin_dir", f"{fake}/pg_ctl",
+                              'said "hello", not a PostgreSQL version')
 
 
 # --- TLS -----------------------------------------------------------------------------
@@ -485,7 +488,7 @@ def test_raft_port_in_use(s, witness):
     cfg = s.write_config(s.config(witness=witness))
     with busy(s.raft_port):
         refused_by_run_only(s, cfg, ["raft.self_addr", f"127.0.0.1:{s.raft_port}",
-                                     "Address already in use"],
+                                     "address already in use"],
                             ["raft.self_addr", f"127.0.0.1:{s.raft_port}", "in use"])
 
 
@@ -548,19 +551,22 @@ def test_keeper_page_unusable(s):
 
 def test_watchdog_required_without_device(s):
     dev = s.path("no-watchdog")
-    cfg = s.write_config(s.config(watchdog={"mode": "required", "device": dev}))
+    cfg = s.write_config(s.config(watchdog={"mode": "required", "device": dev,
+                                            "safety_margin": -1}))
     refused_by_both(s, cfg, "watchdog.device", dev, "No such file or directory")
 
 
 def test_watchdog_required_not_a_device(s):
     dev = s.write("not-a-device", "")
-    cfg = s.write_config(s.config(watchdog={"mode": "required", "device": dev}))
+    cfg = s.write_config(s.config(watchdog={"mode": "required", "device": dev,
+                                            "safety_margin": -1}))
     refused_by_both(s, cfg, "watchdog.device", dev, "not a character device")
 
 
 def test_watchdog_automatic_without_device_warns(s):
     dev = s.path("no-watchdog")
-    cfg = s.write_config(s.config(watchdog={"mode": "automatic", "device": dev}))
+    cfg = s.write_config(s.config(watchdog={"mode": "automatic", "device": dev,
+                                            "safety_margin": -1}))
     vrc, vout, verr = s.validate(cfg)
     assert vrc == 0, verr
     [w] = warnings(verr)
@@ -575,8 +581,10 @@ def test_backup_command_missing(s):
 
 
 def test_backup_command_relative(s):
+    """A relative path is resolved against the working directory (as every
+    path key is); the message names the path it resolved to."""
     cfg = s.write_config(s.config(backup={"method": "pgbackrest", "command": "pgbackrest"}))
-    out, line = refused_by_both(s, cfg, "backup.command", "must be an absolute path")
+    refused_by_both(s, cfg, "backup.command", s.path("pgbackrest"), "No such file or directory")
 
 
 # --- validate --offline -------------------------------------------------------------------
