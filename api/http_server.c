@@ -216,6 +216,29 @@ static void on_failed_listener_closed(uv_handle_t *h)
     server_free(h->data);
 }
 
+int http_server_check_addr(const char *host, uint16_t port, char *errbuf, size_t errlen)
+{
+    char where[128];
+    struct sockaddr_storage ss;
+    fmt_hostport(where, sizeof where, host, port);
+    if (parse_addr(host, port, &ss) != 0) {
+        snprintf(errbuf, errlen, "cannot listen on %s: '%s' is not an IPv4 or IPv6 address",
+                 where, host);
+        return PGW_EINVAL;
+    }
+    return PGW_OK;
+}
+
+int http_server_check_tls(const char *certfile, const char *keyfile, const char *cafile,
+                          const char *verify_client, char *errbuf, size_t errlen)
+{
+    struct ssl_ctx_st *ctx = NULL;
+    int rc = http_tls_ctx_new(certfile, keyfile, cafile, verify_client, &ctx, errbuf, errlen);
+    if (rc == PGW_OK)
+        http_tls_ctx_free(ctx);
+    return rc;
+}
+
 int http_server_start(uv_loop_t *loop, const struct http_server_opts *opts,
                       struct http_server **out, char *errbuf, size_t errlen)
 {
@@ -229,11 +252,9 @@ int http_server_start(uv_loop_t *loop, const struct http_server_opts *opts,
     }
     fmt_hostport(where, sizeof where, opts->host, opts->port);
     struct sockaddr_storage ss;
-    if (parse_addr(opts->host, opts->port, &ss) != 0) {
-        snprintf(errbuf, errlen, "cannot listen on %s: '%s' is not an IPv4 or IPv6 address",
-                 where, opts->host);
+    if (http_server_check_addr(opts->host, opts->port, errbuf, errlen) != PGW_OK)
         return PGW_EINVAL;
-    }
+    (void)parse_addr(opts->host, opts->port, &ss);
 
     struct http_server *s = calloc(1, sizeof *s);
     if (s == NULL) {

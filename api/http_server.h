@@ -83,6 +83,16 @@ struct http_server_opts {
     const char *tls_verify_client; /* "none" (default), "optional", "required" */
 };
 
+/* What http_server_start checks of its options before it binds, for
+ * `pgwarden validate`: the listen host is an IPv4 or IPv6 literal (no
+ * name: nothing is resolved), and the TLS files load (readable PEM, the key
+ * matches the certificate, the CA file holds certificates, verify_client
+ * has what it needs). The messages are those http_server_start gives. */
+int http_server_check_addr(const char *host, uint16_t port, char *errbuf, size_t errlen)
+    PGW_MUST_CHECK;
+int http_server_check_tls(const char *certfile, const char *keyfile, const char *cafile,
+                          const char *verify_client, char *errbuf, size_t errlen) PGW_MUST_CHECK;
+
 /* Create and start listening. Errors (bad address, port in use) are returned
  * with a message in errbuf. */
 int http_server_start(uv_loop_t *loop, const struct http_server_opts *opts,

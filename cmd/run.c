@@ -1,7 +1,8 @@
 /* pgwarden run: the daemon. One libuv loop for everything: Raft, the REST
  * API, PostgreSQL monitoring and control, timers.
  *
- * Start: refuse root -> read the config -> logging -> REST server -> Raft
+ * Start: refuse root -> read the config -> the start-up checks validate
+ * shares (ha/preflight.h) -> logging -> lock -> fence keeper -> REST server -> Raft
  * (cluster_start) -> HA. Signals: SIGTERM/SIGINT stop gracefully (a primary
  * hands its role over first), SIGHUP re-reads the configuration and reports
  * what changed. Exit 0 after a clean stop (uv_loop_close() == 0), 1 on a
@@ -30,6 +31,7 @@
 #include "common/sdnotify.h"
 #include "ha/ha.h"
 #include "ha/keeper.h"
+#include "ha/preflight.h"
 #include "raft/cluster.h"
 #include "raft/fsm.h"
 #include "raft/submit.h"
@@ -575,6 +577,16 @@ int cmd_run(int argc, char **argv)
     struct cfg_warnings warn = {0};
     if (cfg_load(path, &d->cfgs[0], &err, &warn) != 0) {
         fprintf(stderr, "pgwarden: %s\n", err.msg);
+        cfg_warnings_free(&warn);
+        free(d);
+        return 1;
+    }
+    /* What run needs of this machine, checked as `pgwarden validate` checks
+     * it (same function, same messages) before anything is created. */
+    char perr[2048];
+    if (preflight_check(&d->cfgs[0], 0, &warn, perr, sizeof perr) != 0) {
+        fprintf(stderr, "pgwarden: %s\n", perr);
+        cfg_free(&d->cfgs[0]);
         cfg_warnings_free(&warn);
         free(d);
         return 1;

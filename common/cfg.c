@@ -76,6 +76,11 @@ int cfg__warn(struct cfg_warnings *w, const char *fmt, ...)
     return PGW_OK;
 }
 
+int cfg_warnings_add(struct cfg_warnings *w, const char *msg)
+{
+    return cfg__warn(w, "%s", msg);
+}
+
 void cfg_warnings_free(struct cfg_warnings *w)
 {
     if (w == NULL)
@@ -625,12 +630,13 @@ static int check_ports(struct loader *x)
     uint16_t raft_port = 0;
     if (cfg_parse_ipv4_addr(c->raft.self_addr, raft_host, sizeof raft_host, &raft_port) != 0)
         return PGW_OK; /* validated when parsed */
-    struct bound_port b[3] = {
+    struct bound_port b[4] = {
         {"raft.self_addr", raft_host, raft_port},
         {"restapi.listen", c->restapi.listen.host, c->restapi.listen.port},
+        {"restapi.health_listen", c->restapi.health_listen.host, c->restapi.health_listen.port},
         {"postgresql.listen", c->postgresql.listen.host, c->postgresql.listen.port},
     };
-    size_t n = c->witness ? 2 : 3;
+    size_t n = c->witness ? 3 : 4;
     for (size_t i = 1; i < n; i++) {
         for (size_t j = 0; j < i; j++) {
             if (b[i].hosts && b[j].hosts && b[i].port == b[j].port &&

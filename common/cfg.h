@@ -297,6 +297,8 @@ int cfg_load_buffer(const char *name, const char *text, size_t len, struct cfg *
                     struct cfg_error *err, struct cfg_warnings *warn) PGW_MUST_CHECK;
 
 void cfg_free(struct cfg *c);
+/* Append a copy of msg (0, or PGW_ENOMEM). */
+int cfg_warnings_add(struct cfg_warnings *w, const char *msg) PGW_MUST_CHECK;
 void cfg_warnings_free(struct cfg_warnings *w);
 
 /* Describe what differs between two configs (for SIGHUP), one line per key,

@@ -66,7 +66,8 @@ const struct cfg_key cfg__keys[] = {
                        "for load balancers, and the endpoints `pgwarden ctl` uses."),
     {"restapi.listen", NULL, KT_HOSTPORT, C(restapi.listen), 0, "0.0.0.0:8008", NULL, CH_RESTART,
      0, "PGWARDEN_RESTAPI_LISTEN", 0, 0, NULL,
-     "Address the REST API listens on. The host may be a name, an IPv4 address or `[IPv6]`."},
+     "Address the REST API listens on: an IPv4 address or `[IPv6]`, not a host name (nothing "
+     "is resolved; `pgwarden validate` and `run` refuse a name)."},
     {"restapi.connect_address", NULL, KT_HOSTPORT, C(restapi.connect_address), 0, NULL,
      "listen host (when it is a wildcard: the host of raft.self_addr), listen port", CH_RESTART,
      0, "PGWARDEN_RESTAPI_CONNECT_ADDRESS", 0, 0, NULL,

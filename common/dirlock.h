@@ -16,4 +16,11 @@
 int dirlock_take(const char *dir, const char *name, int *fd_out, char *err,
                  size_t errlen) PGW_MUST_CHECK;
 
+/* Whether another process holds <dir>/<name> now, without taking it for
+ * longer than this call (a shared lock, released at once) and without
+ * creating the file. PGW_OK when it is free or absent; PGW_EBUSY with the
+ * message dirlock_take would give. For `pgwarden validate`: the answer holds
+ * only at this moment. */
+int dirlock_probe(const char *dir, const char *name, char *err, size_t errlen) PGW_MUST_CHECK;
+
 #endif

@@ -19,7 +19,8 @@ static struct {
     int file_fd;
     log_hook_fn hook;
     void *hook_ctx;
-} g_log = {LOGL_INFO, LOGF_PLAIN, -1, NULL, NULL};
+    bool quiet;
+} g_log = {LOGL_INFO, LOGF_PLAIN, -1, NULL, NULL, false};
 
 static const char *const level_names[] = {"DEBUG", "INFO", "WARNING", "ERROR"};
 
@@ -45,7 +46,12 @@ int log_level_parse(const char *s, enum log_level *out)
 
 bool log_enabled(enum log_level l)
 {
-    return l >= g_log.level;
+    return !g_log.quiet && l >= g_log.level;
+}
+
+void log_set_quiet(bool quiet)
+{
+    g_log.quiet = quiet;
 }
 
 int log_configure(const struct log_settings *s)

@@ -39,6 +39,9 @@ void log_vwrite(enum log_level l, const char *module, const char *fmt, va_list a
 /* Tests capture lines through a hook; NULL restores normal output. */
 typedef void (*log_hook_fn)(enum log_level l, const char *module, const char *msg, void *ctx);
 void log_set_hook(log_hook_fn fn, void *ctx);
+/* Write nothing (a hook still sees every line): `pgwarden validate` turns
+ * what the checks it shares with run log into its own warnings. */
+void log_set_quiet(bool quiet);
 
 #define log_debug(mod, ...) do { if (log_enabled(LOGL_DEBUG)) log_write(LOGL_DEBUG, (mod), __VA_ARGS__); } while (0)
 #define log_info(mod, ...) log_write(LOGL_INFO, (mod), __VA_ARGS__)

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/log.h"
@@ -51,6 +52,33 @@ void watchdog_init(struct watchdog *w, const struct wd_ops *ops, const char *dev
     w->ops = ops != NULL ? ops : &wd_linux_ops;
     snprintf(w->device, sizeof w->device, "%s", device != NULL ? device : "/dev/watchdog");
     w->fd = -1;
+}
+
+int watchdog_check_device(const char *device, char *err, size_t errlen)
+{
+    struct watchdog w;
+    if (strlen(device) >= sizeof w.device) {
+        snprintf(err, errlen, "watchdog.device: the path is longer than %zu bytes",
+                 sizeof w.device - 1);
+        return PGW_EINVAL;
+    }
+    struct stat st;
+    if (stat(device, &st) != 0) {
+        snprintf(err, errlen, "watchdog.device %s: %s (load a watchdog driver, e.g. "
+                 "`modprobe softdog`)", device, strerror(errno));
+        return PGW_ENOTFOUND;
+    }
+    if (!S_ISCHR(st.st_mode)) {
+        snprintf(err, errlen, "watchdog.device %s is not a character device (a watchdog "
+                 "driver's device, e.g. /dev/watchdog)", device);
+        return PGW_EINVAL;
+    }
+    if (access(device, W_OK) != 0) {
+        snprintf(err, errlen, "watchdog.device %s is not writable by this user: %s", device,
+                 strerror(errno));
+        return PGW_EIO;
+    }
+    return PGW_OK;
 }
 
 int watchdog_timeout_for(unsigned ttl_ms, int safety_margin_s)

@@ -45,6 +45,11 @@ void watchdog_keepalive(struct watchdog *w);
 void watchdog_disarm(struct watchdog *w);
 bool watchdog_armed(const struct watchdog *w);
 
+/* Whether `device` can be a watchdog for this user, without opening it
+ * (opening arms it): it exists, is a character device and is writable, and
+ * its path fits. 0, or a negative status with err naming the device. */
+int watchdog_check_device(const char *device, char *err, size_t errlen) PGW_MUST_CHECK;
+
 /* ttl - safety_margin, or ttl/2 for a margin of -1, in whole seconds
  * (rounded down, at least 1); 0 when the setting is unusable. */
 int watchdog_timeout_for(unsigned ttl_ms, int safety_margin_s);

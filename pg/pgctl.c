@@ -278,14 +278,32 @@ static void ver_timeout(uv_timer_t *t)
  * version decides which parameters the managed configuration may use. */
 static int probe_bin_version(const char *bin_dir, char *errbuf, size_t errlen)
 {
+    /* every program pgwarden runs, so that a missing one is an error at
+     * start rather than at the first rejoin or clone */
+    static const char *const progs[] = {"pg_ctl", "initdb", "pg_basebackup", "pg_rewind",
+                                        "pg_controldata", NULL};
+    for (const char *const *p = progs; *p != NULL; p++) {
+        char *f = pgctl__path_join(bin_dir, *p);
+        if (!f) {
+            snprintf(errbuf, errlen, "out of memory");
+            return -1;
+        }
+        struct stat st;
+        int e = stat(f, &st) != 0 ? errno : !S_ISREG(st.st_mode) ? EISDIR
+                                    : access(f, X_OK) != 0    ? errno
+                                                              : 0;
+        if (e != 0) {
+            snprintf(errbuf, errlen, "postgresql.bin_dir: %s is not an executable file (%s); "
+                     "bin_dir must hold PostgreSQL's programs, e.g. /usr/lib/postgresql/15/bin",
+                     f, e == EISDIR ? "not a regular file" : strerror(e));
+            free(f);
+            return -1;
+        }
+        free(f);
+    }
     char *file = pgctl__path_join(bin_dir, "pg_ctl");
-    if (!file)
-        return -1;
-    if (access(file, X_OK) != 0) {
-        snprintf(errbuf, errlen, "postgresql.bin_dir: %s is not an executable file (%s); "
-                 "bin_dir must hold PostgreSQL's programs, e.g. /usr/lib/postgresql/15/bin",
-                 file, strerror(errno));
-        free(file);
+    if (!file) {
+        snprintf(errbuf, errlen, "out of memory");
         return -1;
     }
     uv_loop_t loop;
@@ -335,6 +353,11 @@ static int probe_bin_version(const char *bin_dir, char *errbuf, size_t errlen)
             major = (int)m;
     }
     if (major == 0) {
+        /* one line, printable, for the message */
+        out[strcspn(out, "\r\n")] = '\0';
+        for (char *q = out; *q != '\0'; q++)
+            if ((unsigned char)*q < 0x20 || (unsigned char)*q == 0x7f)
+                *q = '?';
         snprintf(errbuf, errlen, "postgresql.bin_dir: %s --version said \"%s\", not a PostgreSQL "
                  "version", file, out);
         free(file);
@@ -342,6 +365,16 @@ static int probe_bin_version(const char *bin_dir, char *errbuf, size_t errlen)
     }
     free(file);
     return major;
+}
+
+int pgctl_check_bin_dir(const char *bin_dir, int *major, char *err, size_t errlen)
+{
+    int m = probe_bin_version(bin_dir, err, errlen);
+    if (m < 0)
+        return PGW_ENOTFOUND;
+    if (major != NULL)
+        *major = m;
+    return PGW_OK;
 }
 
 int pgctl_new(uv_loop_t *loop, const struct pgctl_opts *opts, struct pgctl **out, char *errbuf,

@@ -130,6 +130,14 @@ typedef void (*pgctl_done_cb)(struct pgctl *ctl, int status, void *ctx);
 typedef void (*pgctl_controldata_cb)(struct pgctl *ctl, int status, const struct pg_controldata *cd,
                                      void *ctx);
 
+/* bin_dir holds every program pgwarden runs (pg_ctl, initdb, pg_basebackup,
+ * pg_rewind, pg_controldata) as executable files, and `pg_ctl --version`
+ * names a PostgreSQL major version, put in *major (may be NULL). Runs pg_ctl
+ * on a private loop, bounded by 5 s. PGW_ENOTFOUND with err naming the
+ * program and the reason ("postgresql.bin_dir: ..."). pgctl_new checks
+ * this too; `pgwarden validate` calls it directly. */
+int pgctl_check_bin_dir(const char *bin_dir, int *major, char *err, size_t errlen) PGW_MUST_CHECK;
+
 int pgctl_new(uv_loop_t *loop, const struct pgctl_opts *opts, struct pgctl **out, char *errbuf,
               size_t errlen) PGW_MUST_CHECK;
 /* Must not be busy (pgctl_busy() false); otherwise the running child is

@@ -107,21 +107,48 @@ static bool dir_has_raft_files(const char *dir)
     return found;
 }
 
-int cluster_prepare_data_dir(const char *dir, char *err, size_t errlen)
+/* Whether mkdir(dir) could succeed: the errno it would fail with, or 0. */
+static int creatable(const char *dir)
+{
+    char parent[4096];
+    snprintf(parent, sizeof parent, "%s", dir);
+    char *slash = strrchr(parent, '/');
+    if (slash == NULL)
+        snprintf(parent, sizeof parent, ".");
+    else if (slash == parent)
+        parent[1] = '\0';
+    else
+        *slash = '\0';
+    struct stat st;
+    if (stat(parent, &st) != 0)
+        return errno;
+    if (!S_ISDIR(st.st_mode))
+        return ENOTDIR;
+    return access(parent, W_OK | X_OK) != 0 ? errno : 0;
+}
+
+/* The checks of raft.data_dir shared by cluster_prepare_data_dir (which
+ * then creates it) and cluster_check_data_dir (which must not). *missing
+ * is set when it does not exist but could be created. */
+static int dir_usable(const char *dir, bool *missing, char *err, size_t errlen)
 {
     struct stat st;
+    *missing = false;
     if (stat(dir, &st) != 0) {
         if (errno != ENOENT) {
             snprintf(err, errlen, "raft.data_dir %s: %s", dir, strerror(errno));
             return PGW_EIO;
         }
-        if (mkdir(dir, 0700) != 0) {
+        int e = creatable(dir);
+        if (e != 0) {
             snprintf(err, errlen, "raft.data_dir %s does not exist and cannot be created: %s",
-                     dir, strerror(errno));
+                     dir, strerror(e));
             return PGW_EIO;
         }
-        log_info("raft", "created raft.data_dir %s", dir);
-    } else if (!S_ISDIR(st.st_mode)) {
+        *missing = true;
+        return PGW_OK;
+    }
+    if (!S_ISDIR(st.st_mode)) {
         snprintf(err, errlen, "raft.data_dir %s is not a directory", dir);
         return PGW_EINVAL;
     }
@@ -131,6 +158,56 @@ int cluster_prepare_data_dir(const char *dir, char *err, size_t errlen)
         return PGW_EIO;
     }
     return PGW_OK;
+}
+
+int cluster_prepare_data_dir(const char *dir, char *err, size_t errlen)
+{
+    bool missing;
+    int rc = dir_usable(dir, &missing, err, errlen);
+    if (rc != PGW_OK || !missing)
+        return rc;
+    if (mkdir(dir, 0700) != 0) {
+        snprintf(err, errlen, "raft.data_dir %s does not exist and cannot be created: %s",
+                 dir, strerror(errno));
+        return PGW_EIO;
+    }
+    log_info("raft", "created raft.data_dir %s", dir);
+    return PGW_OK;
+}
+
+/* The node file names the member the directory belongs to; Raft files
+ * without one are not ours. */
+static int check_node_file(const char *dir, const char *scope, const char *name,
+                           struct node_file *nf, bool *found, char *err, size_t errlen)
+{
+    int rc = node_file_read(dir, nf, found, err, errlen);
+    if (rc != 0)
+        return rc;
+    if (*found && (strcmp(nf->scope, scope) != 0 || strcmp(nf->name, name) != 0)) {
+        snprintf(err, errlen, "raft.data_dir %s belongs to member \"%s\" of cluster \"%s\", but "
+                 "this configuration is member \"%s\" of cluster \"%s\"", dir, nf->name,
+                 nf->scope, name, scope);
+        return PGW_EINVAL;
+    }
+    if (!*found && dir_has_raft_files(dir)) {
+        snprintf(err, errlen, "raft.data_dir %s holds Raft files but no %s: not created by "
+                 "pgwarden, or damaged; move it aside to start this node afresh", dir,
+                 NODE_FILE_NAME);
+        return PGW_EINVAL;
+    }
+    return PGW_OK;
+}
+
+int cluster_check_data_dir(const char *dir, const char *scope, const char *name, char *err,
+                           size_t errlen)
+{
+    bool missing;
+    int rc = dir_usable(dir, &missing, err, errlen);
+    if (rc != PGW_OK || missing)
+        return rc;
+    struct node_file nf;
+    bool found;
+    return check_node_file(dir, scope, name, &nf, &found, err, errlen);
 }
 
 /* --- raft instance ------------------------------------------------------------ */
@@ -705,24 +782,10 @@ int cluster_start(const struct cluster_opts *o, struct cluster **out, char *err,
     }
     struct node_file nf;
     bool found;
-    rc = node_file_read(c->data_dir, &nf, &found, err, errlen);
+    rc = check_node_file(c->data_dir, c->scope, c->name, &nf, &found, err, errlen);
     if (rc != 0) {
         free_cluster(c);
         return rc;
-    }
-    if (found && (strcmp(nf.scope, c->scope) != 0 || strcmp(nf.name, c->name) != 0)) {
-        snprintf(err, errlen, "raft.data_dir %s belongs to member \"%s\" of cluster \"%s\", but "
-                 "this configuration is member \"%s\" of cluster \"%s\"", c->data_dir, nf.name,
-                 nf.scope, c->name, c->scope);
-        free_cluster(c);
-        return PGW_EINVAL;
-    }
-    if (!found && dir_has_raft_files(c->data_dir)) {
-        snprintf(err, errlen, "raft.data_dir %s holds Raft files but no %s: not created by "
-                 "pgwarden, or damaged; move it aside to start this node afresh", c->data_dir,
-                 NODE_FILE_NAME);
-        free_cluster(c);
-        return PGW_EINVAL;
     }
     uv_prepare_init(o->loop, &c->poll);
     c->poll.data = c;

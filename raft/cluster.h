@@ -81,6 +81,12 @@ struct cluster_opts {
  * the daemon locks <data_dir>/pgwarden.lock right after this, before
  * anything else starts (cmd/run.c, common/dirlock.h). */
 int cluster_prepare_data_dir(const char *dir, char *err, size_t errlen) PGW_MUST_CHECK;
+/* The same checks without creating anything (`pgwarden validate`, and run
+ * before it touches the disk): raft.data_dir is a usable directory, or could
+ * be created, and any node file in it names this scope and member; raft
+ * files without a node file are refused as cluster_start refuses them. */
+int cluster_check_data_dir(const char *dir, const char *scope, const char *name, char *err,
+                           size_t errlen) PGW_MUST_CHECK;
 int cluster_start(const struct cluster_opts *opts, struct cluster **out, char *err, size_t errlen)
     PGW_MUST_CHECK;
 

@@ -91,11 +91,11 @@ dpkg -s pgwarden | grep -E '^(Status|Version):'
 echo "== pgwarden version"
 pgwarden version
 echo "== pgwarden validate -c /etc/pgwarden/pgwarden.yml.example"
-pgwarden validate -c /etc/pgwarden/pgwarden.yml.example 2>/tmp/validate.err
+pgwarden validate --offline -c /etc/pgwarden/pgwarden.yml.example 2>/tmp/validate.err
 echo "validate: exit \$? stderr: \$(cat /tmp/validate.err)"
 echo "== the documented copy, validated as the service user"
 install -o postgres -g postgres -m 0600 /etc/pgwarden/pgwarden.yml.example /etc/pgwarden/pgwarden.yml
-runuser -u postgres -- pgwarden validate -c /etc/pgwarden/pgwarden.yml 2>/tmp/validate.err
+runuser -u postgres -- pgwarden validate --offline -c /etc/pgwarden/pgwarden.yml 2>/tmp/validate.err
 echo "validate-as-postgres: exit \$? stderr: \$(cat /tmp/validate.err)"
 echo "== installed files"
 for f in /usr/bin/pgwarden /lib/systemd/system/pgwarden.service /etc/pgwarden/pgwarden.yml.example \

@@ -785,7 +785,7 @@ def test_render_config_for_three_nodes():
             r = render(render_env(name, ip), "-o", str(path))
             assert r.returncode == 0, r.stderr
             assert oct(path.stat().st_mode & 0o777) == "0o600"
-            v = subprocess.run([PGW_BIN, "validate", "-c", str(path)], capture_output=True, text=True,
+            v = subprocess.run([PGW_BIN, "validate", "--offline", "-c", str(path)], capture_output=True, text=True,
                                timeout=30, env={k: x for k, x in os.environ.items()
                                                 if not k.startswith("PGWARDEN_")})
             assert v.returncode == 0 and v.stderr == "", v.stderr
@@ -819,7 +819,7 @@ def test_render_config_with_a_backup_bucket():
         path = pathlib.Path(d) / "n.yml"
         r = render(env, "-o", str(path))
         assert r.returncode == 0, r.stderr
-        v = subprocess.run([PGW_BIN, "validate", "-c", str(path)], capture_output=True, text=True,
+        v = subprocess.run([PGW_BIN, "validate", "--offline", "-c", str(path)], capture_output=True, text=True,
                            timeout=30, env={k: x for k, x in os.environ.items()
                                             if not k.startswith("PGWARDEN_")})
         assert v.returncode == 0 and v.stderr == "", v.stderr
@@ -858,7 +858,7 @@ def test_render_config_ports_and_paths_for_a_rehearsal():
     with tempfile.NamedTemporaryFile("w", suffix=".yml") as f:
         f.write(r.stdout)
         f.flush()
-        v = subprocess.run([PGW_BIN, "validate", "-c", f.name], capture_output=True, text=True,
+        v = subprocess.run([PGW_BIN, "validate", "--offline", "-c", f.name], capture_output=True, text=True,
                            timeout=30)
     assert v.returncode == 0, v.stderr
 
@@ -1080,7 +1080,7 @@ def test_example_config_is_valid():
         copy = pathlib.Path(d) / "pgwarden.yml"
         shutil.copyfile(ex, copy)
         copy.chmod(0o600)
-        r = subprocess.run([PGW_BIN, "validate", "-c", str(copy)], capture_output=True, text=True,
+        r = subprocess.run([PGW_BIN, "validate", "--offline", "-c", str(copy)], capture_output=True, text=True,
                            timeout=30)
     assert r.returncode == 0 and r.stderr == "", r.stderr
     c = yaml.safe_load(ex.read_text())

@@ -4,6 +4,7 @@ Each file in configs/bad/ states on its first line where the error must be
 reported: `# expect: LINE:COL [key.path]`. The binary must exit 1 and print
 exactly one `pgwarden: ` error line naming that position (and key path).
 Files in configs/good/ must be accepted silently (exit 0, no output).
+They describe other machines, so they are checked with --offline.
 
 Runs the binary named by $PGW_BIN (make e2e sets it).
 """
@@ -35,7 +36,12 @@ def clean_env(**extra):
     return env
 
 
-def run(*args, env=None):
+def run(*args, env=None, offline=True):
+    """The fixture files describe other machines (/var/lib/pgwarden, 10.0.0.x):
+    they are checked --offline, as a file alone; what validate checks of
+    this machine is test_startup_errors.py's subject."""
+    if offline and any(a in ("-c", "--config") or a.startswith("--config=") for a in args):
+        args = ("--offline", *args)
     return subprocess.run(
         [PGW_BIN, "validate", *args],
         capture_output=True,
@@ -173,3 +179,16 @@ def test_print_reference_is_the_docs():
     assert r.stdout == docs, (
         "docs/configuration.md is stale: pgwarden validate --print-reference > docs/configuration.md"
     )
+
+
+def test_good_config_checked_on_this_machine(tmp_path):
+    """Without --offline the same good file is checked against this machine:
+    its raft.data_dir (/var/lib/pgwarden/raft) cannot be created here."""
+    path = CONFIGS / "good" / "witness.yml"
+    if os.path.exists("/var/lib/pgwarden"):
+        pytest.skip("/var/lib/pgwarden exists on this machine")
+    r = run("-c", str(path), offline=False)
+    assert r.returncode == 1, r.stderr
+    [err] = error_lines(r.stderr)
+    assert f"pgwarden: {path}: raft.data_dir /var/lib/pgwarden/raft does not exist and " \
+        "cannot be created" in err, err

@@ -249,6 +249,24 @@ static void test_failed_start_leaves_the_fence_armed(void **state)
     assert_true(keeper_gone);
 }
 
+/* The page cannot be created (a directory stands where it goes): an error
+ * naming it, nothing forked, nothing leaked (ASan), the directory intact. */
+static void test_page_unusable_is_an_error(void **state)
+{
+    (void)state;
+    char page[600];
+    snprintf(page, sizeof page, "%s/%s", dir, KEEPER_FILE);
+    assert_int_equal(mkdir(page, 0700), 0);
+    struct keeper *k = NULL;
+    char err[512] = "";
+    assert_int_not_equal(keeper_start(dir, data, &k, err, sizeof err), 0);
+    assert_null(k);
+    assert_non_null(strstr(err, page));
+    assert_non_null(strstr(err, "Is a directory"));
+    assert_true(waitpid(-1, NULL, WNOHANG) < 0 && errno == ECHILD); /* no keeper forked */
+    assert_int_equal(rmdir(page), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -256,6 +274,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_no_instance_is_no_fence, setup, teardown),
         cmocka_unit_test_setup_teardown(test_own_session_and_locked_memory, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failed_start_leaves_the_fence_armed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_page_unusable_is_an_error, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

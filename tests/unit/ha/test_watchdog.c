@@ -158,6 +158,27 @@ static void test_timeout_for(void **state)
     assert_int_equal(watchdog_timeout_for(10500, 5), 5);
 }
 
+/* watchdog.mode required is refused at start when the device cannot be one,
+ * checked without opening it (opening arms it). */
+static void test_check_device(void **state)
+{
+    (void)state;
+    char err[512];
+    assert_int_not_equal(watchdog_check_device("/nonexistent/watchdog", err, sizeof err), 0);
+    assert_non_null(strstr(err, "/nonexistent/watchdog"));
+    assert_non_null(strstr(err, "No such file or directory"));
+    assert_int_not_equal(watchdog_check_device("/etc/hostname", err, sizeof err), 0);
+    assert_non_null(strstr(err, "not a character device"));
+    char longp[400];
+    memset(longp, 'a', sizeof longp - 1);
+    longp[0] = '/';
+    longp[sizeof longp - 1] = '\0';
+    assert_int_not_equal(watchdog_check_device(longp, err, sizeof err), 0);
+    assert_non_null(strstr(err, "longer than 255 bytes"));
+    /* a character device this user may write: /dev/null passes the check */
+    assert_int_equal(watchdog_check_device("/dev/null", err, sizeof err), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -166,6 +187,7 @@ int main(void)
         cmocka_unit_test_setup(test_missing_device, reset),
         cmocka_unit_test_setup(test_linux_ops_on_fake_device_path, reset),
         cmocka_unit_test_setup(test_timeout_for, reset),
+        cmocka_unit_test(test_check_device),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -99,6 +99,11 @@ static int setup(void **state)
     write_file(p, "#!/bin/sh\nprintf '%s\\n' \"$@\" > \"${0%/*}/postgres.args\"\n", 0755);
     snprintf(p, sizeof p, "%s/pg_rewind", f->bin);
     write_file(p, "#!/bin/sh\nprintf '%s\\n' \"$@\" > \"${0%/*}/pg_rewind.args\"\n", 0755);
+    /* not run here, but pgctl_new wants every program of a bin_dir */
+    snprintf(p, sizeof p, "%s/initdb", f->bin);
+    write_file(p, "#!/bin/sh\nexit 1\n", 0755);
+    snprintf(p, sizeof p, "%s/pg_basebackup", f->bin);
+    write_file(p, "#!/bin/sh\nexit 1\n", 0755);
     /* crashed the first time (crash recovery runs), shut down after */
     snprintf(p, sizeof p, "%s/pg_controldata", f->bin);
     write_file(p,
@@ -120,7 +125,7 @@ static int teardown(void **state)
 {
     struct fixture *f = *state;
     static const char *const files[] = {"pg_ctl", "postgres", "pg_rewind", "pg_controldata",
-                                        "crashed.txt", "shut_down.txt", "version", "cd.once",
+                                        "initdb", "pg_basebackup", "crashed.txt", "shut_down.txt", "version", "cd.once",
                                         "pg_ctl.args", "postmaster.args", "postgres.args",
                                         "pg_rewind.args"};
     char p[300];
