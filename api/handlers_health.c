@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/probe_rules.h"
 #include "pg/lsn.h"
 
 static bool is_primary(const struct api_ctx *ctx, const struct ha_view *v)
@@ -138,32 +139,71 @@ static void h_read_only(struct http_exchange *x, const struct http_request *req,
            is_primary(ctx, &v) || is_standby_leader(&v) || replica_ok(ctx, &v, req, false));
 }
 
-static void h_sync(struct http_exchange *x, const struct http_request *req, void *vctx)
+/* What this node is, for the endpoints that depend on the synchronous set. */
+static void probe_facts(const struct api_ctx *ctx, const struct ha_view *v,
+                        const struct http_request *req, struct api_probe_facts *f)
+{
+    f->primary = is_primary(ctx, v);
+    f->standby_leader = is_standby_leader(v);
+    f->replica_ok = replica_ok(ctx, v, req, false);
+    f->kind = api_standby_kind(ha_dcs(ctx->ha)->synchronous_mode,
+                               fsm_in_sync_set(&ctx->fsm->st, ctx->cfg->name),
+                               strcmp(v->role, "replica") == 0);
+}
+
+static void answer_path(struct http_exchange *x, const struct http_request *req, void *vctx,
+                        enum api_probe_path path)
 {
     struct api_ctx *ctx = vctx;
     struct ha_view v;
     ha_get_view(ctx->ha, &v);
-    answer(x, ctx, &v,
-           fsm_in_sync_set(&ctx->fsm->st, ctx->cfg->name) && replica_ok(ctx, &v, req, false));
+    struct api_probe_facts f;
+    probe_facts(ctx, &v, req, &f);
+    answer(x, ctx, &v, api_probe_decide(path, &f));
+}
+
+static void h_sync(struct http_exchange *x, const struct http_request *req, void *vctx)
+{
+    answer_path(x, req, vctx, API_PROBE_SYNC);
 }
 
 static void h_async(struct http_exchange *x, const struct http_request *req, void *vctx)
 {
-    struct api_ctx *ctx = vctx;
-    struct ha_view v;
-    ha_get_view(ctx->ha, &v);
-    answer(x, ctx, &v,
-           !fsm_in_sync_set(&ctx->fsm->st, ctx->cfg->name) && replica_ok(ctx, &v, req, false));
+    answer_path(x, req, vctx, API_PROBE_ASYNC);
+}
+
+static void h_quorum(struct http_exchange *x, const struct http_request *req, void *vctx)
+{
+    answer_path(x, req, vctx, API_PROBE_QUORUM);
 }
 
 static void h_read_only_sync(struct http_exchange *x, const struct http_request *req, void *vctx)
 {
+    answer_path(x, req, vctx, API_PROBE_RO_SYNC);
+}
+
+static void h_read_only_quorum(struct http_exchange *x, const struct http_request *req, void *vctx)
+{
+    answer_path(x, req, vctx, API_PROBE_RO_QUORUM);
+}
+
+/* Any other path. Patroni's generic do_GET answers every GET (and HEAD,
+ * OPTIONS) it has no handler for with 503 and the status document, so a
+ * load balancer probing a misspelt path sees "down", never an error page.
+ * Write methods on an unknown path get Patroni's answer too: 501 (its
+ * BaseHTTPRequestHandler has no do_POST/do_PUT/...). A known path with the
+ * wrong method is not routed here: it gets 405 with Allow. */
+static void h_unknown(struct http_exchange *x, const struct http_request *req, void *vctx)
+{
     struct api_ctx *ctx = vctx;
-    struct ha_view v;
-    ha_get_view(ctx->ha, &v);
-    bool sync_replica =
-        fsm_in_sync_set(&ctx->fsm->st, ctx->cfg->name) && replica_ok(ctx, &v, req, false);
-    answer(x, ctx, &v, is_primary(ctx, &v) || sync_replica);
+    if (req->method & HTTP_M_PROBE) {
+        struct ha_view v;
+        ha_get_view(ctx->ha, &v);
+        answer(x, ctx, &v, false);
+        return;
+    }
+    api_reply_error(x, 501, "unsupported method %s for %s: no such endpoint", req->method_name,
+                    req->path);
 }
 
 static void h_health(struct http_exchange *x, const struct http_request *req, void *vctx)
@@ -247,9 +287,13 @@ static const struct http_route routes[] = {
     {"/async", HTTP_M_PROBE, false, h_async},
     {"/read-only-sync", HTTP_M_PROBE, false, h_read_only_sync},
     {"/read-only-synchronous", HTTP_M_PROBE, false, h_read_only_sync},
+    {"/quorum", HTTP_M_PROBE, false, h_quorum},
+    {"/read-only-quorum", HTTP_M_PROBE, false, h_read_only_quorum},
     {"/health", HTTP_M_PROBE, false, h_health},
     {"/liveness", HTTP_M_PROBE, false, h_liveness},
     {"/readiness", HTTP_M_PROBE, false, h_readiness},
+    /* the shortest prefix: only what no other route takes comes here */
+    {"/", HTTP_M_PROBE | HTTP_M_POST | HTTP_M_PUT | HTTP_M_PATCH | HTTP_M_DELETE, true, h_unknown},
 };
 
 int api_register_health(struct http_server *s, struct api_ctx *ctx)

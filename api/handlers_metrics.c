@@ -7,7 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/probe_rules.h"
 #include "build_info.h"
+#include "common/clock.h"
 #include "ha/backup.h"
 
 struct buf {
@@ -91,6 +93,17 @@ static void loop_busy_metrics(struct buf *b, const struct loopstat *ls)
            "Longest single event-loop iteration since start.", (double)c.busy_max_us / 1e6);
 }
 
+/* Patroni's encoding, with its "# Values:" line listing the numbers. */
+static void pg_state_metric(struct buf *b, const struct ha_pg_view *p)
+{
+    put(b, "# HELP patroni_postgres_state Numeric representation of Postgres state.\n"
+           "# Values: 0=initdb, 1=initdb_failed, 2=custom_bootstrap, 3=custom_bootstrap_failed, "
+           "4=creating_replica, 5=running, 6=starting, 7=bootstrap_starting, 8=start_failed, "
+           "9=restarting, 10=restart_failed, 11=stopping, 12=stopped, 13=stop_failed, 14=crashed\n"
+           "# TYPE patroni_postgres_state gauge\npatroni_postgres_state{%s} %d\n",
+        b->labels, api_pg_state_index(p->present, p->state));
+}
+
 static void h_metrics(struct http_exchange *x, const struct http_request *req, void *vctx)
 {
     (void)req;
@@ -124,13 +137,24 @@ static void h_metrics(struct http_exchange *x, const struct http_request *req, v
     metric(&b, "patroni_postmaster_start_time", "gauge", "Epoch seconds of the postmaster start.",
            p->postmaster_start_ms / 1000.0);
     metric(&b, "patroni_primary", "gauge", "1 if this node is the primary.", primary);
+    /* Patroni 3.x served both names; dashboards written for it still read this one */
+    metric(&b, "patroni_master", "gauge", "1 if this node is the primary (patroni_primary's old name).",
+           primary);
     metric(&b, "patroni_xlog_location", "counter", "Current WAL location (primary).",
            primary ? (double)p->wal_lsn : 0);
-    metric(&b, "patroni_standby_leader", "gauge", "1 if this node is a standby leader.", 0);
+    /* Patroni counts the standby leader as that and not as a replica */
+    bool standby_leader = strcmp(v.role, "standby_leader") == 0 && v.lease_serving && p->running &&
+                          p->in_recovery;
+    metric(&b, "patroni_standby_leader", "gauge", "1 if this node is a standby leader.", standby_leader);
     metric(&b, "patroni_replica", "gauge", "1 if this node is a running replica.",
-           p->running && p->in_recovery);
+           p->running && p->in_recovery && strcmp(v.role, "standby_leader") != 0);
+    enum api_standby_kind kind = api_standby_kind(ha_dcs(ctx->ha)->synchronous_mode,
+                                                  fsm_in_sync_set(st, ctx->cfg->name),
+                                                  strcmp(v.role, "replica") == 0);
     metric(&b, "patroni_sync_standby", "gauge", "1 if this node is a synchronous standby.",
-           fsm_in_sync_set(st, ctx->cfg->name));
+           kind == API_STANDBY_SYNC);
+    metric(&b, "patroni_quorum_standby", "gauge", "1 if this node is a quorum standby.",
+           kind == API_STANDBY_QUORUM);
     metric(&b, "patroni_xlog_received_location", "counter", "WAL received (replica).",
            p->in_recovery ? (double)p->received_lsn : 0);
     metric(&b, "patroni_xlog_replayed_location", "counter", "WAL replayed (replica).",
@@ -146,8 +170,13 @@ static void h_metrics(struct http_exchange *x, const struct http_request *req, v
     metric(&b, "patroni_cluster_unlocked", "gauge", "1 if no member holds the primary role.",
            st->primary.state == FSM_PRIMARY_NONE);
     metric(&b, "patroni_postgres_timeline", "counter", "PostgreSQL timeline.", p->timeline);
+    metric(&b, "patroni_dcs_last_seen", "gauge",
+           "Epoch seconds of the last Raft commit applied here (the last contact with a majority).",
+           (double)api_dcs_last_seen_s(clock_wall_ms(), clock_now(ctx->fsm->clock),
+                                       ctx->fsm->local_commit_ms));
     metric(&b, "patroni_pending_restart", "gauge", "1 if a setting needs a restart.", p->pending_restart);
     metric(&b, "patroni_is_paused", "gauge", "1 if the cluster is in maintenance mode.", st->pause);
+    pg_state_metric(&b, p);
     const struct fsm_member *me = fsm_member_find(st, ctx->cfg->name);
     metric(&b, "patroni_failover_priority", "gauge", "failover_priority tag.",
            me != NULL ? fsm_member_failover_priority(me) : 0);

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/probe_rules.h"
 #include "build_info.h"
 #include "common/clock.h"
 #include "common/log.h"
@@ -46,7 +47,8 @@ struct status_input {
     const struct cfg *cfg; /* scope, name */
     uint64_t fsm_applied;  /* this member's tags */
     int primary_state;
-    bool pause, in_sync;
+    bool pause;
+    int standby_kind; /* enum api_standby_kind */
     int raft_role;
 };
 
@@ -91,7 +93,9 @@ static void status_input_take(const struct api_ctx *ctx, const struct ha_view *v
     in->fsm_applied = st->applied_index;
     in->primary_state = (int)st->primary.state;
     in->pause = st->pause;
-    in->in_sync = fsm_in_sync_set(st, ctx->cfg->name);
+    in->standby_kind = (int)api_standby_kind(ha_dcs(ctx->ha)->synchronous_mode,
+                                             fsm_in_sync_set(st, ctx->cfg->name),
+                                             strcmp(in->role, "replica") == 0);
     in->raft_role = (int)cluster_role(ctx->cluster);
 }
 
@@ -139,8 +143,11 @@ static json_t *status_render(const struct status_input *in)
         json_object_set_new(j, "cluster_unlocked", json_true());
     if (in->pause)
         json_object_set_new(j, "pause", json_true());
-    if (in->in_sync)
+    /* Patroni: one or the other, by synchronous_mode */
+    if (in->standby_kind == API_STANDBY_SYNC)
         json_object_set_new(j, "sync_standby", json_true());
+    else if (in->standby_kind == API_STANDBY_QUORUM)
+        json_object_set_new(j, "quorum_standby", json_true());
     json_object_set_new(j, "tags", tags_of(ctx));
     json_object_set_new(j, "patroni", json_pack("{s:s, s:s, s:s}", "version", PGW_VERSION, "scope",
                                                  in->cfg->scope, "name", in->cfg->name));
@@ -241,7 +248,7 @@ static void h_patroni(struct http_exchange *x, const struct http_request *req, v
 }
 
 static const char *member_role(const struct fsm_state *st, const struct fsm_member *m,
-                               bool standby_cluster)
+                               bool standby_cluster, enum cfg_sync_mode sync_mode)
 {
     if (strcmp(st->primary.member, m->name) == 0 &&
         (st->primary.state == FSM_PRIMARY_RUNNING || st->primary.state == FSM_PRIMARY_PROMOTING ||
@@ -249,8 +256,8 @@ static const char *member_role(const struct fsm_state *st, const struct fsm_memb
         return standby_cluster ? "standby_leader" : "leader";
     if (m->witness)
         return "witness";
-    if (fsm_in_sync_set(st, m->name))
-        return "sync_standby";
+    if (fsm_in_sync_set(st, m->name) && sync_mode != CFG_SYNC_OFF)
+        return sync_mode == CFG_SYNC_QUORUM ? "quorum_standby" : "sync_standby";
     return "replica";
 }
 
@@ -266,7 +273,7 @@ json_t *api_cluster_json(const struct api_ctx *ctx)
         const struct fsm_member *m = &st->members[i];
         json_t *o = json_object();
         json_object_set_new(o, "name", json_string(m->name));
-        const char *role = member_role(st, m, cfg_standby_enabled(dcs));
+        const char *role = member_role(st, m, cfg_standby_enabled(dcs), dcs->synchronous_mode);
         bool leader = strcmp(role, "leader") == 0 || strcmp(role, "standby_leader") == 0;
         json_object_set_new(o, "role", json_string(role));
         const char *state = m->reported ? m->report.state : "unknown";

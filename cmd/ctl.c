@@ -46,10 +46,13 @@ static const struct ctl_sub subs[] = {
      "      --allow-data-loss  promote it even if it may lack acknowledged commits\n"
      "      --force            no questions\n"},
     {"restart", ctl_cmd_restart, "restart PostgreSQL on members",
-     "Usage: pgwarden ctl restart [MEMBER...] [-r primary|replica|any] [--pending]\n"
+     "Usage: pgwarden ctl restart [MEMBER...] [-r ROLE] [--any] [--pending]\n"
      "                            [--scheduled TIME] [--timeout SECS] [--force]\n\n"
      "Sends POST /restart to each member's REST API (all members when none is named).\n"
-     "  -r, --role ROLE     only members with this role (primary/leader, replica, any)\n"
+     "  -r, --role ROLE     only members with this role: leader (the primary or the\n"
+     "                      standby leader), primary, standby-leader, replica (or\n"
+     "                      standby: any other member), any (the default)\n"
+     "      --any           only one of those members, picked at random\n"
      "      --pending       only if a restart is pending (a parameter needs it)\n"
      "      --scheduled TIME  restart at this ISO 8601 time instead of now\n"
      "      --timeout SECS  how long the restart may take before it is reported failed\n"
@@ -131,6 +134,43 @@ static const struct ctl_sub subs[] = {
      "      --latest              recover to the end of the archive\n"
      "      --from-stanza STANZA  the stanza to restore from\n"
      "  -o, --output OUT          write OUT instead of standard output\n"},
+    {"query", ctl_cmd_query, "run SQL on a member's PostgreSQL (libpq, not the REST API)",
+     "Usage: pgwarden ctl query [CLUSTER] [-m MEMBER | -r ROLE] (-c SQL | -f FILE)\n"
+     "                          [-U USER] [--password] [-d DBNAME] [--format FMT]\n"
+     "                          [--delimiter D]\n\n"
+     "Connects with libpq to the member's PostgreSQL address (host and port from\n"
+     "GET /cluster) and prints what the SQL returns (the last statement's rows).\n"
+     "Without -U and -d, libpq's defaults apply (PGUSER, PGDATABASE, the login name);\n"
+     "the password comes from --password (asked for), PGPASSWORD or ~/.pgpass.\n"
+     "  -m, --member NAME    the member to run it on\n"
+     "  -r, --role ROLE      leader (default), primary, standby-leader, replica,\n"
+     "                       standby or any: the first member with this role (checked\n"
+     "                       with pg_is_in_recovery() for primary, replica, standby-leader)\n"
+     "  -c, --command SQL    the SQL to run\n"
+     "  -f, --file FILE      read the SQL from FILE (- for standard input)\n"
+     "  -U, --username USER  connect as USER\n"
+     "      --password       ask for the password\n"
+     "  -d, --dbname DBNAME  the database\n"
+     "      --format FMT     tsv (default), pretty, json or yaml\n"
+     "      --delimiter D    tsv's column delimiter (default a tab)\n"
+     "Exit status 1 names the member and the error when it cannot connect or the SQL\n"
+     "fails.\n"},
+    {"dsn", ctl_cmd_dsn, "print a member's libpq connection string",
+     "Usage: pgwarden ctl dsn [CLUSTER] [-m MEMBER | -r ROLE]\n\n"
+     "Prints \"host=H port=P\" for the member (default: the leader), as patronictl.\n"
+     "  -m, --member NAME  that member\n"
+     "  -r, --role ROLE    leader (default), primary, standby-leader, replica, standby, any\n"},
+    {"remove", ctl_cmd_remove, "wipe this node's copy of a stopped cluster's state (Raft data)",
+     "Usage: pgwarden ctl -c NODE.yml remove CLUSTER\n\n"
+     "patronictl remove deletes the cluster's keys from the DCS. pgwarden's DCS is the\n"
+     "Raft log each node keeps in raft.data_dir, so remove works on one node at a time,\n"
+     "with pgwarden stopped on every node: it refuses while this node's pgwarden runs\n"
+     "(raft.data_dir is locked), while any REST API it knows answers (connect_address,\n"
+     "--endpoint) or any raft.partner_addrs accepts a connection. After the confirmations\n"
+     "(type the cluster name, then \"Yes I am aware\") raft.data_dir is renamed to\n"
+     "raft.data_dir.removed-TIME (kept, not deleted). PostgreSQL's data is not touched:\n"
+     "started again, the node founds a new cluster on it (or joins one). Run it on every\n"
+     "node.\n"},
     {"version", ctl_cmd_version, "ctl's version and each member's",
      "Usage: pgwarden ctl version [MEMBER...]\n"},
 };
@@ -233,6 +273,7 @@ static int global_opt(struct ctl *c, int id, const char *val)
         return 0;
     }
     case G_FORMAT:
+        c->format_given = true;
         if (strcmp(val, "pretty") == 0)
             c->format = CTL_FMT_PRETTY;
         else if (strcmp(val, "json") == 0)

@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "cmd/ctl_internal.h"
 
@@ -271,10 +273,11 @@ int ctl_cmd_failover(struct ctl *c, struct ctl_iter *it)
 
 /* --- restart / reload / reinit: per member ----------------------------------------- */
 
-enum { M_ROLE = 1, M_PENDING, M_SCHEDULED, M_TIMEOUT, M_FORCE, M_FROM_LEADER, M_WAIT };
+enum { M_ROLE = 1, M_PENDING, M_SCHEDULED, M_TIMEOUT, M_FORCE, M_FROM_LEADER, M_WAIT, M_ANY };
 
 static const struct ctl_opt restart_opts[] = {
     {"role", 'r', true, M_ROLE},
+    {"any", 0, false, M_ANY},
     {"pending", 0, false, M_PENDING},
     {"scheduled", 0, true, M_SCHEDULED},
     {"timeout", 0, true, M_TIMEOUT},
@@ -295,8 +298,6 @@ static const struct ctl_opt reinit_opts[] = {
     {NULL, 0, false, 0},
 };
 
-enum role_filter { R_ANY, R_PRIMARY, R_REPLICA };
-
 #define MAX_NAMED 64
 
 struct targets {
@@ -306,15 +307,8 @@ struct targets {
     size_t nchosen;
 };
 
-static bool role_matches(const json_t *m, enum role_filter f)
-{
-    const char *role = json_string_value(json_object_get(m, "role"));
-    bool leader = role != NULL && strcmp(role, "leader") == 0;
-    return f == R_ANY || (f == R_PRIMARY) == leader;
-}
-
 /* Resolve the named members (or all) against the cluster, by role. */
-static int choose(const struct ctl *c, const json_t *cl, struct targets *t, enum role_filter f,
+static int choose(const struct ctl *c, const json_t *cl, struct targets *t, enum ctl_role f,
                   const char *action)
 {
     char all[1024];
@@ -341,7 +335,7 @@ static int choose(const struct ctl *c, const json_t *cl, struct targets *t, enum
     json_array_foreach(json_object_get(cl, "members"), i, m) {
         const char *name = json_string_value(json_object_get(m, "name"));
         const char *role = json_string_value(json_object_get(m, "role"));
-        if (name == NULL || (role != NULL && strcmp(role, "witness") == 0) || !role_matches(m, f))
+        if (name == NULL || (role != NULL && strcmp(role, "witness") == 0) || !ctl_role_matches(m, f))
             continue;
         bool wanted = t->n == first;
         for (size_t k = first; k < t->n; k++)
@@ -357,6 +351,17 @@ static int choose(const struct ctl *c, const json_t *cl, struct targets *t, enum
     return CTL_OK;
 }
 
+/* restart --any: one of the chosen members, picked at random as patronictl
+ * does (so repeated runs spread restarts over the members). */
+static void keep_one_at_random(struct targets *t)
+{
+    if (t->nchosen <= 1)
+        return;
+    unsigned seed = (unsigned)time(NULL) ^ ((unsigned)getpid() << 16);
+    t->chosen[0] = t->chosen[(size_t)rand_r(&seed) % t->nchosen];
+    t->nchosen = 1;
+}
+
 static void chosen_names(const struct targets *t, char *buf, size_t len)
 {
     size_t used = 0;
@@ -368,21 +373,6 @@ static void chosen_names(const struct targets *t, char *buf, size_t len)
             break;
         used += (size_t)w;
     }
-}
-
-static int parse_role(const struct ctl *c, const char *v, enum role_filter *f)
-{
-    if (strcmp(v, "any") == 0)
-        *f = R_ANY;
-    else if (strcmp(v, "primary") == 0 || strcmp(v, "leader") == 0 || strcmp(v, "master") == 0)
-        *f = R_PRIMARY;
-    else if (strcmp(v, "replica") == 0 || strcmp(v, "standby") == 0)
-        *f = R_REPLICA;
-    else {
-        ctl_err(c, "--role must be primary, replica or any, not \"%s\"", v);
-        return CTL_USAGE;
-    }
-    return CTL_OK;
 }
 
 /* Send `method path` to one member and print the outcome; true on 200/202.
@@ -429,8 +419,8 @@ static bool post_member(struct ctl *c, const json_t *m, const char *method, cons
 
 struct member_args {
     struct targets t;
-    enum role_filter role;
-    bool pending, from_leader, wait;
+    enum ctl_role role;
+    bool pending, from_leader, wait, any;
     const char *sched;
     double timeout_s;
 };
@@ -448,7 +438,7 @@ static int parse_member_args(struct ctl *c, struct ctl_iter *it, const struct ct
             ctl_sub_help(stdout, c->sub);
             return -1;
         case M_ROLE:
-            if (parse_role(c, val, &a->role) != CTL_OK)
+            if (ctl_parse_role(c, val, &a->role) != CTL_OK)
                 return CTL_USAGE;
             break;
         case M_PENDING:
@@ -469,6 +459,9 @@ static int parse_member_args(struct ctl *c, struct ctl_iter *it, const struct ct
             break;
         case M_WAIT:
             a->wait = true;
+            break;
+        case M_ANY:
+            a->any = true;
             break;
         case CTL_ARG_POSITIONAL:
             if (a->t.n == MAX_NAMED) {
@@ -503,6 +496,8 @@ int ctl_cmd_restart(struct ctl *c, struct ctl_iter *it)
     json_t *body = NULL;
     if ((rc = choose(c, cl, &a.t, a.role, "restart")) != CTL_OK)
         goto out;
+    if (a.any)
+        keep_one_at_random(&a.t);
     char names[2048];
     chosen_names(&a.t, names, sizeof names);
     bool yes;
@@ -635,10 +630,10 @@ int ctl_cmd_reinit(struct ctl *c, struct ctl_iter *it)
     if (cl == NULL)
         return CTL_FAILED;
     json_t *body = NULL;
-    if ((rc = choose(c, cl, &a.t, R_ANY, "reinitialize")) != CTL_OK)
+    if ((rc = choose(c, cl, &a.t, CTL_ROLE_ANY, "reinitialize")) != CTL_OK)
         goto out;
     for (size_t k = 0; k < a.t.nchosen; k++) {
-        if (!role_matches(a.t.chosen[k], R_REPLICA)) {
+        if (!ctl_role_matches(a.t.chosen[k], CTL_ROLE_REPLICA)) {
             ctl_err(c, "%s is the leader: only replicas are reinitialized (switch over first)",
                     json_string_value(json_object_get(a.t.chosen[k], "name")));
             rc = CTL_FAILED;

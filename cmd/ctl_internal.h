@@ -37,6 +37,7 @@ struct ctl {
     char *cli_cacert, *cli_certfile, *cli_keyfile;
     bool insecure;
     enum ctl_format format;
+    bool format_given; /* -f/--format was on the line */
     bool force;    /* the subcommand's --force, when it has one */
     bool loop_ready;
     uv_loop_t loop;
@@ -142,6 +143,14 @@ const json_t *ctl_member(const json_t *cluster, const char *name);
 const char *ctl_leader(const json_t *cluster);
 /* "n1, n2, n3" into buf. */
 void ctl_member_names(const json_t *cluster, char *buf, size_t len);
+/* patronictl's roles: leader is the primary or the standby leader, primary
+ * only the former, replica (or standby) any other member. */
+enum ctl_role { CTL_ROLE_ANY, CTL_ROLE_LEADER, CTL_ROLE_PRIMARY, CTL_ROLE_STANDBY_LEADER, CTL_ROLE_REPLICA };
+/* -r's word (leader, primary/master, standby-leader, replica/standby, any);
+ * CTL_USAGE after printing why otherwise. */
+int ctl_parse_role(const struct ctl *c, const char *v, enum ctl_role *f);
+/* A member of GET /cluster has the role (witnesses are the caller's concern). */
+bool ctl_role_matches(const json_t *m, enum ctl_role f);
 /* Print the cluster table (list's layout) in the context's format. */
 int ctl_print_cluster(struct ctl *c, const json_t *cluster, bool extended, bool topology);
 
@@ -166,6 +175,9 @@ int ctl_cmd_members(struct ctl *c, struct ctl_iter *it);
 int ctl_cmd_flush(struct ctl *c, struct ctl_iter *it);
 int ctl_cmd_backup(struct ctl *c, struct ctl_iter *it);
 int ctl_cmd_restore(struct ctl *c, struct ctl_iter *it);
+int ctl_cmd_query(struct ctl *c, struct ctl_iter *it);
+int ctl_cmd_dsn(struct ctl *c, struct ctl_iter *it);
+int ctl_cmd_remove(struct ctl *c, struct ctl_iter *it);
 
 /* A subcommand's help: usage line(s) then its options. */
 void ctl_sub_help(FILE *out, const char *sub);

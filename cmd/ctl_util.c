@@ -506,3 +506,40 @@ bool ctl_parse_seconds(const struct ctl *c, const char *opt, const char *val, do
     *out = v;
     return true;
 }
+
+/* --- roles (patronictl's -r) ---------------------------------------------------- */
+
+bool ctl_role_matches(const json_t *m, enum ctl_role f)
+{
+    const char *role = json_string_value(json_object_get(m, "role"));
+    bool primary = role != NULL && strcmp(role, "leader") == 0;
+    bool standby_leader = role != NULL && strcmp(role, "standby_leader") == 0;
+    switch (f) {
+    case CTL_ROLE_ANY: return true;
+    case CTL_ROLE_LEADER: return primary || standby_leader;
+    case CTL_ROLE_PRIMARY: return primary;
+    case CTL_ROLE_STANDBY_LEADER: return standby_leader;
+    case CTL_ROLE_REPLICA: return !primary && !standby_leader;
+    }
+    return false;
+}
+
+int ctl_parse_role(const struct ctl *c, const char *v, enum ctl_role *f)
+{
+    if (strcmp(v, "any") == 0)
+        *f = CTL_ROLE_ANY;
+    else if (strcmp(v, "leader") == 0)
+        *f = CTL_ROLE_LEADER;
+    else if (strcmp(v, "primary") == 0 || strcmp(v, "master") == 0)
+        *f = CTL_ROLE_PRIMARY;
+    else if (strcmp(v, "standby-leader") == 0 || strcmp(v, "standby_leader") == 0)
+        *f = CTL_ROLE_STANDBY_LEADER;
+    else if (strcmp(v, "replica") == 0 || strcmp(v, "standby") == 0)
+        *f = CTL_ROLE_REPLICA;
+    else {
+        ctl_err(c, "--role must be leader, primary, standby-leader, replica, standby or any, "
+                   "not \"%s\"", v);
+        return CTL_USAGE;
+    }
+    return CTL_OK;
+}

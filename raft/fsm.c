@@ -582,6 +582,7 @@ static int fsm_raft_apply(struct raft_fsm *rf, const struct raft_buffer *buf, vo
     if (f->raft != NULL)
         index = raft_last_applied(f->raft) + 1;
     *result = (void *)fsm_apply_buf(f, buf->base, buf->len, index);
+    f->local_commit_ms = now_ms(f);
     return 0; /* a non-zero return would make a follower unavailable */
 }
 

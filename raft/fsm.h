@@ -164,6 +164,11 @@ struct fsm {
     /* local: monotonic ms when the current lease was last renewed (or the
      * current epoch assigned, or a snapshot restored) on this node */
     uint64_t local_lease_ms;
+    /* local: monotonic ms when this node last applied a committed entry
+     * through Raft (0: not yet). A commit needs a majority, so this is the
+     * last time this node was in contact with one (patroni_dcs_last_seen);
+     * members report every loop_wait, so it advances at least that often. */
+    uint64_t local_commit_ms;
     /* Results handed to raft's apply callback, by index modulo the ring size:
      * libraft 0.15 runs the callback right after apply, later versions queue
      * callbacks for a batch, so each entry gets its own slot. */

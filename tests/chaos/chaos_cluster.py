@@ -474,7 +474,7 @@ class Chaos:
         c.start()
         self.p0 = c.wait_healthy(timeout=120)
         if self.sync:
-            wait_for(lambda: any(m["role"] == "sync_standby"
+            wait_for(lambda: any(m["role"] in ("sync_standby", "quorum_standby")
                                  for m in (c.cluster_view(self.p0) or {}).get("members", [])),
                      30, what="a synchronous standby")
         self.p0.query("CREATE TABLE IF NOT EXISTS ledger (id bigint PRIMARY KEY, "

@@ -30,7 +30,7 @@ def replicas(ctx, p):
 
 def sync_standby(ctx, p):
     view = ctx.cluster.cluster_view(p) or {}
-    names = [m["name"] for m in view.get("members", []) if m["role"] == "sync_standby"]
+    names = [m["name"] for m in view.get("members", []) if m["role"] in ("sync_standby", "quorum_standby")]
     return ctx.cluster.node(names[0]) if names else None
 
 

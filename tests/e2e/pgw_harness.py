@@ -410,7 +410,7 @@ class Cluster:
             if len(lead) != 1 or lead[0]["name"] != p.name:
                 return None
             tl = lead[0].get("timeline")
-            streaming = [m for m in view["members"] if m["role"] in ("replica", "sync_standby")
+            streaming = [m for m in view["members"] if m["role"] in ("replica", "sync_standby", "quorum_standby")
                          and m["state"] == "streaming" and m.get("timeline") == tl]
             return p if len(streaming) >= want else None
         return wait_for(pred, timeout, interval=0.25, what=f"a primary and {want} streaming replicas")

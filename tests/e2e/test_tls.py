@@ -185,9 +185,11 @@ def test_cluster_forms_over_https(cluster):
             assert https(n.api_tls + path, ca=ca)[0] == http(n.api + path)[0], (n.name, path)
     assert http(p.api + "/primary")[0] == 200 and https(p.api_tls + "/primary", ca=ca)[0] == 200
     # the plain listener serves nothing else, and only the probe methods
+    # (an unknown GET is a failed health check with the status document, as
+    # in Patroni; an unknown write path 501)
     status, body = http(p.api + "/cluster")
-    assert status == 404, body
-    assert http(p.api + "/switchover", method="POST", body={})[0] == 404
+    assert status == 503 and "members" not in body and "patroni" in body, body
+    assert http(p.api + "/switchover", method="POST", body={})[0] == 501
     assert http(p.api + "/primary", method="POST", body={})[0] == 405
     # plain HTTP on the HTTPS port is told to use https
     status, body = http(f"http://127.0.0.1:{p.api_port}/primary")
