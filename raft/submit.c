@@ -4,8 +4,11 @@
  * or follower -> POST <leader api>/raft/apply -> JSON result -> callback.
  * Failure modes: no leader known or leader unreachable or leadership lost
  * mid-flight (retried every 100 ms with the same request id until the
- * deadline, then PGW_ENOTLEADER/PGW_ETIMEDOUT), FSM refusal (final, passed
- * through), submitter closing (PGW_ECANCELED). */
+ * deadline, then PGW_ENOTLEADER/PGW_ETIMEDOUT); the leader it was forwarded
+ * to is replaced while the request waits (a frozen or cut-off leader: sent
+ * again to the new one at once; both copies carry the same request id, and
+ * a lease renewal applied twice only makes the judges wait longer); FSM
+ * refusal (final, passed through), submitter closing (PGW_ECANCELED). */
 #include "raft/submit.h"
 
 #include <fcntl.h>
@@ -21,6 +24,11 @@
 #include "common/log.h"
 
 #define RETRY_MS 100
+/* how often a request forwarded to the leader checks that it still is the
+ * leader: a frozen leader never answers, and waiting for the deadline
+ * (retry_timeout) made a primary fence itself while a new leader had long
+ * been elected */
+#define LEADER_WATCH_MS 50
 
 struct sub_req;
 
@@ -49,6 +57,8 @@ struct sub_req {
     bool timer_open;
     bool inflight;            /* local apply or HTTP request running */
     struct httpc_request *http;
+    uint64_t sent_to;         /* raft id of the leader the HTTP request went to */
+    bool moved;               /* cancelled because another node leads now */
     bool done;
     int last_status;
     char last_msg[FSM_TEXT_MAX];
@@ -146,6 +156,7 @@ static void finish(struct sub_req *r, int status, const struct fsm_result *res, 
 static void schedule_retry(struct sub_req *r, int status, const char *msg);
 static void attempt(struct sub_req *r);
 static void retry_timer(uv_timer_t *t);
+static void watch_leader(uv_timer_t *t);
 
 static bool barrier_reached(struct sub_req *r)
 {
@@ -188,6 +199,13 @@ static void http_done(const struct httpc_response *resp, void *ctx)
     struct sub_req *r = ctx;
     r->inflight = false;
     r->http = NULL;
+    uv_timer_stop(&r->timer); /* the leader watch */
+    if (r->moved && !r->s->closing) {
+        r->moved = false;
+        r->s->stats.retries++;
+        attempt(r); /* to the new leader, now */
+        return;
+    }
     if (r->s->closing || resp->status == PGW_ECANCELED) {
         finish(r, PGW_ECANCELED, NULL, "shutting down");
         return;
@@ -294,7 +312,27 @@ static void attempt(struct sub_req *r)
         return;
     }
     r->inflight = true;
+    r->sent_to = lid;
     s->stats.forwarded++;
+    uv_timer_start(&r->timer, watch_leader, LEADER_WATCH_MS, LEADER_WATCH_MS);
+}
+
+static void watch_leader(uv_timer_t *t)
+{
+    struct sub_req *r = t->data;
+    struct cluster *c = r->s->cluster;
+    if (!r->inflight || r->http == NULL || r->done || c == NULL) {
+        uv_timer_stop(t);
+        return;
+    }
+    uint64_t lid = cluster_leader(c, NULL);
+    if (cluster_role(c) != CLUSTER_LEADER && (lid == 0 || lid == r->sent_to))
+        return;
+    log_debug("raft", "%s forwarded to raft id %llu: another node leads now, sending it again",
+              fsm_op_name(r->op), (unsigned long long)r->sent_to);
+    uv_timer_stop(t);
+    r->moved = true;
+    httpc_request_cancel(r->http);
 }
 
 static void retry_timer(uv_timer_t *t)
