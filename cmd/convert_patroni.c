@@ -614,9 +614,11 @@ static void fix_postgresql(struct conv *c)
         if (m != NULL && strcmp(m, "basebackup") != 0)
             fix_method(c, "postgresql", m, rep_own, 4);
     }
-    if (json_is_true(json_object_get(pg, "use_unix_socket")))
-        note(c, "postgresql.use_unix_socket", "kept but ignored: pgwarden connects over TCP as "
-             "the superuser, with its password (pg_hba needs a host line for it)");
+    if (json_is_true(json_object_get(pg, "use_unix_socket_repl")))
+        note(c, "postgresql.use_unix_socket_repl", "removed: pgwarden refuses true (it makes no "
+             "replication connection to its local PostgreSQL, Patroni's only use of it)");
+    if (json_object_get(pg, "use_unix_socket_repl") != NULL)
+        json_object_del(pg, "use_unix_socket_repl");
     const char *bin = json_string_value(json_object_get(pg, "bin_dir"));
     const char *data = json_string_value(json_object_get(pg, "data_dir"));
     if ((bin == NULL || *bin == '\0') && data != NULL) {

@@ -734,6 +734,15 @@ static int finalize(struct loader *x)
         return rc;
     if (!c->witness && (rc = check_rewind(x)) != 0)
         return rc;
+    /* Patroni's use_unix_socket_repl is for its replication connections to
+     * the local PostgreSQL (IDENTIFY_SYSTEM on itself); pgwarden makes none,
+     * and a replica's stream comes from another member, which a socket
+     * cannot reach: accepting true would change nothing in silence. */
+    if (!c->witness && c->postgresql.use_unix_socket_repl)
+        return fail_at(x, "postgresql.use_unix_socket_repl",
+                       "use_unix_socket_repl: true is not supported: pgwarden makes no replication "
+                       "connection to its local PostgreSQL (Patroni's only use of it) and replicas "
+                       "stream from other members over TCP; remove it or set it to false");
     if ((rc = check_partners(x)) != 0 || (rc = check_allowlist(x)) != 0)
         return rc;
     if ((rc = resolve_paths(x)) != 0)

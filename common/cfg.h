@@ -209,6 +209,11 @@ struct cfg_postgresql {
     struct cfg_strlist basebackup;             /* long options "max-rate=100M" / "checkpoint=fast" */
     bool use_pg_rewind;                        /* default true */
     bool use_pg_rewind_set;                    /* given locally (overrides dcs) */
+    /* pgwarden's own connections to the local instance go through the unix
+     * socket (the first absolute directory of unix_socket_directories; none
+     * set: libpq's default), as Patroni's use_unix_socket */
+    bool use_unix_socket;
+    bool use_unix_socket_repl;                 /* only false is accepted (cfg.c) */
     bool remove_data_directory_on_rewind_failure;
     bool remove_data_directory_on_diverged_timelines;
     uint32_t pg_ctl_timeout_ms; /* default 60000 */

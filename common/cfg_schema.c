@@ -365,6 +365,17 @@ const struct cfg_key cfg__keys[] = {
      offsetof(struct cfg, postgresql.use_pg_rewind_set), "true", NULL, CH_RESTART, KF_SETFLAG,
      NULL, 0, 0, NULL,
      "This node's choice; when given it overrides bootstrap.dcs.postgresql.use_pg_rewind."},
+    {"postgresql.use_unix_socket", NULL, KT_BOOL, C(postgresql.use_unix_socket), 0, "false", NULL,
+     CH_RESTART, 0, NULL, 0, 0, NULL,
+     "pgwarden's own connections to the local PostgreSQL (monitoring, the bootstrap's roles, "
+     "post_bootstrap, slots) go through the unix socket in the first absolute directory of "
+     "unix_socket_directories (none set: libpq's default directory) instead of TCP to the first "
+     "listen address. With peer authentication for `local` lines the superuser needs no "
+     "password. Connections to other members always use TCP."},
+    {"postgresql.use_unix_socket_repl", NULL, KT_BOOL, C(postgresql.use_unix_socket_repl), 0,
+     "false", NULL, CH_RESTART, 0, NULL, 0, 0, NULL,
+     "Refused when true: Patroni uses it for its replication connections to the local "
+     "PostgreSQL, and pgwarden makes none (a replica streams from another member, over TCP)."},
     {"postgresql.remove_data_directory_on_rewind_failure", NULL, KT_BOOL,
      C(postgresql.remove_data_directory_on_rewind_failure), 0, "false", NULL, CH_RESTART, 0,
      NULL, 0, 0, NULL, "When pg_rewind fails, wipe the data directory and clone again."},

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -228,6 +229,60 @@ int pgconf_conn_params(const struct cfg *cfg, enum pgconf_user user, const char 
     for (size_t i = 0; i < sizeof kv / sizeof kv[0] && rc == PGW_OK; i++)
         if (kv[i][1] && *kv[i][1])
             rc = pgconn_params_set(out, kv[i][0], kv[i][1]);
+    if (rc != PGW_OK)
+        pgconn_params_free(out);
+    return rc;
+}
+
+static const char *kv_get(const struct cfg_kvlist *l, const char *name)
+{
+    const char *v = NULL;
+    for (size_t i = 0; l && i < l->n; i++)
+        if (l->items[i].key && strcasecmp(l->items[i].key, name) == 0)
+            v = l->items[i].value ? l->items[i].value : "";
+    return v;
+}
+
+int pgconf_local_socket_dir(const struct cfg *cfg, const struct cfg_dcs *dcs, char *buf, size_t len)
+{
+    buf[0] = '\0';
+    const char *v = kv_get(&cfg->postgresql.parameters, "unix_socket_directories");
+    if (v == NULL && dcs != NULL)
+        v = kv_get(&dcs->pg_parameters, "unix_socket_directories");
+    if (v == NULL)
+        return 0;
+    /* only an absolute path reaches a socket; "@abstract" and relative ones
+     * do not (Patroni's _get_unix_local_address) */
+    while (*v) {
+        v += strspn(v, " \t");
+        size_t n = strcspn(v, ",");
+        size_t t = n;
+        while (t > 0 && (v[t - 1] == ' ' || v[t - 1] == '\t'))
+            t--;
+        if (t > 0 && v[0] == '/' && t < len) {
+            memcpy(buf, v, t);
+            buf[t] = '\0';
+            return 1;
+        }
+        v += n;
+        if (*v == ',')
+            v++;
+    }
+    return -1;
+}
+
+int pgconf_local_conn_params(const struct cfg *cfg, const struct cfg_dcs *dcs, const char *dbname,
+                             struct pgconn_params *out)
+{
+    int rc = pgconf_conn_params(cfg, PGCONF_SUPERUSER, NULL, 0, dbname, false, out);
+    if (rc != PGW_OK || !cfg->postgresql.use_unix_socket)
+        return rc;
+    char dir[1024];
+    int found = pgconf_local_socket_dir(cfg, dcs, dir, sizeof dir);
+    if (found > 0)
+        rc = pgconn_params_set(out, "host", dir);
+    else if (found == 0)
+        rc = pgconn_params_set(out, "host", NULL); /* libpq's default directory */
     if (rc != PGW_OK)
         pgconn_params_free(out);
     return rc;

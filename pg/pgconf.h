@@ -134,6 +134,20 @@ int pgconf_conn_params(const struct cfg *cfg, enum pgconf_user user, const char 
                        uint16_t port, const char *dbname, bool replication,
                        struct pgconn_params *out) PGW_MUST_CHECK;
 
+/* The unix socket directory of the local instance for use_unix_socket:
+ * the first absolute directory of unix_socket_directories (the node's
+ * postgresql.parameters over the cluster-wide ones). 1 with it in buf; 0
+ * when unix_socket_directories is not set (libpq's default directory);
+ * -1 when it names no absolute directory (TCP then, as Patroni does). */
+int pgconf_local_socket_dir(const struct cfg *cfg, const struct cfg_dcs *dcs, char *buf,
+                            size_t len);
+/* pgwarden's own superuser connection to the local instance: as
+ * pgconf_conn_params with host NULL, or, with postgresql.use_unix_socket,
+ * through the socket (Patroni's local_connect_kwargs): host is the
+ * directory, or absent when unix_socket_directories is not set. */
+int pgconf_local_conn_params(const struct cfg *cfg, const struct cfg_dcs *dcs, const char *dbname,
+                             struct pgconn_params *out) PGW_MUST_CHECK;
+
 /* Durable write helper: temp file in the same dir, fsync, rename, fsync
  * dir. mode e.g. 0600. */
 int pgconf_write_file(const char *path, const char *data, size_t len, unsigned mode, char *errbuf,

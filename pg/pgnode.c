@@ -167,7 +167,7 @@ bool pgnode__use_rewind(const struct pgnode *n)
 
 int pgnode_local_conn_params(const struct pgnode *n, struct pgconn_params *out)
 {
-    int rc = pgconf_conn_params(n->cfg, PGCONF_SUPERUSER, NULL, 0, "postgres", false, out);
+    int rc = pgconf_local_conn_params(n->cfg, n->dcs, "postgres", out);
     if (rc == PGW_OK && n->local_port) {
         char p[16];
         snprintf(p, sizeof p, "%u", (unsigned)n->local_port);

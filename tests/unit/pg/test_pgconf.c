@@ -594,6 +594,96 @@ static void test_conn_params(void **state)
     pgconn_params_free(&p);
 }
 
+/* postgresql.use_unix_socket (Patroni's local_connect_kwargs): the local
+ * superuser connection goes to the first absolute directory of
+ * unix_socket_directories (the node's parameters over the cluster-wide
+ * ones), to libpq's default directory when it is not set, and over TCP
+ * when it names no absolute directory. use_unix_socket_repl: true is
+ * refused with the reason. */
+static void test_local_conn_unix_socket(void **state)
+{
+    struct fixture *f = *state;
+    char yaml[1024];
+#define HEAD                                                                                  \
+    "scope: demo\nname: n1\nraft: {self_addr: 10.0.0.1:5010, data_dir: /r}\n"                   \
+    "postgresql:\n  listen: 10.0.0.1:5432\n  data_dir: %s\n  pgpass: %s\n"                      \
+    "  authentication:\n    superuser: {username: postgres}\n"                                   \
+    "    replication: {username: repl, password: rep-pw}\n%s"
+    struct cfg c;
+    struct cfg_error e;
+    struct pgconn_params p;
+    char dir[64];
+
+    snprintf(yaml, sizeof yaml, HEAD, f->data, f->pgpass,
+             "  use_unix_socket: true\n"
+             "  parameters: {unix_socket_directories: '@abstract, rel/dir , /run/pg x ,/tmp'}\n");
+    if (cfg_load_buffer("t.yml", yaml, strlen(yaml), &c, &e, NULL) != 0)
+        fail_msg("%s", e.msg);
+    assert_true(c.postgresql.use_unix_socket);
+    assert_int_equal(pgconf_local_socket_dir(&c, NULL, dir, sizeof dir), 1);
+    assert_string_equal(dir, "/run/pg x");
+    assert_int_equal(pgconf_local_conn_params(&c, NULL, "postgres", &p), 0);
+    assert_string_equal(pgconn_params_get(&p, "host"), "/run/pg x");
+    assert_string_equal(pgconn_params_get(&p, "port"), "5432");
+    assert_string_equal(pgconn_params_get(&p, "user"), "postgres");
+    assert_string_equal(pgconn_params_get(&p, "dbname"), "postgres");
+    assert_null(pgconn_params_get(&p, "password"));
+    pgconn_params_free(&p);
+    /* the node's value wins over the cluster-wide one */
+    add_cluster(f, "unix_socket_directories", "/cluster");
+    assert_int_equal(pgconf_local_socket_dir(&c, &f->dcs, dir, sizeof dir), 1);
+    assert_string_equal(dir, "/run/pg x");
+    cfg_free(&c);
+
+    /* only the cluster-wide value */
+    snprintf(yaml, sizeof yaml, HEAD, f->data, f->pgpass, "  use_unix_socket: true\n");
+    if (cfg_load_buffer("t.yml", yaml, strlen(yaml), &c, &e, NULL) != 0)
+        fail_msg("%s", e.msg);
+    assert_int_equal(pgconf_local_conn_params(&c, &f->dcs, "postgres", &p), 0);
+    assert_string_equal(pgconn_params_get(&p, "host"), "/cluster");
+    pgconn_params_free(&p);
+    /* not set anywhere: no host, libpq's default socket directory */
+    assert_int_equal(pgconf_local_socket_dir(&c, NULL, dir, sizeof dir), 0);
+    assert_int_equal(pgconf_local_conn_params(&c, NULL, "postgres", &p), 0);
+    assert_null(pgconn_params_get(&p, "host"));
+    assert_string_equal(pgconn_params_get(&p, "port"), "5432");
+    pgconn_params_free(&p);
+    cfg_free(&c);
+
+    /* no absolute directory: TCP to the listen address */
+    snprintf(yaml, sizeof yaml, HEAD, f->data, f->pgpass,
+             "  use_unix_socket: true\n  parameters: {unix_socket_directories: 'rel, @abs'}\n");
+    if (cfg_load_buffer("t.yml", yaml, strlen(yaml), &c, &e, NULL) != 0)
+        fail_msg("%s", e.msg);
+    assert_int_equal(pgconf_local_socket_dir(&c, NULL, dir, sizeof dir), -1);
+    assert_int_equal(pgconf_local_conn_params(&c, NULL, "postgres", &p), 0);
+    assert_string_equal(pgconn_params_get(&p, "host"), "10.0.0.1");
+    pgconn_params_free(&p);
+    cfg_free(&c);
+
+    /* use_unix_socket off (the default): TCP even with a socket directory */
+    snprintf(yaml, sizeof yaml, HEAD, f->data, f->pgpass,
+             "  parameters: {unix_socket_directories: /run/pg}\n");
+    if (cfg_load_buffer("t.yml", yaml, strlen(yaml), &c, &e, NULL) != 0)
+        fail_msg("%s", e.msg);
+    assert_false(c.postgresql.use_unix_socket);
+    assert_int_equal(pgconf_local_conn_params(&c, NULL, "postgres", &p), 0);
+    assert_string_equal(pgconn_params_get(&p, "host"), "10.0.0.1");
+    pgconn_params_free(&p);
+    cfg_free(&c);
+
+    /* use_unix_socket_repl: false is accepted, true refused with the reason */
+    snprintf(yaml, sizeof yaml, HEAD, f->data, f->pgpass, "  use_unix_socket_repl: false\n");
+    if (cfg_load_buffer("t.yml", yaml, strlen(yaml), &c, &e, NULL) != 0)
+        fail_msg("%s", e.msg);
+    cfg_free(&c);
+    snprintf(yaml, sizeof yaml, HEAD, f->data, f->pgpass, "  use_unix_socket_repl: true\n");
+    assert_int_not_equal(cfg_load_buffer("t.yml", yaml, strlen(yaml), &c, &e, NULL), 0);
+    assert_non_null(strstr(e.msg, "use_unix_socket_repl"));
+    assert_non_null(strstr(e.msg, "no replication connection to its local PostgreSQL"));
+#undef HEAD
+}
+
 /* A Patroni configuration without postgresql.authentication.rewind, read by
  * the real loader: pg_rewind connects as the superuser (user, password, ssl
  * settings: Patroni's rewind_credentials), and the password file carries no
@@ -699,6 +789,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_conn_params, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rewind_as_superuser_without_section, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_local_conn_unix_socket, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sanitize_auto_conf, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
