@@ -66,6 +66,8 @@ static void act_restart(struct ha *h)
     }
     agent_op_begin(h, "restart", "restarting");
     log_info("ha", "restarting PostgreSQL on request");
+    if (pgnode_sanitize_auto_conf(ag->node) != 0)
+        log_warn("ha", "restart: %s", pgnode_error(ag->node));
     if (pgctl_restart(pgnode_ctl(ag->node), PGCTL_STOP_FAST, NULL, timeout, restart_done, h) != 0) {
         agent_request_done(&ag->restart_cb, &ag->restart_ctx, PGW_EIO, pgctl_error(pgnode_ctl(ag->node)));
         agent_op_end(h, PGW_EIO, "restart");

@@ -89,11 +89,12 @@ struct pgconf_write_result {
 int pgconf_write(const struct pgconf_input *in, struct pgconf_write_result *res, char *errbuf,
                  size_t errlen) PGW_MUST_CHECK;
 
-/* Remove recovery settings (restore_command, recovery_target_*,
- * primary_conninfo, ...) from <data_dir>/postgresql.auto.conf, where they
- * would override pgwarden's; removed gets their names ("" when none). */
-int pgconf_sanitize_auto_conf(const char *data_dir, char *removed, size_t removed_len,
-                              char *errbuf, size_t errlen) PGW_MUST_CHECK;
+/* Remove from <data_dir>/postgresql.auto.conf the parameters that must be
+ * equal on all nodes and, when `recovery`, the recovery settings
+ * (restore_command, recovery_target_*, primary_conninfo, ...): there they
+ * would override pgwarden's. removed gets their names ("" when none). */
+int pgconf_sanitize_auto_conf(const char *data_dir, bool recovery, char *removed,
+                              size_t removed_len, char *errbuf, size_t errlen) PGW_MUST_CHECK;
 
 /* pg_hba.conf from postgresql.pg_hba (or, when empty, dcs pg_hba), with
  * bootstrap.pg_hba first when include_bootstrap (a data directory pgwarden

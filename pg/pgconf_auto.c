@@ -1,11 +1,19 @@
 /* postgresql.auto.conf holds what ALTER SYSTEM and restore tools wrote.
+ *
  * Recovery settings there (pgBackRest's restore writes restore_command and
  * recovery_target_*) would override the ones pgwarden manages in
  * postgresql.conf, on this node and on every replica cloned from it. They
  * are removed whenever pgwarden writes its configuration, except while a
  * custom bootstrap method's recovery runs with
  * keep_existing_recovery_conf; Patroni does the same
- * (ConfigHandler._sanitize_auto_conf). */
+ * (ConfigHandler._sanitize_auto_conf).
+ *
+ * The parameters that must be equal on all nodes (pgconf_cluster_only_params)
+ * set there would win over the cluster-wide value; Patroni passes them on
+ * the postgres command line, which ALTER SYSTEM cannot override. pgwarden
+ * removes them before every start instead, naming them in the log: the same
+ * effect, and no pending_restart left standing forever by a value the
+ * command line would always override. */
 #include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
@@ -40,8 +48,8 @@ static void line_param(const char *line, size_t len, char *name, size_t namelen)
         name[0] = '\0';
 }
 
-int pgconf_sanitize_auto_conf(const char *data_dir, char *removed, size_t removed_len,
-                              char *errbuf, size_t errlen)
+int pgconf_sanitize_auto_conf(const char *data_dir, bool recovery, char *removed,
+                              size_t removed_len, char *errbuf, size_t errlen)
 {
     removed[0] = '\0';
     char path[4200];
@@ -66,7 +74,10 @@ int pgconf_sanitize_auto_conf(const char *data_dir, char *removed, size_t remove
         char name[64];
         line_param(text + pos, end - pos, name, sizeof name);
         bool drop = false;
-        for (const char *const *p = recovery_params; *p && name[0]; p++)
+        for (const char *const *p = recovery_params; recovery && *p && name[0]; p++)
+            if (strcasecmp(name, *p) == 0)
+                drop = true;
+        for (const char *const *p = pgconf_cluster_only_params; *p && name[0]; p++)
             if (strcasecmp(name, *p) == 0)
                 drop = true;
         if (drop) {

@@ -396,6 +396,9 @@ int pgnode__ctl_rc(struct pgnode *n, int rc)
 
 int pgnode__do_start(struct pgnode *n)
 {
+    char eb[512];
+    if (pgnode__sanitize_auto_conf(n, false, eb, sizeof eb) != PGW_OK)
+        log_warn("pg", "%s: starting anyway", eb); /* an unreadable auto.conf: PostgreSQL says */
     n->step = S_START;
     return pgnode__ctl_rc(n, pgctl_start(n->ctl, NULL, 0, pgnode__ctl_done, n));
 }
@@ -478,14 +481,25 @@ int pgnode__do_sql(struct pgnode *n, enum step step, char *sql)
     return pgnode__do_sql_at(n, step, sql, NULL, 0);
 }
 
-int pgnode__sanitize_auto_conf(struct pgnode *n, char *eb, size_t eblen)
+int pgnode__sanitize_auto_conf(struct pgnode *n, bool recovery, char *eb, size_t eblen)
 {
     char removed[512];
-    int rc = pgconf_sanitize_auto_conf(n->cfg->postgresql.data_dir, removed, sizeof removed, eb,
-                                       eblen);
+    int rc = pgconf_sanitize_auto_conf(n->cfg->postgresql.data_dir, recovery, removed,
+                                       sizeof removed, eb, eblen);
     if (rc == PGW_OK && removed[0])
-        log_info("pg", "removed %s from %s/postgresql.auto.conf: pgwarden manages the recovery "
-                 "settings (as Patroni does)", removed, n->cfg->postgresql.data_dir);
+        log_warn("pg", "removed %s from %s/postgresql.auto.conf (ALTER SYSTEM or a restore tool "
+                 "wrote them): pgwarden manages the recovery settings, and the parameters that "
+                 "must be equal on all nodes are set cluster-wide (pgwarden ctl edit-config), "
+                 "as Patroni's command line enforces", removed, n->cfg->postgresql.data_dir);
+    return rc;
+}
+
+int pgnode_sanitize_auto_conf(struct pgnode *n)
+{
+    char eb[512];
+    int rc = pgnode__sanitize_auto_conf(n, true, eb, sizeof eb);
+    if (rc != PGW_OK)
+        pgnode__set_err(n, "%s", eb);
     return rc;
 }
 
@@ -499,7 +513,7 @@ int pgnode__write_files(struct pgnode *n, const struct pgconf_role *role, bool b
     if (rc == PGW_OK && hba)
         rc = pgconf_write_hba(n->cfg, n->dcs, bootstrap_hba, eb, sizeof eb);
     if (rc == PGW_OK && !bootstrap_hba)
-        rc = pgnode__sanitize_auto_conf(n, eb, sizeof eb);
+        rc = pgnode__sanitize_auto_conf(n, true, eb, sizeof eb);
     if (rc == PGW_OK) {
         struct pgconf_input in = {.cfg = n->cfg, .dcs = n->dcs, .pg_major = pgnode__pg_major(n),
                                   .role = *role, .sync_standby_names = n->sync_names};

@@ -172,4 +172,8 @@ typedef void (*pgnode_adopt_cb)(struct pgnode *n, int status, const struct pgnod
                                 void *ctx);
 int pgnode_adopt(struct pgnode *n, pgnode_adopt_cb cb, void *ctx) PGW_MUST_CHECK;
 
+/* Before a restart pgwarden does not write the configuration for: remove
+ * what postgresql.auto.conf must not override (pgconf_sanitize_auto_conf). */
+int pgnode_sanitize_auto_conf(struct pgnode *n) PGW_MUST_CHECK;
+
 #endif

@@ -560,7 +560,7 @@ static int configure_restored(struct pgnode *n, const struct cfg_method *m, bool
      * recovery_conf (or start a recovery nobody asked for) */
     if (!m->keep_existing_recovery_conf) {
         char eb[512];
-        if ((rc = pgnode__sanitize_auto_conf(n, eb, sizeof eb)) != PGW_OK) {
+        if ((rc = pgnode__sanitize_auto_conf(n, true, eb, sizeof eb)) != PGW_OK) {
             pgnode__set_err(n, "bootstrap: %s", eb);
             return rc;
         }
@@ -683,7 +683,7 @@ static int final_config(struct pgnode *n)
     struct pgconf_role primary = {0};
     struct pgconf_write_result res;
     char eb[512];
-    int rc = pgnode__sanitize_auto_conf(n, eb, sizeof eb);
+    int rc = pgnode__sanitize_auto_conf(n, true, eb, sizeof eb);
     if (rc != PGW_OK) {
         pgnode__set_err(n, "bootstrap: %s", eb);
         return rc;

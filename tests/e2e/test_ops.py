@@ -102,6 +102,31 @@ def test_pending_restart_then_restart(cluster):
     cluster.wait_healthy(timeout=60)
 
 
+def test_alter_system_cannot_override_a_cluster_wide_parameter(cluster):
+    """ALTER SYSTEM of a parameter that must be equal on all nodes would win
+    over the cluster-wide value at the next start (Patroni puts those on the
+    command line); pgwarden removes it from postgresql.auto.conf before the
+    start and says so. Other ALTER SYSTEM settings stay."""
+    p = cluster.wait_healthy()
+    replica = next(n for n in cluster.nodes if n is not p)
+    want = replica.query("SHOW max_connections")[0][0]
+    replica.query("ALTER SYSTEM SET max_connections = 25")
+    replica.query("ALTER SYSTEM SET work_mem = '7MB'")
+    started = replica.get("/patroni")[1]["postmaster_start_time"]
+    status, body = http(replica.api + "/restart", "POST", {}, auth=AUTH, timeout=60)
+    assert status == 200, body
+    wait_for(lambda: replica.get("/patroni")[1].get("postmaster_start_time", started) != started,
+             30, what="the replica restarted")
+    assert replica.query("SHOW max_connections")[0][0] == want
+    assert replica.query("SHOW work_mem")[0][0] == "7MB"
+    assert "removed max_connections from" in replica.log()
+    with open(os.path.join(replica.data_dir, "postgresql.auto.conf")) as f:
+        auto = f.read()
+    assert "max_connections" not in auto and "work_mem" in auto, auto
+    replica.query("ALTER SYSTEM RESET work_mem")
+    cluster.wait_healthy(timeout=60)
+
+
 def test_scheduled_restart_and_delete(cluster):
     p = cluster.wait_healthy()
     r = next(n for n in cluster.nodes if n is not p)

@@ -743,7 +743,7 @@ static void test_sanitize_auto_conf(void **state)
     char path[600], removed[256], eb[256];
     snprintf(path, sizeof path, "%s/postgresql.auto.conf", f->data);
     /* no file: nothing to do */
-    assert_int_equal(pgconf_sanitize_auto_conf(f->data, removed, sizeof removed, eb, sizeof eb), 0);
+    assert_int_equal(pgconf_sanitize_auto_conf(f->data, true, removed, sizeof removed, eb, sizeof eb), 0);
     assert_string_equal(removed, "");
     FILE *fp = fopen(path, "w");
     assert_non_null(fp);
@@ -756,7 +756,7 @@ static void test_sanitize_auto_conf(void **state)
           "shared_preload_libraries = 'pg_stat_statements'\n",
           fp);
     fclose(fp);
-    assert_int_equal(pgconf_sanitize_auto_conf(f->data, removed, sizeof removed, eb, sizeof eb), 0);
+    assert_int_equal(pgconf_sanitize_auto_conf(f->data, true, removed, sizeof removed, eb, sizeof eb), 0);
     assert_string_equal(removed, "restore_command, Recovery_Target_Time, recovery_target_action");
     bool missing = false;
     char *t = pgconf__read_small(path, &missing, eb, sizeof eb);
@@ -766,8 +766,19 @@ static void test_sanitize_auto_conf(void **state)
                            "# restore_command = 'a comment stays'\n"
                            "shared_preload_libraries = 'pg_stat_statements'\n");
     free(t);
+    /* parameters that must be equal on all nodes go whatever `recovery` says
+     * (ALTER SYSTEM would win over the cluster-wide value); recovery
+     * settings stay when it is false (a bootstrap method's own recovery) */
+    fp = fopen(path, "a");
+    assert_non_null(fp);
+    fputs("max_connections = '50'\nrestore_command = 'x'\n", fp);
+    fclose(fp);
+    assert_int_equal(pgconf_sanitize_auto_conf(f->data, false, removed, sizeof removed, eb, sizeof eb), 0);
+    assert_string_equal(removed, "max_connections");
+    assert_int_equal(pgconf_sanitize_auto_conf(f->data, true, removed, sizeof removed, eb, sizeof eb), 0);
+    assert_string_equal(removed, "restore_command");
     /* a second pass finds nothing */
-    assert_int_equal(pgconf_sanitize_auto_conf(f->data, removed, sizeof removed, eb, sizeof eb), 0);
+    assert_int_equal(pgconf_sanitize_auto_conf(f->data, true, removed, sizeof removed, eb, sizeof eb), 0);
     assert_string_equal(removed, "");
 }
 
