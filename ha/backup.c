@@ -60,6 +60,7 @@ struct backup {
     bool record_pending;      /* the ended backup is recorded once the repository was read */
     uint64_t last_start_wall_ms;
     uint64_t serving_epoch;   /* the epoch it serves as primary in; 0: not serving */
+    uint64_t now_ms;          /* the owner's monotonic clock at the last step */
 };
 
 int backup_new(uv_loop_t *loop, const struct cfg *cfg, backup_record_fn record, void *record_ctx,
@@ -224,7 +225,7 @@ static void done(struct proc *p, const struct proc_result *res, void *ctx)
     b->proc = NULL;
     b->step = B_IDLE;
     bool cancelled = b->cancelled;
-    uint64_t now = uv_now(b->loop);
+    uint64_t now = b->now_ms; /* the owner's clock, as retry_at_ms is compared with */
     char why[400];
     last_lines(res, why, sizeof why);
     switch (step) {
@@ -417,6 +418,7 @@ void backup_step(struct backup *b, const struct backup_input *in)
     if (b == NULL)
         return;
     b->serving_epoch = in->primary ? in->epoch : 0;
+    b->now_ms = in->now_ms;
     if (b->proc != NULL) {
         if ((b->step == B_BACKUP || b->step == B_STANZA || b->step == B_FILL) &&
             (!in->primary || in->epoch != b->step_epoch)) {
