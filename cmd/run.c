@@ -616,6 +616,11 @@ int cmd_run(int argc, char **argv)
         log_error("main", "%s", lerr);
         goto fail_early;
     }
+    if (!c0->witness && c0->postgresql.present &&
+        preflight_make_data_dir_parents(c0, lerr, sizeof lerr) != 0) {
+        log_error("main", "%s", lerr);
+        goto fail_early;
+    }
     /* The fence keeper is forked now, before the event loop starts any
      * thread: it outlives a stopped or killed pgwarden (ha/keeper.h). */
     if (!c0->witness && c0->postgresql.present) {

@@ -18,6 +18,7 @@
 
 #include "api/http_server.h"
 #include "common/dirlock.h"
+#include "common/log.h"
 #include "ha/keeper.h"
 #include "ha/watchdog.h"
 #include "pg/pgctl.h"
@@ -221,10 +222,50 @@ static int check_data_dir(struct pf *p)
     }
     if (errno != ENOENT)
         return fail(p, "postgresql.data_dir %s: %s", dir, strerror(errno));
-    int e = dir_writable(parent);
+    /* missing parents are created by run (preflight_make_data_dir_parents),
+     * as Patroni's initdb and pg_basebackup create them (Patroni's example
+     * has data_dir: data/postgresql0 in a directory without data/): the
+     * nearest existing ancestor must be writable */
+    char anc[4096];
+    snprintf(anc, sizeof anc, "%s", parent);
+    int e;
+    while ((e = dir_writable(anc)) == ENOENT && strcmp(anc, "/") != 0 && strcmp(anc, ".") != 0) {
+        char up[4096];
+        parent_of(anc, up, sizeof up);
+        snprintf(anc, sizeof anc, "%s", up);
+    }
     if (e != 0)
         return fail(p, "postgresql.data_dir %s does not exist and cannot be created: %s: %s",
-                    dir, parent, strerror(e));
+                    dir, anc, strerror(e));
+    return PGW_OK;
+}
+
+int preflight_make_data_dir_parents(const struct cfg *c, char *err, size_t errlen)
+{
+    const char *dir = c->postgresql.data_dir;
+    if (dir == NULL || dir[0] != '/')
+        return PGW_OK;
+    char path[4096];
+    parent_of(dir, path, sizeof path);
+    struct stat st;
+    if (stat(path, &st) == 0)
+        return PGW_OK;
+    /* mkdir -p, each new directory 0700 (initdb's mode for what it creates) */
+    size_t n = strlen(path);
+    for (size_t i = 1; i <= n; i++) {
+        if (path[i] != '/' && path[i] != '\0')
+            continue;
+        char save = path[i];
+        path[i] = '\0';
+        if (mkdir(path, 0700) == 0)
+            log_info("pg", "created %s (the parent of postgresql.data_dir)", path);
+        else if (errno != EEXIST) {
+            snprintf(err, errlen, "postgresql.data_dir %s: cannot create %s: %s", dir, path,
+                     strerror(errno));
+            return PGW_EIO;
+        }
+        path[i] = save;
+    }
     return PGW_OK;
 }
 

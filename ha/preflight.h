@@ -30,4 +30,10 @@
 int preflight_check(const struct cfg *c, unsigned flags, struct cfg_warnings *warn, char *err,
                     size_t errlen) PGW_MUST_CHECK;
 
+/* run only, after preflight_check: create the missing parent directories
+ * of postgresql.data_dir (mode 0700, as initdb and pg_basebackup create
+ * them under Patroni). 0, or PGW_EIO with the reason in err. */
+int preflight_make_data_dir_parents(const struct cfg *c, char *err,
+                                    size_t errlen) PGW_MUST_CHECK;
+
 #endif
