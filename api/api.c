@@ -84,6 +84,16 @@ static bool allowed(const struct api_ctx *ctx, const struct http_request *req)
     return is_member_host(ctx, ip);
 }
 
+bool api_member_without_secret(const struct api_ctx *ctx, const struct http_request *req)
+{
+    if (ctx->cfg->raft.password != NULL && ctx->cfg->raft.password[0] != '\0')
+        return false;
+    const char *ip = req->client_ip;
+    if (strncmp(ip, "::ffff:", 7) == 0)
+        ip += 7;
+    return allowed(ctx, req) && is_member_host(ctx, ip);
+}
+
 bool api_check_auth(struct http_exchange *x, const struct http_request *req,
                     const struct api_ctx *ctx)
 {

@@ -42,6 +42,14 @@ void api_status_cache_free(struct api_ctx *ctx);
  * plain-HTTP probe listener (restapi.health_listen) next to an HTTPS API. */
 int api_register_probes(struct http_server *s, struct api_ctx *ctx) PGW_MUST_CHECK;
 
+/* A command forwarded by a member when the cluster has no raft.password:
+ * the request comes from a member's host (and passes restapi.allowlist).
+ * Patroni's members never use each other's REST credentials, so each node
+ * may have its own restapi.authentication (Patroni's example files do);
+ * without a cluster secret the Raft port itself takes anyone, so basic auth
+ * on the forwarding endpoint would protect nothing from a member. */
+bool api_member_without_secret(const struct api_ctx *ctx, const struct http_request *req);
+
 /* Access check for write methods: restapi.allowlist (403), a verified
  * client certificate when restapi.verify_client is optional (403 "client
  * certificate required"), then basic auth (constant-time compare; 401).

@@ -131,6 +131,10 @@ struct cfg_dcs {
     bool check_timeline;
     /* dcs.postgresql */
     bool use_pg_rewind; /* default true in pgwarden */
+    /* Patroni reads these from the dynamic configuration too (a node's own
+     * postgresql.* wins when given) */
+    bool remove_data_directory_on_rewind_failure;
+    bool remove_data_directory_on_diverged_timelines;
     bool use_slots;     /* default true */
     struct cfg_kvlist pg_parameters; /* cluster-wide parameters; win over local ones */
     struct cfg_strlist pg_hba;       /* cluster-wide pg_hba lines (optional) */
@@ -214,8 +218,8 @@ struct cfg_postgresql {
      * set: libpq's default), as Patroni's use_unix_socket */
     bool use_unix_socket;
     bool use_unix_socket_repl;                 /* only false is accepted (cfg.c) */
-    bool remove_data_directory_on_rewind_failure;
-    bool remove_data_directory_on_diverged_timelines;
+    bool remove_data_directory_on_rewind_failure, remove_on_rewind_failure_set;
+    bool remove_data_directory_on_diverged_timelines, remove_on_diverged_set;
     uint32_t pg_ctl_timeout_ms; /* default 60000 */
     struct cfg_callbacks callbacks;
     char *pre_promote, *before_stop;

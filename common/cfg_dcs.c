@@ -226,6 +226,9 @@ json_t *cfg_dcs_to_json(const struct cfg_dcs *d)
             if (k->type == KT_STR && *(char *const *)((const char *)d + k->off) == NULL)
                 continue;
         }
+        if (k->type == KT_BOOL && (k->flags & KF_OMIT_FALSE) &&
+            !*(const bool *)((const char *)d + k->off))
+            continue; /* added later: absent while off, so an older node still reads /config */
         json_t *parent = root;
         const char *dot = strchr(name, '.');
         if (dot != NULL) {

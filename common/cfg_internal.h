@@ -57,6 +57,8 @@ enum cfg_base { BASE_CFG, BASE_DCS };
 #define KF_MAX 0x10
 #define KF_LEGACY 0x20      /* `alias` is a deprecated name: warn when used */
 #define KF_SETFLAG 0x40     /* giving the key sets the bool at off2 */
+#define KF_OMIT_FALSE 0x100 /* KT_BOOL of the dynamic configuration: left out of its JSON
+                               while false (a key older nodes do not know) */
 #define KF_PATH 0x80        /* KT_STR naming a file or directory: a relative one is resolved
                                against the working directory when the file is read */
 

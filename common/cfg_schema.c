@@ -265,6 +265,16 @@ const struct cfg_key cfg__keys[] = {
      CH_CLUSTER, 0, NULL, 0, 0, NULL,
      "Rejoin a former primary with pg_rewind (pgwarden's default; Patroni's is false). "
      "postgresql.use_pg_rewind, when given, overrides it on that node."},
+    {"bootstrap.dcs.postgresql.remove_data_directory_on_rewind_failure", NULL, KT_BOOL,
+     D(remove_data_directory_on_rewind_failure), 0, "false", NULL, CH_CLUSTER, KF_OMIT_FALSE,
+     NULL, 0, 0,
+     NULL, "Cluster-wide default of postgresql.remove_data_directory_on_rewind_failure (a "
+     "node's own value wins when given), as Patroni reads it."},
+    {"bootstrap.dcs.postgresql.remove_data_directory_on_diverged_timelines", NULL, KT_BOOL,
+     D(remove_data_directory_on_diverged_timelines), 0, "false", NULL, CH_CLUSTER,
+     KF_OMIT_FALSE, NULL, 0, 0,
+     NULL, "Cluster-wide default of postgresql.remove_data_directory_on_diverged_timelines (a "
+     "node's own value wins when given), as Patroni reads it."},
     {"bootstrap.dcs.postgresql.use_slots", NULL, KT_BOOL, D(use_slots), 0, "true", NULL,
      CH_CLUSTER, 0, NULL, 0, 0, NULL, "One physical replication slot per replica."},
     {"bootstrap.dcs.postgresql.parameters", NULL, KT_PARAMS, D(pg_parameters), 0, NULL, "empty",
@@ -350,11 +360,13 @@ const struct cfg_key cfg__keys[] = {
     {"postgresql.recovery_conf", NULL, KT_PARAMS, C(postgresql.recovery_conf), 0, NULL, "empty",
      CH_RESTART, 0, NULL, 0, 0, NULL,
      "Extra recovery settings of a replica (restore_command, recovery_min_apply_delay, ...)."},
-    {"postgresql.create_replica_methods", NULL, KT_STRLIST, C(postgresql.create_replica_methods),
+    {"postgresql.create_replica_methods", "create_replica_method", KT_STRLIST,
+     C(postgresql.create_replica_methods),
      0, "[basebackup]", NULL, CH_RESTART, 0, NULL, 0, 0, NULL,
      "How a replica without data is created, in order of preference: `basebackup` (built in) "
      "or the name of a section `postgresql.<name>` running a command (a restore from a backup "
-     "tool); when one fails the next is tried. See the custom methods below."},
+     "tool); when one fails the next is tried. See the custom methods below. Patroni's "
+     "singular `create_replica_method` is read the same way."},
     {"postgresql.basebackup", NULL, KT_OPTIONS, C(postgresql.basebackup), 0, NULL, "empty",
      CH_RESTART, 0, NULL, 0, 0,
      "pgdata|format|wal-method|xlog-method|gzip|version|dbname|host|port|username|password|"
@@ -377,10 +389,14 @@ const struct cfg_key cfg__keys[] = {
      "Refused when true: Patroni uses it for its replication connections to the local "
      "PostgreSQL, and pgwarden makes none (a replica streams from another member, over TCP)."},
     {"postgresql.remove_data_directory_on_rewind_failure", NULL, KT_BOOL,
-     C(postgresql.remove_data_directory_on_rewind_failure), 0, "false", NULL, CH_RESTART, 0,
+     C(postgresql.remove_data_directory_on_rewind_failure),
+     offsetof(struct cfg, postgresql.remove_on_rewind_failure_set), "false", NULL, CH_RESTART,
+     KF_SETFLAG,
      NULL, 0, 0, NULL, "When pg_rewind fails, wipe the data directory and clone again."},
     {"postgresql.remove_data_directory_on_diverged_timelines", NULL, KT_BOOL,
-     C(postgresql.remove_data_directory_on_diverged_timelines), 0, "false", NULL, CH_RESTART, 0,
+     C(postgresql.remove_data_directory_on_diverged_timelines),
+     offsetof(struct cfg, postgresql.remove_on_diverged_set), "false", NULL, CH_RESTART,
+     KF_SETFLAG,
      NULL, 0, 0, NULL,
      "When timelines diverged and pg_rewind is off, wipe the data directory and clone again."},
     {"postgresql.pg_ctl_timeout", NULL, KT_DURATION, C(postgresql.pg_ctl_timeout_ms), 0, "60",

@@ -19,6 +19,7 @@
 #include "api/http_server.h"
 #include "common/dirlock.h"
 #include "common/log.h"
+#include "common/mkdirs.h"
 #include "ha/keeper.h"
 #include "ha/watchdog.h"
 #include "pg/pgctl.h"
@@ -247,26 +248,7 @@ int preflight_make_data_dir_parents(const struct cfg *c, char *err, size_t errle
         return PGW_OK;
     char path[4096];
     parent_of(dir, path, sizeof path);
-    struct stat st;
-    if (stat(path, &st) == 0)
-        return PGW_OK;
-    /* mkdir -p, each new directory 0700 (initdb's mode for what it creates) */
-    size_t n = strlen(path);
-    for (size_t i = 1; i <= n; i++) {
-        if (path[i] != '/' && path[i] != '\0')
-            continue;
-        char save = path[i];
-        path[i] = '\0';
-        if (mkdir(path, 0700) == 0)
-            log_info("pg", "created %s (the parent of postgresql.data_dir)", path);
-        else if (errno != EEXIST) {
-            snprintf(err, errlen, "postgresql.data_dir %s: cannot create %s: %s", dir, path,
-                     strerror(errno));
-            return PGW_EIO;
-        }
-        path[i] = save;
-    }
-    return PGW_OK;
+    return mkdirs(path, 0700, "the parent of postgresql.data_dir", err, errlen);
 }
 
 static int check_postgresql(struct pf *p)

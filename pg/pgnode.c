@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "common/mkdirs.h"
 #include "pg/pgnode_internal.h"
 
 void pgnode__set_err(struct pgnode *n, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -163,6 +164,22 @@ bool pgnode__use_rewind(const struct pgnode *n)
     if (n->cfg->postgresql.use_pg_rewind_set)
         return n->cfg->postgresql.use_pg_rewind;
     return n->dcs ? n->dcs->use_pg_rewind : true;
+}
+
+/* Patroni's effective configuration: the node's postgresql.* when given,
+ * else the cluster-wide (dynamic) value. */
+bool pgnode__remove_on_rewind_failure(const struct pgnode *n)
+{
+    if (n->cfg->postgresql.remove_on_rewind_failure_set)
+        return n->cfg->postgresql.remove_data_directory_on_rewind_failure;
+    return n->dcs != NULL && n->dcs->remove_data_directory_on_rewind_failure;
+}
+
+bool pgnode__remove_on_diverged(const struct pgnode *n)
+{
+    if (n->cfg->postgresql.remove_on_diverged_set)
+        return n->cfg->postgresql.remove_data_directory_on_diverged_timelines;
+    return n->dcs != NULL && n->dcs->remove_data_directory_on_diverged_timelines;
 }
 
 int pgnode_local_conn_params(const struct pgnode *n, struct pgconn_params *out)
@@ -508,7 +525,13 @@ int pgnode__write_files(struct pgnode *n, const struct pgconf_role *role, bool b
 {
     char eb[PGCONF_ERR_MAX];
     int rc = PGW_OK;
-    if (n->cfg->postgresql.pgpass && *n->cfg->postgresql.pgpass)
+    /* a config_dir apart from the data directory (Debian's
+     * /etc/postgresql/<version>/<cluster>) is made when missing: a replica
+     * cloned with pg_basebackup has none yet (Debian's pg_clonecluster
+     * would make it) */
+    if (strcmp(pgconf_config_dir(n->cfg), n->cfg->postgresql.data_dir) != 0)
+        rc = mkdirs(pgconf_config_dir(n->cfg), 0700, "postgresql.config_dir", eb, sizeof eb);
+    if (rc == PGW_OK && n->cfg->postgresql.pgpass && *n->cfg->postgresql.pgpass)
         rc = pgconf_write_pgpass(n->cfg, eb, sizeof eb);
     if (rc == PGW_OK && hba)
         rc = pgconf_write_hba(n->cfg, n->dcs, bootstrap_hba, eb, sizeof eb);

@@ -97,6 +97,10 @@ int pgnode__do_roles(struct pgnode *n);
 int pgnode__do_roles_if_missing(struct pgnode *n); /* adoption: create, never alter */
 /* pgconf_sanitize_auto_conf, logging what it removed; error text in eb. */
 int pgnode__sanitize_auto_conf(struct pgnode *n, bool recovery, char *eb, size_t eblen);
+/* remove_data_directory_on_rewind_failure / _diverged_timelines as in
+ * effect: the node's own when given, else the cluster-wide value */
+bool pgnode__remove_on_rewind_failure(const struct pgnode *n);
+bool pgnode__remove_on_diverged(const struct pgnode *n);
 int pgnode__write_files(struct pgnode *n, const struct pgconf_role *role, bool bootstrap_hba,
                         bool hba, struct pgconf_write_result *res);
 int pgnode__configure_standby(struct pgnode *n, bool *changed);

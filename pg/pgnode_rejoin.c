@@ -277,7 +277,7 @@ static void rejoin_decided(struct pgnode *n)
             rc = pgnode__do_start(n);
         break;
     case PGREWIND_IMPOSSIBLE:
-        rc = rejoin_fallback(n, n->decision.reason, pg->remove_data_directory_on_diverged_timelines);
+        rc = rejoin_fallback(n, n->decision.reason, pgnode__remove_on_diverged(n));
         break;
     case PGREWIND_NEEDED:
     default:
@@ -291,8 +291,8 @@ static void rejoin_decided(struct pgnode *n)
         } else if (!pgnode__use_rewind(n)) {
             char why[600];
             snprintf(why, sizeof why, "%s, and use_pg_rewind is off", n->decision.reason);
-            rc = rejoin_fallback(n, why, pg->remove_data_directory_on_diverged_timelines ||
-                                             pg->remove_data_directory_on_rewind_failure);
+            /* Patroni: without pg_rewind only the diverged-timelines flag */
+            rc = rejoin_fallback(n, why, pgnode__remove_on_diverged(n));
         } else {
             pgnode__copy_str(n->rj.reason, sizeof n->rj.reason, n->decision.reason);
             rc = pgnode__do_sql_at(n, S_SRC_CHECKPOINT, strdup("CHECKPOINT"), n->host, n->port);
@@ -312,7 +312,9 @@ void pgnode__advance_rejoin(struct pgnode *n, enum step done, int status)
         if (n->flow == F_REJOIN && done == S_REWIND) {
             char why[PGNODE_ERR_MAX + 32] = "pg_rewind failed: ";
             pgnode__copy_str(why + strlen(why), PGNODE_ERR_MAX, n->err);
-            rc = rejoin_fallback(n, why, n->cfg->postgresql.remove_data_directory_on_rewind_failure);
+            /* Patroni (rewind.py): after a failed pg_rewind, either flag */
+            rc = rejoin_fallback(n, why, pgnode__remove_on_rewind_failure(n) ||
+                                             pgnode__remove_on_diverged(n));
         }
         if (rc)
             pgnode__finish(n, rc); /* else the re-clone runs */

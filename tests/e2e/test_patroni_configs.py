@@ -207,13 +207,6 @@ def fail_over_and_rejoin(cluster, api, nofailover=(), start=None, budget=90):
 
 # --- 1. Patroni's own examples ----------------------------------------------
 
-@pytest.mark.xfail(strict=False, reason=(
-    "pgwarden bug: postgres2.yml sets restapi.authentication, postgres0/1 do not; "
-    "raft/submit.c forwards a member's commands to the Raft leader's REST API with "
-    "the member's own restapi credentials, so when postgresql2 leads Raft the others "
-    "get 401 on member_register for ever and the cluster never bootstraps (Patroni's "
-    "members talk through the DCS: REST auth is per node); it fails only when "
-    "postgresql2 wins the Raft election, about one run in three"))
 def test_patroni_examples(make_cluster):
     """postgres0.yml, postgres1.yml, postgres2.yml as Patroni 3.0.2 ships
     them (ttl 30, loop_wait 10, retry_timeout 10; pg_rewind with a rewind
@@ -259,10 +252,6 @@ def render_debian(template, subst):
     return out
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "not diagnosed yet: the cluster never became healthy within 90 s (pg_createcluster "
-    "ran on n1); the expected blocker is the template's empty superuser password with "
-    "use_unix_socket: true, which pgwarden ignores (it connects over TCP, md5 in pg_hba)"))
 def test_debian_template(make_cluster):
     """Debian's /etc/patroni/config.yml.in rendered as pg_createconfig_patroni
     15 CLUSTER renders it (the script's sed substitutions are reproduced
