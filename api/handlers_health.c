@@ -15,8 +15,11 @@
 
 static bool is_primary(const struct api_ctx *ctx, const struct ha_view *v)
 {
+    /* not while the cluster is being founded here: the roles, post_bootstrap
+     * and the final configuration come after PostgreSQL first runs, and
+     * Patroni takes the leader key only once they are done */
     return v->lease_serving && v->pg.present && v->pg.running && v->pg.status_known &&
-           !v->pg.in_recovery;
+           !v->pg.in_recovery && ctx->fsm->st.primary.state != FSM_PRIMARY_BOOTSTRAPPING;
 }
 
 static bool member_tag_matches(const struct api_ctx *ctx, const char *key, const char *want)
