@@ -200,8 +200,10 @@ static void http_done(const struct httpc_response *resp, void *ctx)
     r->inflight = false;
     r->http = NULL;
     uv_timer_stop(&r->timer); /* the leader watch */
-    if (r->moved && !r->s->closing) {
-        r->moved = false;
+    bool moved = r->moved;
+    r->moved = false;
+    /* an answer that arrived before the cancel took effect is used as it is */
+    if (moved && resp->status == PGW_ECANCELED && !r->s->closing) {
         r->s->stats.retries++;
         attempt(r); /* to the new leader, now */
         return;
