@@ -307,8 +307,19 @@ def test_data_dir_parent_unusable(s):
 
 
 def test_data_dir_parent_missing(s):
+    """Missing parents are created, as Patroni's initdb creates them
+    (Patroni's example has data_dir: data/postgresql0), but only where the
+    nearest existing one may be written: under a directory the postgres user
+    cannot write, refused by both."""
+    locked = s.path("locked")
+    os.makedirs(locked)
+    os.chmod(locked, 0o755)  # root's: postgres may not create anything in it
+    cfg = s.write_config(s.config(postgresql={"data_dir": os.path.join(locked, "nope", "data")}))
+    refused_by_both(s, cfg, "postgresql.data_dir", locked, "cannot be created",
+                    "Permission denied")
     cfg = s.write_config(s.config(postgresql={"data_dir": s.path("nope", "data")}))
-    refused_by_both(s, cfg, "postgresql.data_dir", s.path("nope"), "No such file or directory")
+    vrc, _, verr = s.validate(cfg)
+    assert vrc == 0 and errors(verr) == [], verr
 
 
 def test_data_dir_is_a_file(s):
