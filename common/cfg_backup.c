@@ -54,11 +54,14 @@ int cfg__backup_finalize(struct cfg__walk *w)
         size_t klen = strcspn(o, "=");
         if (o[klen] != '=' || strspn(o, "abcdefghijklmnopqrstuvwxyz0123456789-") != klen ||
             strpbrk(o, "\n\r") != NULL) {
+            /* the name only: the value may be a secret (repo1-cipher-pass) */
             char q[80];
-            cfg__quote(o, q, sizeof q);
+            char name[64];
+            snprintf(name, sizeof name, "%.*s", (int)(klen < 63 ? klen : 63), o);
+            cfg__quote(name, q, sizeof q);
             cfg__error(w->err, w->file, seen(w, "backup.options"), "backup.options",
-                       "%s: expected `name: value` with a pgBackRest option name (lower case, "
-                       "digits, '-') and a one-line value", q);
+                       "option %s: expected `name: value` with a pgBackRest option name (lower "
+                       "case, digits, '-') and a one-line value", q);
             return PGW_EINVAL;
         }
     }

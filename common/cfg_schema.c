@@ -467,11 +467,13 @@ const struct cfg_key cfg__keys[] = {
      CH_RESTART, KF_PATH, NULL, 0, 0, NULL, "The pgbackrest program."},
     {"backup.stanza", NULL, KT_IDENT, C(backup.stanza), 0, NULL, "scope", CH_RESTART, 0, NULL, 0,
      0, NULL, "pgBackRest stanza of this cluster (created by the primary when missing)."},
-    {"backup.options", NULL, KT_OPTIONS, C(backup.options), 0, NULL, "empty", CH_RESTART, 0,
+    {"backup.options", NULL, KT_OPTIONS, C(backup.options), 0, NULL, "empty", CH_RESTART,
+     KF_SECRET,
      NULL, 0, 0, "stanza|config|config-path|config-include-path|pg1-path|pg1-port|pg1-socket-path|"
      "pg1-user|pg1-host|type",
      "pgBackRest options, as a mapping (`repo1-path: /var/lib/pgbackrest`, `repo1-type: gcs`, "
-     "`repo1-retention-full: 2`, `log-path: ...`). pgwarden writes them, with the stanza's "
+     "`repo1-retention-full: 2`, `log-path: ...`; secret: they may hold repo1-cipher-pass or an "
+     "object store key, and are never logged). pgwarden writes them, with the stanza's "
      "`pg1-*` options, into `<raft.data_dir>/pgbackrest.conf`, the only configuration file "
      "its pgbackrest commands read (`--config`); the options pgwarden sets itself are "
      "refused."},
