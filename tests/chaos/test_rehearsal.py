@@ -115,8 +115,12 @@ class World:
                 "pgwarden-subnet-cidr": f"{self.lab.net}.0/24",
                 "pgwarden-client-cidrs": ",".join(tf_default(VARIABLES_TF, "pg_hba_client_cidrs")),
                 "pgwarden-zone": n.zone,
-                # no data disk, no Ops Agent here: startup.sh's boot-disk path
-                "pgwarden-data-device": "", "pgwarden-ops-agent-config": ""}
+                # no data disk, no Ops Agent, no backup bucket, no STONITH here:
+                # startup.sh's boot-disk path, the attributes empty as Terraform
+                # sets them when the features are off
+                "pgwarden-data-device": "", "pgwarden-ops-agent-config": "",
+                "pgwarden-backup-bucket": "", "pgwarden-stonith-script": "",
+                "pgwarden-stonith-map": ""}
         # Compute Engine's view of the VMs, for the gcloud shim
         self.vms_dir = os.path.join(d, "vms")
         for n in c.nodes:
