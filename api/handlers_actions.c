@@ -139,7 +139,7 @@ static void wait_tick(uv_timer_t *t)
         const char *note = ha_controller_note(w->ctx->ha);
         if (w->to[0] != '\0') {
             char elig[256];
-            ha_member_eligibility(w->ctx->ha, w->to, elig, sizeof elig);
+            ha_member_eligibility(w->ctx->ha, w->to, true, elig, sizeof elig);
             if (elig[0] != '\0')
                 snprintf(why, sizeof why, "%s is not eligible: %s", w->to, elig);
         }

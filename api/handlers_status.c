@@ -310,7 +310,7 @@ json_t *api_cluster_json(const struct api_ctx *ctx)
             const char *why = ha_candidate_reason(ctx->ha, m->name);
             char buf[256] = "";
             if (why == NULL || why[0] == '\0') {
-                ha_member_eligibility(ctx->ha, m->name, buf, sizeof buf);
+                ha_member_eligibility(ctx->ha, m->name, false, buf, sizeof buf);
                 why = buf;
             }
             if (why[0] != '\0')

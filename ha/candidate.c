@@ -15,8 +15,8 @@ void cand_check(const struct cand_member *m, const struct cand_rules *r, char *r
         snprintf(reason, len, "witness (no PostgreSQL)");
     } else if (m->nofailover) {
         snprintf(reason, len, "tagged nofailover (or failover_priority <= 0)");
-    } else if (m->backoff) {
-        snprintf(reason, len, "backing off after a failed promotion");
+    } else if (m->backoff != NULL) {
+        snprintf(reason, len, "%s", m->backoff);
     } else if (!m->reachable) {
         snprintf(reason, len, "unreachable: %s", m->error != NULL && m->error[0] ? m->error : "no answer");
     } else if (!m->running) {

@@ -32,7 +32,8 @@ struct cand_member {
     uint64_t receive_lsn, replay_lsn;
     bool delayed;             /* recovery_min_apply_delay > 0 */
     bool in_sync_set;
-    bool backoff;             /* recently failed a promotion (pre_promote) */
+    const char *backoff;      /* why not chosen for a while (lost the lease,
+                               * pre_promote refused, founding failed); NULL if not */
 };
 
 struct cand_rules {

@@ -68,20 +68,31 @@ static void submit_decision(struct ha *h, struct fsm_cmd *c)
     fsm_cmd_free(c);
 }
 
-static bool in_backoff(struct ha *h, const char *name)
+/* Why `name` is not to be chosen for a while, or NULL. A member whose lease
+ * was lost is kept out of automatic choices for ttl so a flapping node is
+ * not promoted straight back; an operator who names it (switchover or
+ * failover --candidate) is obeyed once it is a healthy replica, as in
+ * Patroni. A refused pre_promote holds even then: the fencing script said
+ * no, and it is replicated, so any leader knows. */
+static const char *in_backoff(const struct ha *h, const char *name, bool operator_named)
 {
     uint64_t now = ha_now(h);
-    /* refused to promote (pre_promote): replicated, so any leader knows */
     const struct fsm_member *fm = fsm_member_find(&h->fsm->st, name);
     if (fm != NULL && fsm_member_refused_recently(fm, now, h->timing.ttl_ms))
-        return true;
-    for (unsigned i = 0; i < h->ctl.n_backoff; i++)
-        if (strcmp(h->ctl.backoff_member[i], name) == 0 && now < h->ctl.backoff_until[i])
-            return true;
-    return false;
+        return "pre_promote refused to promote it less than ttl ago";
+    for (unsigned i = 0; i < h->ctl.n_backoff; i++) {
+        if (strcmp(h->ctl.backoff_member[i], name) != 0 || now >= h->ctl.backoff_until[i])
+            continue;
+        if (h->ctl.backoff_why[i] == BACKOFF_FOUNDING)
+            return "did not finish founding the cluster; not chosen again for a while";
+        if (!operator_named)
+            return "lost the primary lease less than ttl ago; chosen automatically again after "
+                   "ttl, at once when named as the candidate";
+    }
+    return NULL;
 }
 
-static void add_backoff(struct ha *h, const char *name, uint64_t ms)
+static void add_backoff(struct ha *h, const char *name, uint64_t ms, enum ctl_backoff_why why)
 {
     struct controller *c = &h->ctl;
     unsigned i;
@@ -96,6 +107,7 @@ static void add_backoff(struct ha *h, const char *name, uint64_t ms)
     }
     snprintf(c->backoff_member[i], FSM_NAME_MAX, "%s", name);
     c->backoff_until[i] = ha_now(h) + ms;
+    c->backoff_why[i] = why;
 }
 
 /* --- candidate choice on fresh statuses -------------------------------------- */
@@ -160,7 +172,8 @@ static int choose(struct ha *h, struct peer_status *ps, size_t n, const struct r
             .replay_lsn = ps[i].replay_lsn,
             .delayed = ps[i].delayed,
             .in_sync_set = fsm_in_sync_set(st, ps[i].name),
-            .backoff = in_backoff(h, ps[i].name),
+            .backoff = in_backoff(h, ps[i].name,
+                                  rules.only != NULL && strcmp(rules.only, ps[i].name) == 0),
         };
     }
     char reasons[FSM_MAX_MEMBERS][CAND_REASON_MAX];
@@ -334,7 +347,8 @@ static void start_round(struct ha *h, enum round_kind kind, const char *exclude)
 
 /* Eligibility from the replicated reports alone (no fresh fetch): what any
  * node can say in GET /cluster about why a member would not be promoted. */
-void ha_member_eligibility(const struct ha *h, const char *name, char *buf, size_t len)
+void ha_member_eligibility(const struct ha *h, const char *name, bool operator_named, char *buf,
+                           size_t len)
 {
     const struct fsm_state *st = &h->fsm->st;
     const struct fsm_member *m = fsm_member_find(st, name);
@@ -358,7 +372,7 @@ void ha_member_eligibility(const struct ha *h, const char *name, char *buf, size
         .receive_lsn = m->report.receive_lsn,
         .replay_lsn = m->report.replay_lsn,
         .in_sync_set = fsm_in_sync_set(st, m->name),
-        .backoff = in_backoff((struct ha *)h, m->name),
+        .backoff = in_backoff(h, m->name, operator_named),
     };
     struct cand_rules rules = {
         .sysid = strtoull(st->sysid, NULL, 10),
@@ -400,7 +414,8 @@ static void choose_founder(struct ha *h)
     unsigned failed = 0;
     for (unsigned i = 0; i < st->n_members; i++) {
         const struct fsm_member *m = &st->members[i];
-        if (m->witness || fsm_member_nofailover(m) || !m->reported || in_backoff(h, m->name))
+        if (m->witness || fsm_member_nofailover(m) || !m->reported ||
+            in_backoff(h, m->name, false) != NULL)
             continue;
         /* a bootstrap failed there: not again until its pgwarden restarts
          * (agent_replica.c), so a broken bootstrap method never loops */
@@ -501,12 +516,12 @@ void controller_step(struct ha *h)
         if (expired) {
             log_warn("ha", "controller: %s did not finish founding the cluster in time",
                      p->member);
-            add_backoff(h, p->member, 2 * (uint64_t)h->timing.ttl_ms);
+            add_backoff(h, p->member, 2 * (uint64_t)h->timing.ttl_ms, BACKOFF_FOUNDING);
         } else if (p->state == FSM_PRIMARY_NONE && p->member[0] != '\0' &&
                    c->backoff_epoch != p->epoch) {
             /* it gave the founding role up (its bootstrap failed): not at
              * once again, its report saying why arrives meanwhile */
-            add_backoff(h, p->member, (uint64_t)h->timing.ttl_ms);
+            add_backoff(h, p->member, (uint64_t)h->timing.ttl_ms, BACKOFF_FOUNDING);
             c->backoff_epoch = p->epoch;
         }
         choose_founder(h);
@@ -519,7 +534,7 @@ void controller_step(struct ha *h)
             if (expired)
                 log_warn("ha", "controller: the primary lease of %s (epoch %" PRIu64 ") expired",
                          p->member, p->epoch);
-            add_backoff(h, p->member, (uint64_t)h->timing.ttl_ms);
+            add_backoff(h, p->member, (uint64_t)h->timing.ttl_ms, BACKOFF_LEASE_LOST);
             c->backoff_epoch = p->epoch;
         }
         start_round(h, ROUND_FAILOVER, NULL);

@@ -109,8 +109,10 @@ void ha_local_status(struct ha *h, bool fresh, ha_status_cb cb, void *ctx);
  * (from the controller's last decision round; NULL when unknown). */
 const char *ha_candidate_reason(const struct ha *h, const char *member);
 /* Why a member could not be promoted, judged from the replicated reports
- * (any node can answer; "" when it could be). */
-void ha_member_eligibility(const struct ha *h, const char *member, char *buf, size_t len);
+ * (any node can answer; "" when it could be); operator_named: as the
+ * candidate an operator named, not as an automatic choice. */
+void ha_member_eligibility(const struct ha *h, const char *member, bool operator_named, char *buf,
+                           size_t len);
 /* The controller's last explanation when it could not act ("" if none). */
 const char *ha_controller_note(const struct ha *h);
 

@@ -132,9 +132,10 @@ struct controller {
     uint64_t stopped_epoch;
     uint64_t backoff_epoch;    /* epoch whose holder was put in backoff */
     uint64_t founding_wait_since; /* first time a founder without data could be chosen */
-    /* members that failed a promotion recently: not chosen until backoff_until */
+    /* members not chosen automatically until backoff_until, and why */
     char backoff_member[FSM_MAX_MEMBERS][FSM_NAME_MAX];
     uint64_t backoff_until[FSM_MAX_MEMBERS];
+    enum ctl_backoff_why { BACKOFF_LEASE_LOST = 1, BACKOFF_FOUNDING } backoff_why[FSM_MAX_MEMBERS];
     unsigned n_backoff;
 };
 

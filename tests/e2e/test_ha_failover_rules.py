@@ -201,6 +201,49 @@ def test_manual_failover_to_named_candidate(make_cluster):
           f"{body.get('message')}")
 
 
+def test_switchover_back_to_the_failed_primary_once_it_rejoined(make_cluster):
+    """A primary whose lease was lost is kept out of automatic choices for
+    ttl (so a flapping node is not promoted straight back), but an operator
+    who names it as the switchover candidate is obeyed as soon as it is a
+    healthy replica again, as in Patroni. Before the fix such a switchover
+    was refused with 412 'backing off after a failed promotion' (CI saw it in
+    test_tls). ttl 10 s puts the rejoin well inside that window, and shows
+    the second defect: the replicas stopped PostgreSQL 'to rejoin' the dead
+    primary, whose last report was still fresh, and were no candidates for
+    20 s (failover in 32 s instead of 11). Their postmasters must live on."""
+    ttl = 10
+    c = make_cluster(n=3, dcs={"ttl": ttl, "loop_wait": 1, "retry_timeout": 3})
+    p = c.wait_healthy(timeout=90)
+    replicas = [n for n in c.nodes if n is not p]
+    wait_for(lambda: all(n.postmaster_pid() for n in replicas), 30, what="replica postmasters")
+    pids = {n.name: n.postmaster_pid() for n in replicas}
+    prober = start_prober(c)
+    p.kill_all()
+    t_kill = time.monotonic()
+    new = c.wait_primary(timeout=6 * ttl, exclude=p)
+    t_new = time.monotonic() - t_kill
+    after = {n.name: n.postmaster_pid() for n in replicas}
+    assert after == pids, (f"a replica's PostgreSQL was stopped while the dead primary's lease ran "
+                           f"out (postmaster PIDs {pids} -> {after}); failover took {t_new:.1f}s")
+    p.start()
+    c.wait_healthy(timeout=90)
+    inside = time.monotonic() - t_kill
+    leader = c.node(c.raft_leader())
+    why = members(c.cluster_view(leader)).get(p.name, {}).get("not_candidate_reason") or ""
+    status, body = http(new.api + "/switchover", "POST", {"leader": new.name, "candidate": p.name},
+                        timeout=70)
+    assert status == 200 and p.name in str(body), (status, body)
+    assert c.wait_primary(timeout=20) is p
+    c.wait_healthy(timeout=90)
+    assert prober.stop() == [], "two primaries in one round"
+    print(f"\nttl {ttl}s: {new.name} primary {t_new:.1f}s after the kill, replicas' PostgreSQL "
+          f"kept running; {p.name} rejoined at {inside:.1f}s, the automatic view said {why!r}; "
+          f"switchover to it answered {status}")
+    if inside < 1.9 * ttl:
+        # still inside the automatic back-off (from the expiry, for ttl)
+        assert "lost the primary lease" in why, why
+
+
 def test_manual_failover_lagging_candidate_needs_allow_data_loss(make_cluster):
     """Scenario 12b: both replicas lag beyond maximum_lag_on_failover when the
     primary dies, so nothing is promoted automatically; a manual failover to

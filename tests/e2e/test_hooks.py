@@ -216,7 +216,7 @@ def test_pre_promote_back_off(make_cluster):
         view = c.cluster_view(viewer)
         why = next((m.get("not_candidate_reason") or "" for m in (view or {}).get("members", [])
                     if m["name"] == x.name), "")
-        return why if "failed promotion" in why and c.raft_leader() == leader else None
+        return why if "pre_promote refused" in why and c.raft_leader() == leader else None
     reason = wait_for(backoff_reason, 4 * ttl, interval=0.05,
                       what=f"the back-off shown in /cluster on {viewer.name} (leader {leader})")
     tries = [e[0] for e in hooks.events(x, "pre_promote", after=t0)]
