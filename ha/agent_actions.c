@@ -493,7 +493,7 @@ void agent_act_rejoin(struct ha *h)
         start_as_is(h, "the upstream does not answer");
         return;
     }
-    if (!ag->was_primary && ag->upstream_rechecked && ag->start_failures > 0) {
+    if (!ag->was_primary && ag->rejoin_is_check && ag->start_failures > 0) {
         /* the rejoin was only a check, for lack of evidence either way;
          * once it failed (the upstream went away meanwhile, most often)
          * the replica must not stay down for it */
@@ -541,6 +541,7 @@ void agent_act_follow(struct ha *h)
         if (streaming) {
             ag->upstream_lost_since_ms = 0;
             ag->upstream_rechecked = false;
+            ag->rejoin_is_check = false;
             (void)agent_slots_step(h, false); /* permanent and cascading slots */
             return;
         }
@@ -587,6 +588,7 @@ void agent_act_follow(struct ha *h)
         if (long_lost && (other_tl || recheck)) {
             ag->upstream_lost_since_ms = 0;
             agent_op_begin(h, "stop to rejoin", "stopping");
+            ag->rejoin_is_check = !other_tl;
             if (other_tl) {
                 log_warn("ha", "not streaming from %s, which is on timeline %u (we are on %u): "
                          "stopping to rejoin", up->name, up_tl, ps->timeline);

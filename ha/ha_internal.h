@@ -60,6 +60,7 @@ struct agent {
     uint64_t upstream_lost_since_ms;
     bool upstream_lost_said;  /* why it does not rejoin was logged for this episode */
     bool upstream_rechecked;  /* stopped once to check for a divergence the timelines hide */
+    bool rejoin_is_check;     /* ...and the rejoin that follows is that check only */
     char upstream_host[256];
     uint16_t upstream_port;
     uint64_t running_reported_epoch;

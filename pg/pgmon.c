@@ -21,43 +21,62 @@
 #include "pg/pgctl.h"
 #include "pg/pgprobe.h"
 
-static const char status_sql[] =
-    "SELECT current_setting('server_version_num')::int,"
-    " pg_is_in_recovery(),"
-    " CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn() END,"
-    " pg_last_wal_receive_lsn(),"
-    " pg_last_wal_replay_lsn(),"
-    " (extract(epoch FROM pg_last_xact_replay_timestamp()) * 1000)::bigint,"
-    " CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() ELSE false END,"
-    " CASE WHEN pg_is_in_recovery() THEN COALESCE("
-    "(SELECT received_tli FROM pg_stat_wal_receiver WHERE received_tli > 0),"
-    " (SELECT timeline_id FROM pg_control_checkpoint()))::bigint"
-    " ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::bigint END,"
-    " (SELECT system_identifier FROM pg_control_system()),"
+/* What the monitor asks every tick (loop_wait), measured on PostgreSQL 15
+ * with pgbench on this kind of machine: the whole query cost 1.48 ms, of
+ * which 0.54 ms was pg_settings (every GUC materialized for one flag) and
+ * 0.45 ms pg_stat_replication (every backend's activity joined to
+ * pg_authid, walsenders or not). The walsenders are read from
+ * pg_stat_get_wal_senders() with the activity of those pids only (0.11
+ * ms, same rows); pending_restart is read every STATUS_PENDING_EVERY_MS
+ * and whenever a fresh status is asked for (after every reload, restart
+ * and operation, and in a controller's round), NULL otherwise: it changes
+ * only when the configuration is reloaded. */
+#define STATUS_HEAD                                                                              \
+    "SELECT current_setting('server_version_num')::int,"                                         \
+    " pg_is_in_recovery(),"                                                                      \
+    " CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn() END,"                    \
+    " pg_last_wal_receive_lsn(),"                                                                \
+    " pg_last_wal_replay_lsn(),"                                                                 \
+    " (extract(epoch FROM pg_last_xact_replay_timestamp()) * 1000)::bigint,"                     \
+    " CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() ELSE false END,"              \
+    " CASE WHEN pg_is_in_recovery() THEN COALESCE("                                              \
+    "(SELECT received_tli FROM pg_stat_wal_receiver WHERE received_tli > 0),"                    \
+    " (SELECT timeline_id FROM pg_control_checkpoint()))::bigint"                                \
+    " ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::bigint END,"   \
+    " (SELECT system_identifier FROM pg_control_system()),"                                      \
     " (extract(epoch FROM pg_postmaster_start_time()) * 1000)::bigint,"
-    " EXISTS (SELECT 1 FROM pg_settings WHERE pending_restart);"
-    "SELECT application_name, usename, client_addr::text, state, sync_state, sync_priority,"
-    " sent_lsn, write_lsn, flush_lsn, replay_lsn FROM pg_stat_replication ORDER BY application_name;"
-    "SELECT status, sender_host, sender_port, slot_name, written_lsn, flushed_lsn, received_tli"
-    " FROM pg_stat_wal_receiver;"
-    /* the archiver, and on a primary how many bytes of WAL lie past the end
-     * of the last segment archived (the segment number from the file name,
-     * times the segment size) */
-    "SELECT archived_count, failed_count,"
-    " (extract(epoch FROM last_archived_time) * 1000)::bigint,"
-    " (extract(epoch FROM last_failed_time) * 1000)::bigint,"
-    " CASE WHEN pg_is_in_recovery() OR last_archived_wal IS NULL"
-    " OR last_archived_wal !~ '^[0-9A-F]{24}$' THEN NULL"
-    " ELSE greatest(0, pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')"
-    " - ((('x' || substr(last_archived_wal, 9, 8))::bit(32)::bigint"
-    " * (4294967296 / pg_size_bytes(current_setting('wal_segment_size')))"
-    " + ('x' || substr(last_archived_wal, 17, 8))::bit(32)::bigint + 1)"
-    " * pg_size_bytes(current_setting('wal_segment_size'))))::bigint END"
-    " FROM pg_stat_archiver";
 
-const char *pgmon_status_sql(void)
+/* ...then the walsenders, the walreceiver, and the archiver with, on a
+ * primary, how many bytes of WAL lie past the end of the last segment
+ * archived (the segment number from the file name, times the segment size) */
+#define STATUS_TAIL                                                                              \
+    "SELECT a.application_name, pg_catalog.pg_get_userbyid(a.usesysid), a.client_addr::text,"    \
+    " w.state, w.sync_state, w.sync_priority, w.sent_lsn, w.write_lsn, w.flush_lsn, w.replay_lsn" \
+    " FROM pg_catalog.pg_stat_get_wal_senders() w,"                                              \
+    " LATERAL pg_catalog.pg_stat_get_activity(w.pid) a ORDER BY 1;"                              \
+    "SELECT status, sender_host, sender_port, slot_name, written_lsn, flushed_lsn, received_tli" \
+    " FROM pg_stat_wal_receiver;"                                                                \
+    "SELECT archived_count, failed_count,"                                                       \
+    " (extract(epoch FROM last_archived_time) * 1000)::bigint,"                                  \
+    " (extract(epoch FROM last_failed_time) * 1000)::bigint,"                                    \
+    " CASE WHEN pg_is_in_recovery() OR last_archived_wal IS NULL"                                \
+    " OR last_archived_wal !~ '^[0-9A-F]{24}$' THEN NULL"                                        \
+    " ELSE greatest(0, pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')"                             \
+    " - ((('x' || substr(last_archived_wal, 9, 8))::bit(32)::bigint"                             \
+    " * (4294967296 / pg_size_bytes(current_setting('wal_segment_size')))"                       \
+    " + ('x' || substr(last_archived_wal, 17, 8))::bit(32)::bigint + 1)"                         \
+    " * pg_size_bytes(current_setting('wal_segment_size'))))::bigint END"                        \
+    " FROM pg_stat_archiver"
+
+#define STATUS_PENDING_EVERY_MS 10000
+
+static const char status_sql[] =
+    STATUS_HEAD " EXISTS (SELECT 1 FROM pg_catalog.pg_settings WHERE pending_restart);" STATUS_TAIL;
+static const char status_sql_light[] = STATUS_HEAD " NULL::boolean;" STATUS_TAIL;
+
+const char *pgmon_status_sql(bool with_pending_restart)
 {
-    return status_sql;
+    return with_pending_restart ? status_sql : status_sql_light;
 }
 
 const char *pg_run_state_name(enum pg_run_state s)
@@ -99,6 +118,7 @@ struct pgmon {
     uint64_t seq, ops_seq;
     bool pending_tick;
     bool round_query_ok; /* the status query of the current round succeeded */
+    uint64_t pending_asked_ms; /* when the status query last read pending_restart */
     struct refresh_req *refreshes;
     struct pg_status st;
     uint32_t seen_tli;             /* highest received_tli of this postmaster */
@@ -214,7 +234,8 @@ int pgmon_parse_status(PGresult *const *res, size_t n, struct pg_status *st, cha
     /* bigint in SQL: identifiers above 2^63 come back negative */
     st->system_identifier = get_i64(r, 0, 8, &x) ? (uint64_t)x : 0;
     st->postmaster_start_ms = get_i64(r, 0, 9, &x) ? x : 0;
-    st->pending_restart = get_bool(r, 0, 10);
+    if (!PQgetisnull(r, 0, 10)) /* NULL: not asked this time, the last answer stands */
+        st->pending_restart = get_bool(r, 0, 10);
 
     r = res[1];
     int rows = PQntuples(r);
@@ -456,7 +477,12 @@ static void tick(struct pgmon *m)
         m->probe_inflight = true;
     else
         log_warn("pg", "cannot start the probe: %s", pgw_strerror(rc));
-    rc = pgconn_query(m->conn, status_sql, m->query_timeout_ms, on_status, m);
+    uint64_t now = uv_now(m->loop);
+    bool pending = m->refreshes != NULL || !m->st.query_ok || m->pending_asked_ms == 0 ||
+                   now - m->pending_asked_ms >= STATUS_PENDING_EVERY_MS;
+    rc = pgconn_query(m->conn, pgmon_status_sql(pending), m->query_timeout_ms, on_status, m);
+    if (rc == PGW_OK && pending)
+        m->pending_asked_ms = now;
     if (rc == PGW_OK)
         m->query_inflight = true;
     if (!m->probe_inflight && !m->query_inflight)

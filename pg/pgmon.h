@@ -132,6 +132,8 @@ void pgmon_destroy(struct pgmon *m);
 int pgmon_parse_status(PGresult *const *res, size_t n, struct pg_status *st, char *errbuf,
                        size_t errlen) PGW_MUST_CHECK;
 /* The status query text (for tests and for humans). */
-const char *pgmon_status_sql(void);
+/* The status query, reading pending_restart or leaving it NULL (the
+ * costly part: pg_settings). */
+const char *pgmon_status_sql(bool with_pending_restart);
 
 #endif

@@ -372,7 +372,21 @@ static void test_parse_status_replica(void **state)
     assert_non_null(strstr(eb, "shape"));
     for (int i = 0; i < 3; i++)
         PQclear(rp[i]);
-    assert_non_null(strstr(pgmon_status_sql(), "pg_stat_replication"));
+    assert_non_null(strstr(pgmon_status_sql(true), "pg_stat_get_wal_senders"));
+    assert_non_null(strstr(pgmon_status_sql(true), "pending_restart"));
+    assert_null(strstr(pgmon_status_sql(false), "pg_settings"));
+
+    /* pending_restart not asked (NULL): the last answer stands */
+    const char *v1n[] = {"150004", "f", "0/7000000", NULL, NULL, NULL, "f", "2", "42", "1", NULL};
+    PGresult *rn[3] = {mkres(11, n1, 1, v1n), mkres(10, n2, 0, NULL), mkres(7, n3, 0, NULL)};
+    st.pending_restart = true;
+    assert_int_equal(pgmon_parse_status(rn, 3, &st, eb, sizeof eb), 0);
+    assert_true(st.pending_restart);
+    st.pending_restart = false;
+    assert_int_equal(pgmon_parse_status(rn, 3, &st, eb, sizeof eb), 0);
+    assert_false(st.pending_restart);
+    for (int i = 0; i < 3; i++)
+        PQclear(rn[i]);
 }
 
 struct mon_res {
