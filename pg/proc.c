@@ -9,6 +9,11 @@
  * then SIGKILL 5 s later; PGW_ETIMEDOUT); proc_cancel (SIGKILL;
  * PGW_ECANCELED). A grandchild keeping our pipes open does not hold us:
  * after the exit we wait at most 2 s for EOF.
+ * Every child but a detached one (pg_ctl start, whose postmaster outlives
+ * us) leads a session and process group of its own, and the deadline and
+ * proc_cancel signal that whole group: a script's children and pgBackRest's
+ * helper processes go with it (the child alone was killed before, and a
+ * backup's children outlived pgwarden's stop).
  *
  * Ownership: the struct proc belongs to this file; it is freed after the
  * done callback returned, so the caller forgets its pointer in the callback. */
@@ -57,6 +62,7 @@ struct proc {
     bool timed_out;
     bool canceled;
     bool killed_hard;
+    bool own_group;     /* pid is also the process group to signal */
     int64_t exit_status;
     int term_signal;
     int pid;
@@ -169,6 +175,17 @@ static void finish(struct proc *p)
     close_if_open(p, (uv_handle_t *)&p->process);
 }
 
+/* The whole group while it may hold something of ours; after the leader
+ * was reaped its group lives on only through its descendants (the id
+ * cannot be taken by a new group while they do), else ESRCH. */
+static void kill_child(struct proc *p, int sig)
+{
+    if (p->own_group && kill(-(pid_t)p->pid, sig) == 0)
+        return;
+    if (!p->exited)
+        uv_process_kill(&p->process, sig);
+}
+
 static void on_timer(uv_timer_t *t)
 {
     struct proc *p = t->data;
@@ -181,14 +198,14 @@ static void on_timer(uv_timer_t *t)
         p->timed_out = true;
         log_warn("pg", "%s (pid %d) overran its deadline: SIGTERM, SIGKILL in %d s", p->name,
                  p->pid, KILL_GRACE_MS / 1000);
-        uv_process_kill(&p->process, SIGTERM);
+        kill_child(p, SIGTERM);
         uv_timer_start(&p->timer, on_timer, KILL_GRACE_MS, 0);
         return;
     }
     if (!p->killed_hard) {
         p->killed_hard = true;
         log_warn("pg", "%s (pid %d) still running: SIGKILL", p->name, p->pid);
-        uv_process_kill(&p->process, SIGKILL);
+        kill_child(p, SIGKILL);
         uv_timer_start(&p->timer, on_timer, KILL_GRACE_MS, 0);
     }
 }
@@ -311,7 +328,7 @@ int proc_spawn(uv_loop_t *loop, const struct proc_spec *spec, proc_done_cb cb, v
     o.exit_cb = on_exit_cb;
     o.stdio_count = 3;
     o.stdio = stdio;
-    o.flags = spec->detached ? UV_PROCESS_DETACHED : 0;
+    o.flags = UV_PROCESS_DETACHED; /* setsid(): a session and group of its own */
 
     int rc = uv_spawn(loop, &p->process, &o);
     free(env);
@@ -329,6 +346,7 @@ int proc_spawn(uv_loop_t *loop, const struct proc_spec *spec, proc_done_cb cb, v
     }
     p->open_handles = 4;
     p->pid = p->process.pid;
+    p->own_group = !spec->detached;
     p->out.open = p->err.open = true;
     p->out.pipe.data = p;
     p->err.pipe.data = p;
@@ -353,8 +371,7 @@ void proc_cancel(struct proc *p)
     if (!p || p->done)
         return;
     p->canceled = true;
-    if (!p->exited)
-        uv_process_kill(&p->process, SIGKILL);
+    kill_child(p, SIGKILL);
 }
 
 void proc_abandon(struct proc *p)

@@ -14,8 +14,11 @@ local (posix) repository shared by three nodes on 127.0.0.1:
   [pgbackrest, basebackup]) streams afterwards."""
 import json
 import os
+import pwd
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 
 import pytest
@@ -42,7 +45,7 @@ def run_pg(cluster, args, timeout=300, check=True):
     return r
 
 
-def backup_cluster(make):
+def backup_cluster(make, command=None):
     c = make(start=False, dcs={"ttl": 4, "loop_wait": 1, "retry_timeout": 1})
     repo = os.path.join(c.dir, "repo")
     os.makedirs(repo)
@@ -57,7 +60,7 @@ def backup_cluster(make):
         conf = os.path.join(n.raft_dir, "pgbackrest.conf")
         n.extra = {
             "backup": {"method": "pgbackrest", "options": opts, "full_interval": 3600,
-                       "diff_interval": 0},
+                       "diff_interval": 0, **({"command": command} if command else {})},
             "postgresql": {
                 "create_replica_methods": ["pgbackrest", "basebackup"],
                 "pgbackrest": {"command": f"{PGBACKREST} --config={conf} --stanza={c.scope} "
@@ -389,3 +392,52 @@ def test_backup_interrupted_by_a_switchover_and_failing(make):
     line = next(ln for ln in metrics.splitlines() if ln.startswith("pgwarden_backup_failures_total{"))
     assert float(line.rsplit(" ", 1)[1]) >= 1, line
     assert "next try in 60 s" in new.log()
+
+
+def test_stopping_pgwarden_mid_backup_leaves_nothing_running(make):
+    """pgwarden stopped cleanly (SIGTERM) while a backup runs: what it
+    started for the backup is gone, the program's own children included
+    (pgBackRest runs helper processes; a wrapper script its commands). The
+    backup program here is a wrapper that, for `backup`, starts a child and
+    waits for it; for anything else it is pgbackrest. Before the fix only the
+    wrapper was killed and its child lived on."""
+    bindir = tempfile.mkdtemp(prefix="pgw-wrap-")
+    pw_user = pwd.getpwnam("postgres")
+    os.chown(bindir, pw_user.pw_uid, pw_user.pw_gid)
+    os.chmod(bindir, 0o755)
+    marker = os.path.join(bindir, "backup-child.pid")
+    wrapper = os.path.join(bindir, "pgbackrest-wrapper")
+    with open(wrapper, "w") as f:
+        f.write("#!/bin/sh\n"
+                'case " $* " in *" backup "*)\n'
+                f"  sleep 3607 & echo $! > {marker}; wait $!; exit 1;;\n"
+                "esac\n"
+                f'exec {PGBACKREST} "$@"\n')
+    os.chmod(wrapper, 0o755)
+
+    def child_pid():
+        try:
+            with open(marker) as f:
+                return int(f.read().strip() or 0) or None
+        except (OSError, ValueError):
+            return None
+    child = None
+    try:
+        c = backup_cluster(make, command=wrapper)
+        p = c.wait_primary(timeout=90)
+        child = wait_for(child_pid, 120, what="the backup (the wrapper's child) running on the primary")
+        assert os.path.exists(f"/proc/{child}")
+        wait_for(lambda: backup_status(p)["running"] is not None, 10, what="GET /backup: running")
+        pw = p.proc.pid
+        os.kill(pw, signal.SIGTERM)
+        p.proc.wait(timeout=60)
+        deadline = time.monotonic() + 10
+        while os.path.exists(f"/proc/{child}") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not os.path.exists(f"/proc/{child}"), \
+            f"pgwarden stopped, but the backup's child (pid {child}) still runs"
+        print(f"\npgwarden (pid {pw}) stopped mid-backup: the backup's child {child} is gone")
+    finally:
+        if child is not None and os.path.exists(f"/proc/{child}"):
+            os.kill(child, signal.SIGKILL)
+        shutil.rmtree(bindir, ignore_errors=True)
