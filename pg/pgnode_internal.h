@@ -46,6 +46,7 @@ struct pgnode {
     uv_timer_t timer; /* only to free the node from a close callback */
     struct pgconn *conn;
     bool conn_remote; /* conn goes to n->host, not to the local instance */
+    bool conn_quiet;  /* conn started with statement logging off (pgnode__do_sql_at) */
     struct pgrewind_fetch *fetch;
     struct proc *proc;
     char host[256];

@@ -100,10 +100,10 @@ out:
     }
 }
 
-/* First in a query that holds passwords: a plain SET, so that the statements
- * after it are not logged with them. log_min_error_statement 'log' keeps a
- * failing statement out of the log too (ERROR ranks below LOG there), as
- * Patroni's create_or_update_role does. */
+/* First in a query that holds passwords. pgnode__do_sql_at already starts
+ * the session with these, which is what keeps log_statement quiet (a SET
+ * here comes too late for it); repeated so that the SQL carries its own
+ * guard whatever session runs it. */
 static void sq_no_statement_log(struct sqlbuf *b)
 {
     sq_add(b, "SET log_statement = 'none';\nSET log_min_duration_statement = -1;\n"
