@@ -647,8 +647,9 @@ static void fix_postgresql(struct conv *c)
 static void fix_bootstrap(struct conv *c)
 {
     if (jget(c->doc, "bootstrap.users") != NULL) {
-        note(c, "bootstrap.users", "removed: pgwarden does not create users at bootstrap "
-             "(Patroni 4 neither); irrelevant for a cluster that already runs");
+        note(c, "bootstrap.users", "removed: used only when a new cluster is bootstrapped, "
+             "irrelevant for a cluster that already runs (and its passwords stay out of the "
+             "file)");
         jdel(c->doc, "bootstrap.users");
     }
     static const char *const initdb_own[] = {"pgdata", "nosync", "pwfile", "sync-only", "version",

@@ -798,6 +798,10 @@ static int finalize(struct loader *x)
         return rc;
     if ((rc = cfg__backup_finalize(&x->w)) != 0)
         return rc;
+    if ((rc = cfg__users_finalize(&x->w)) != 0) {
+        cfg__error(x->w.err, x->w.file, NULL, NULL, "out of memory");
+        return rc;
+    }
     if ((rc = computed_defaults(c)) != 0) {
         cfg__error(x->w.err, x->w.file, NULL, NULL, "out of memory");
         return rc;
@@ -806,6 +810,16 @@ static int finalize(struct loader *x)
 }
 
 /* ---------- load ---------- */
+
+/* Whether the value given for secret key i holds a secret: bootstrap.users
+ * does only when one of its users has a password. */
+static bool holds_secret(const struct loader *x, size_t i)
+{
+    const struct cfg_key *k = &cfg__keys[i];
+    if (k->type != KT_USERS)
+        return true;
+    return cfg__users_have_password(cfg__field(k, x->w.c, x->w.dcs));
+}
 
 static int apply_defaults(struct cfg *c)
 {
@@ -866,7 +880,7 @@ int cfg_load_buffer(const char *name, const char *text, size_t len, struct cfg *
     /* before the environment: a secret written in the file is there even
      * when a variable overrides it */
     for (size_t i = 0; i < cfg__nkeys && out->file_secret_key == NULL; i++)
-        if ((cfg__keys[i].flags & KF_SECRET) && x->w.seen[i] != NULL)
+        if ((cfg__keys[i].flags & KF_SECRET) && x->w.seen[i] != NULL && holds_secret(x, i))
             out->file_secret_key = cfg__keys[i].path;
     if ((rc = apply_env(x)) != 0 || (rc = finalize(x)) != 0)
         goto fail;

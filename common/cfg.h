@@ -93,6 +93,21 @@ struct cfg_slot_matchers {
     size_t n;
 };
 
+/* A role of bootstrap.users (Patroni's), created after the cluster's own
+ * bootstrap. `attrs` are PostgreSQL role attributes, validated at load and
+ * normalised (upper case, single spaces): "CREATEDB", "CONNECTION LIMIT 5",
+ * "VALID UNTIL '2030-01-01'". */
+struct cfg_user {
+    char *name;
+    char *password; /* secret: never logged; NULL = none (an empty one too, as Patroni) */
+    struct cfg_strlist attrs;
+};
+
+struct cfg_users {
+    struct cfg_user *items;
+    size_t n;
+};
+
 /* A custom replica-creation method (postgresql.<name>, listed in
  * postgresql.create_replica_methods) or bootstrap method (bootstrap.<name>,
  * named by bootstrap.method), with Patroni's keys. */
@@ -188,6 +203,7 @@ struct cfg_bootstrap {
     struct cfg_strlist pg_hba;
     char *method;          /* "initdb" or the name of a section bootstrap.<method> */
     char *post_bootstrap;  /* alias post_init */
+    struct cfg_users users;     /* roles created after post_bootstrap (cfg_users.c) */
     struct cfg_methods methods; /* the custom method's section (n is 0 or 1) */
 };
 

@@ -38,6 +38,7 @@ enum cfg_ktype {
     KT_LOGFORMAT,  /* enum log_format */
     KT_SLOTS,      /* struct cfg_slots: mapping name: {type, database, plugin} (cfg_slots.c) */
     KT_SLOTMATCH,  /* struct cfg_slot_matchers: list of {name, type, database, plugin} */
+    KT_USERS,      /* struct cfg_users: mapping name: {password, options} (cfg_users.c) */
 };
 
 enum cfg_change {
@@ -184,6 +185,18 @@ bool cfg__slots_value_equal(const struct cfg_key *k, const void *a, const void *
 void cfg__slots_format_value(const struct cfg_key *k, const void *v, char *buf, size_t len);
 /* JSON form; NULL when the value is empty (left out of GET /config). */
 json_t *cfg__slots_value_json(const struct cfg_key *k, const void *v);
+
+/* cfg_users.c: the KT_USERS value type (bootstrap.users). The format
+ * never shows a password. */
+int cfg__users_parse_value(const struct ynode *v, void *dst, struct cfg__perr *pe);
+void cfg__users_free_value(void *dst);
+int cfg__users_copy_value(void *dst, const void *src);
+bool cfg__users_value_equal(const void *a, const void *b);
+void cfg__users_format_value(const void *v, char *buf, size_t len);
+bool cfg__users_have_password(const void *v);
+/* After the walk and the environment: drop (with a warning) the users named
+ * like pgwarden's own roles, as Patroni skips them. */
+int cfg__users_finalize(struct cfg__walk *w);
 
 __attribute__((format(printf, 5, 6)))
 void cfg__error(struct cfg_error *e, const char *file, const struct ynode *at, const char *path,

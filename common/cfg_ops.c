@@ -37,6 +37,9 @@ void cfg__free_value(const struct cfg_key *k, void *dst)
     case KT_SLOTMATCH:
         cfg__slots_free_value(k, dst);
         break;
+    case KT_USERS:
+        cfg__users_free_value(dst);
+        break;
     default:
         break;
     }
@@ -117,6 +120,8 @@ int cfg__copy_value(const struct cfg_key *k, void *dst, const void *src)
     case KT_SLOTS:
     case KT_SLOTMATCH:
         return cfg__slots_copy_value(k, dst, src);
+    case KT_USERS:
+        return cfg__users_copy_value(dst, src);
     case KT_SECTION:
         return PGW_OK;
     default:
@@ -169,6 +174,8 @@ bool cfg__value_equal(const struct cfg_key *k, const void *a, const void *b)
     case KT_SLOTS:
     case KT_SLOTMATCH:
         return cfg__slots_value_equal(k, a, b);
+    case KT_USERS:
+        return cfg__users_value_equal(a, b);
     case KT_SECTION:
         return true;
     default:
@@ -262,6 +269,9 @@ void cfg__format_value(const struct cfg_key *k, const void *v, char *buf, size_t
     case KT_SLOTS:
     case KT_SLOTMATCH:
         cfg__slots_format_value(k, v, buf, len);
+        break;
+    case KT_USERS:
+        cfg__users_format_value(v, buf, len);
         break;
     case KT_SECTION:
         snprintf(buf, len, "(section)");

@@ -166,6 +166,7 @@ static void type_cell(FILE *out, const struct cfg_key *k)
     case KT_LOGFORMAT: fputs("`plain`, `json`", out); break;
     case KT_SLOTS: fputs("mapping slot name: {type, database, plugin}", out); break;
     case KT_SLOTMATCH: fputs("list of {name, type, database, plugin}", out); break;
+    case KT_USERS: fputs("mapping user name: {password, options}", out); break;
     case KT_SECTION: fputs("mapping", out); break;
     }
 }

@@ -296,6 +296,18 @@ const struct cfg_key cfg__keys[] = {
      NULL, 0, 0, NULL,
      "How the first node creates its data directory: `initdb`, or the name of a section "
      "`bootstrap.<name>` whose command creates it (a restore from a backup)."},
+    {"bootstrap.users", NULL, KT_USERS, C(bootstrap.users), 0, NULL, "none", CH_BOOTSTRAP,
+     KF_SECRET, NULL, 0, 0, NULL,
+     "Roles created once the new cluster's own bootstrap (initdb or a custom method) and "
+     "post_bootstrap succeeded, as in Patroni 3: `alice: {password: ..., options: [createrole, "
+     "createdb]}`. A missing role is created, an existing one altered; LOGIN is added unless "
+     "LOGIN or NOLOGIN is given. options accepts PostgreSQL role attributes only (any case): "
+     "[NO]SUPERUSER, [NO]CREATEDB, [NO]CREATEROLE, [NO]INHERIT, [NO]LOGIN, [NO]REPLICATION, "
+     "[NO]BYPASSRLS, `CONNECTION LIMIT <integer>`, `VALID UNTIL '<timestamp>'`; anything else "
+     "is refused at load (Patroni pastes options into its SQL as given). The passwords are "
+     "secrets: never logged, nor written to PostgreSQL's log. A user named like the superuser, "
+     "replication or rewind user is skipped with a warning, as Patroni does. Nothing is "
+     "created on a replica, nor when an existing data directory is adopted."},
     {"bootstrap.post_bootstrap", "post_init", KT_STR, C(bootstrap.post_bootstrap), 0, NULL,
      "none", CH_BOOTSTRAP, 0, NULL, 0, 0, NULL,
      "Command run once the new cluster is up, with a superuser connection string as its "

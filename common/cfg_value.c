@@ -548,6 +548,8 @@ int cfg__parse_value(const struct cfg_key *k, const struct ynode *v, void *dst,
     case KT_SLOTS:
     case KT_SLOTMATCH:
         return cfg__slots_parse_value(k, v, dst, pe);
+    case KT_USERS:
+        return cfg__users_parse_value(v, dst, pe);
     case KT_SECTION:
         break;
     }

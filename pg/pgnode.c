@@ -454,6 +454,22 @@ static void on_sql(struct pgconn *c, const struct pgconn_result *r, void *ctx)
     pgnode__advance(n, PGW_OK);
 }
 
+/* The steps whose SQL holds passwords (CREATE / ALTER ROLE ... PASSWORD). */
+static bool step_has_passwords(enum step step)
+{
+    return step == S_ROLES || step == S_USERS;
+}
+
+/* Statement logging off from the start of the session. A SET at the head
+ * of the query string is too late for log_statement: PostgreSQL logs a
+ * simple query's whole text (the passwords after the SET included) before
+ * it runs any of it, when log_statement is ddl, mod or all. Superusers may
+ * set these at connection start. log_min_error_statement 'log' keeps a
+ * failing statement out of the log too (ERROR ranks below LOG there), as
+ * Patroni's create_or_update_role does. */
+#define QUIET_SESSION_OPTIONS                                                                     \
+    "-c log_statement=none -c log_min_duration_statement=-1 -c log_min_error_statement=log"
+
 /* Run sql (taken over) on a short-lived superuser connection to the local
  * instance, or to host:port when host is not NULL. */
 int pgnode__do_sql_at(struct pgnode *n, enum step step, char *sql, const char *host, uint16_t port)
@@ -465,8 +481,10 @@ int pgnode__do_sql_at(struct pgnode *n, enum step step, char *sql, const char *h
         return PGW_ENOMEM;
     }
     n->step = step;
-    if (n->conn && (host != NULL || n->conn_remote)) {
-        pgconn_destroy(n->conn); /* never reuse a connection across targets */
+    bool quiet = step_has_passwords(step);
+    if (n->conn && (host != NULL || n->conn_remote || quiet != n->conn_quiet)) {
+        /* never reuse a connection across targets, nor across logging modes */
+        pgconn_destroy(n->conn);
         n->conn = NULL;
     }
     n->conn_remote = host != NULL;
@@ -474,6 +492,9 @@ int pgnode__do_sql_at(struct pgnode *n, enum step step, char *sql, const char *h
         struct pgconn_params p;
         int rc = host ? pgconf_conn_params(n->cfg, PGCONF_SUPERUSER, host, port, "postgres", false, &p)
                       : pgnode_local_conn_params(n, &p);
+        if (rc == PGW_OK && quiet && (rc = pgconn_params_set(&p, "options", QUIET_SESSION_OPTIONS)))
+            pgconn_params_free(&p);
+        n->conn_quiet = quiet;
         if (rc) {
             pgnode__set_err(n, "out of memory");
             return rc;

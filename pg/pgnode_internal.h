@@ -23,7 +23,7 @@ enum step {
     S_NONE = 0,
     S_INITDB, S_START, S_ROLES, S_STOP, S_BASEBACKUP, S_RELOAD, S_PROMOTE, S_SLOTS,
     S_CD1, S_RECOVER, S_CD2, S_WALDUMP, S_FETCH, S_REWIND, S_ADOPT_INFO, S_CHECKPOINT, S_SRC_CHECKPOINT,
-    S_CLEAN, S_METHOD, S_RECOVERY_WAIT, S_POST_BOOTSTRAP, S_FAIL_STOP, S_NUDGE,
+    S_CLEAN, S_METHOD, S_RECOVERY_WAIT, S_POST_BOOTSTRAP, S_FAIL_STOP, S_NUDGE, S_USERS,
 };
 
 struct pgslots_run;
@@ -46,6 +46,7 @@ struct pgnode {
     uv_timer_t timer; /* only to free the node from a close callback */
     struct pgconn *conn;
     bool conn_remote; /* conn goes to n->host, not to the local instance */
+    bool conn_quiet;  /* conn started with statement logging off (pgnode__do_sql_at) */
     struct pgrewind_fetch *fetch;
     struct proc *proc;
     char host[256];
@@ -95,6 +96,9 @@ int pgnode__do_sql_at(struct pgnode *n, enum step step, char *sql, const char *h
 int pgnode__do_sql(struct pgnode *n, enum step step, char *sql);
 int pgnode__do_roles(struct pgnode *n);
 int pgnode__do_roles_if_missing(struct pgnode *n); /* adoption: create, never alter */
+/* bootstrap.users, after post_bootstrap of the cluster's own bootstrap only */
+bool pgnode__has_users(const struct pgnode *n);
+int pgnode__do_users(struct pgnode *n);
 /* pgconf_sanitize_auto_conf, logging what it removed; error text in eb. */
 int pgnode__sanitize_auto_conf(struct pgnode *n, bool recovery, char *eb, size_t eblen);
 /* remove_data_directory_on_rewind_failure / _diverged_timelines as in

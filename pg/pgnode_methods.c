@@ -22,8 +22,9 @@
  * the superuser locally, since the restored cluster knows other passwords)
  * -> start -> (custom with recovery: wait until PostgreSQL leaves recovery,
  * i.e. it promoted at its recovery target) -> roles (passwords, replication,
- * rewind) -> post_bootstrap <conninfo> -> (custom: final configuration and
- * pg_hba.conf, reload).
+ * rewind) -> post_bootstrap <conninfo> -> the roles of bootstrap.users ->
+ * (custom: final configuration and pg_hba.conf, reload). Only this flow
+ * creates bootstrap.users: not a clone, not the adoption of existing data.
  * Bootstrap, failure modes: any step fails or overruns its deadline; when
  * PostgreSQL was already started it is stopped (immediate) before the step
  * ends with the first error, so the caller can move the data dir aside. */
@@ -777,6 +778,13 @@ void pgnode__advance_bootstrap(struct pgnode *n, enum step done, int rc)
         }
         /* fall through */
     case S_POST_BOOTSTRAP:
+        /* after post_bootstrap, as Patroni (bootstrap.py post_bootstrap) */
+        if (pgnode__has_users(n)) {
+            rc = pgnode__do_users(n);
+            break;
+        }
+        /* fall through */
+    case S_USERS:
         if (m != NULL) {
             rc = final_config(n);
             break;

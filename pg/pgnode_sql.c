@@ -1,6 +1,7 @@
 /* The SQL steps of the node: roles (superuser password, replication role,
  * rewind role with the grants pg_rewind needs, when a rewind section is
- * configured: without one pg_rewind connects as the superuser) and
+ * configured: without one pg_rewind connects as the superuser), the roles
+ * of bootstrap.users (after post_bootstrap, as in Patroni) and
  * physical replication slots, each one idempotent multi-statement query on
  * a short-lived superuser connection (see pgnode__do_sql). */
 #include <stdio.h>
@@ -46,13 +47,13 @@ static void sq_add(struct sqlbuf *b, const char *s)
  * its own initdb; resetting a password would lock out whoever else uses it). */
 enum role_how { ROLE_ALTER, ROLE_ENSURE_AND_ALTER, ROLE_CREATE_IF_MISSING };
 
-static void sq_role(struct sqlbuf *b, const struct cfg_pgauth *a, const char *attrs,
+static void sq_role(struct sqlbuf *b, const char *name, const char *password, const char *attrs,
                     enum role_how how)
 {
-    char *id = pgconn_quote_ident(a->username);
-    char *lit = pgconn_quote_literal(a->username);
-    char *pw = a->password ? pgconn_quote_literal(a->password) : NULL;
-    if (!id || !lit || (a->password && !pw)) {
+    char *id = pgconn_quote_ident(name);
+    char *lit = pgconn_quote_literal(name);
+    char *pw = password ? pgconn_quote_literal(password) : NULL;
+    if (!id || !lit || (password && !pw)) {
         b->oom = true;
         goto out;
     }
@@ -99,24 +100,33 @@ out:
     }
 }
 
+/* First in a query that holds passwords. pgnode__do_sql_at already starts
+ * the session with these, which is what keeps log_statement quiet (a SET
+ * here comes too late for it); repeated so that the SQL carries its own
+ * guard whatever session runs it. */
+static void sq_no_statement_log(struct sqlbuf *b)
+{
+    sq_add(b, "SET log_statement = 'none';\nSET log_min_duration_statement = -1;\n"
+              "SET log_min_error_statement = 'log';\n");
+}
+
 static char *roles_sql(const struct cfg *cfg, bool keep_existing)
 {
     struct sqlbuf b = {0};
     const struct cfg_pgauth *su = &cfg->postgresql.superuser;
     const struct cfg_pgauth *rep = &cfg->postgresql.replication;
     const struct cfg_pgauth *rw = &cfg->postgresql.rewind;
-    /* a plain SET: the statements below must not be logged with their passwords */
-    sq_add(&b, "SET log_statement = 'none';\nSET log_min_duration_statement = -1;\n");
+    sq_no_statement_log(&b);
     enum role_how other = keep_existing ? ROLE_CREATE_IF_MISSING : ROLE_ENSURE_AND_ALTER;
     /* the superuser pgwarden connected as exists: kept as it is on adoption */
     if (su->username && *su->username && !keep_existing)
-        sq_role(&b, su, "SUPERUSER LOGIN", ROLE_ALTER);
+        sq_role(&b, su->username, su->password, "SUPERUSER LOGIN", ROLE_ALTER);
     if (rep->username && *rep->username &&
         !(su->username && strcmp(rep->username, su->username) == 0))
-        sq_role(&b, rep, "REPLICATION LOGIN", other);
+        sq_role(&b, rep->username, rep->password, "REPLICATION LOGIN", other);
     if (rw->username && *rw->username &&
         !(su->username && strcmp(rw->username, su->username) == 0)) {
-        sq_role(&b, rw, "LOGIN", other);
+        sq_role(&b, rw->username, rw->password, "LOGIN", other);
         char *id = pgconn_quote_ident(rw->username);
         if (!id) {
             free(b.s);
@@ -143,6 +153,67 @@ static char *roles_sql(const struct cfg *cfg, bool keep_existing)
         return NULL;
     }
     return b.s;
+}
+
+/* The attributes of a bootstrap.users role as Patroni's
+ * create_or_update_role builds them: the options (validated and upper-cased
+ * at load, common/cfg_users.c), then LOGIN unless LOGIN or NOLOGIN is one. */
+static void sq_user_attrs(struct sqlbuf *b, const struct cfg_user *u)
+{
+    bool login_given = false;
+    for (size_t i = 0; i < u->attrs.n; i++) {
+        const char *a = u->attrs.items[i];
+        sq_add(b, i ? " " : "");
+        sq_add(b, a);
+        login_given |= strcmp(a, "LOGIN") == 0 || strcmp(a, "NOLOGIN") == 0;
+    }
+    if (!login_given)
+        sq_add(b, u->attrs.n ? " LOGIN" : "LOGIN");
+}
+
+/* bootstrap.users: each one created when missing, else altered (Patroni's
+ * create_or_update_role). The users named like pgwarden's own roles were
+ * dropped at load. NULL when there are none (or out of memory: *oom). */
+static char *users_sql(const struct cfg *cfg, bool *oom)
+{
+    const struct cfg_users *l = &cfg->bootstrap.users;
+    struct sqlbuf b = {0};
+    *oom = false;
+    if (l->n == 0)
+        return NULL;
+    sq_no_statement_log(&b);
+    for (size_t i = 0; i < l->n; i++) {
+        struct sqlbuf attrs = {0};
+        sq_user_attrs(&attrs, &l->items[i]);
+        b.oom |= attrs.oom;
+        if (!attrs.oom)
+            sq_role(&b, l->items[i].name, l->items[i].password, attrs.s, ROLE_ENSURE_AND_ALTER);
+        free(attrs.s);
+    }
+    if (b.oom) {
+        if (b.s)
+            memset(b.s, 0, b.len);
+        free(b.s);
+        *oom = true;
+        return NULL;
+    }
+    return b.s;
+}
+
+bool pgnode__has_users(const struct pgnode *n)
+{
+    return n->cfg->bootstrap.users.n > 0;
+}
+
+int pgnode__do_users(struct pgnode *n)
+{
+    bool oom;
+    char *sql = users_sql(n->cfg, &oom);
+    if (sql == NULL && !oom)
+        return PGW_EINVAL; /* callers check pgnode__has_users first */
+    log_info("pg", "bootstrap: creating the %zu role(s) of bootstrap.users",
+             n->cfg->bootstrap.users.n);
+    return pgnode__do_sql(n, S_USERS, sql);
 }
 
 int pgnode__do_roles(struct pgnode *n)

@@ -24,6 +24,7 @@ import urllib.request
 import base64
 import json
 
+import psycopg2
 import pytest
 import yaml
 
@@ -234,12 +235,49 @@ def test_patroni_examples(make_cluster):
     c.extra_secrets = {"zalando", "rep-pass", "rewind_password", "admin%", "password"} - {"password"}
     set_configs(c, cfgs)
     fail_over_and_rejoin(c, Api())
-    # what Patroni 3.0.2 does and pgwarden does not: bootstrap.users
+    check_bootstrap_users(c, Api())
+
+
+def check_bootstrap_users(c, api):
+    """bootstrap.users as Patroni 3.0.2 creates them after its bootstrap:
+    the example's `admin: {password: admin%, options: [createrole, createdb]}`
+    exists on every node (created on the first primary, replicated), with
+    those attributes and LOGIN added, its password works over TCP (the
+    example's pg_hba: `host all all 0.0.0.0/0 md5`), and the password is in
+    no log: pgwarden's, nor PostgreSQL's (<data_dir>.startup.log)."""
     for n in c.nodes:
-        if "unknown key bootstrap.users (ignored)" in n.log():
-            break
-    else:
-        raise AssertionError("no warning about bootstrap.users")
+        conn = psycopg2.connect(host="127.0.0.1", port=n.pg_port, user="postgres",
+                                password="zalando", dbname="postgres", connect_timeout=5)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT rolcreaterole, rolcreatedb, rolcanlogin, rolsuper, "
+                            "rolreplication FROM pg_catalog.pg_roles WHERE rolname = 'admin'")
+                rows = cur.fetchall()
+        finally:
+            conn.close()
+        assert rows == [(True, True, True, False, False)], (n.name, rows)
+    primary = healthy(c, api) or wait(lambda: healthy(c, api), 30, "a healthy cluster", c)
+    conn = psycopg2.connect(host="127.0.0.1", port=primary.pg_port, user="admin",
+                            password="admin%", dbname="postgres", connect_timeout=5)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT current_user")
+            assert cur.fetchone() == ("admin",)
+    finally:
+        conn.close()
+    assert not any("unknown key bootstrap.users" in n.log() for n in c.nodes)
+    # by the node that ran initdb only: the replicas get the role by streaming
+    created = [n.name for n in c.nodes if "creating the 1 role(s) of bootstrap.users" in n.log()]
+    assert len(created) == 1, created
+    pg_logs = []
+    for n in c.nodes:
+        assert "admin%" not in n.log(), f"the bootstrap.users password is in {n.log_path}"
+        pg_log = n.data_dir + ".startup.log"
+        if os.path.exists(pg_log):
+            pg_logs.append(pg_log)
+            with open(pg_log, errors="replace") as f:
+                assert "admin%" not in f.read(), f"the bootstrap.users password is in {pg_log}"
+    assert pg_logs, "no PostgreSQL log found to check"
 
 
 # --- 2. Debian's template, as pg_createconfig_patroni renders it ------------

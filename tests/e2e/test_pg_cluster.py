@@ -5,8 +5,8 @@ import os
 import stat
 import pytest
 
-from pg_helpers import (PGBIN, REPL_PASSWORD, SU_PASSWORD, Env, as_postgres, pg_uid,
-                        wait_for)
+from pg_helpers import (PGBIN, REPL_PASSWORD, REWIND_PASSWORD, SU_PASSWORD, Env, as_postgres,
+                        pg_uid, wait_for)
 
 
 @pytest.fixture
@@ -250,6 +250,8 @@ def test_adopt_keeps_the_operators_roles_and_pg_hba(env):
     keeps its password (Patroni touches neither); a missing role is created."""
     n1 = env.node("n1")
     n1.cfg["postgresql"].pop("pg_hba")
+    # bootstrap.users belong to a new cluster's bootstrap only (as in Patroni)
+    n1.cfg["bootstrap"]["users"] = {"app": {"password": "app-secret", "options": ["createdb"]}}
     n1.write_cfg()
     hba = ("# the operator's own file\n"
            "local all all peer\n"
@@ -269,6 +271,33 @@ def test_adopt_keeps_the_operators_roles_and_pg_hba(env):
     assert secret("replicator") == before, "the replication role's password was reset"
     # the rewind role did not exist: created, with the configured password
     assert n1.sql("SELECT count(*) FROM pg_roles WHERE rolname = 'rewinder' AND rolcanlogin") == [(1,)]
+    assert n1.sql("SELECT count(*) FROM pg_roles WHERE rolname = 'app'") == [(0,)]
+
+
+def test_bootstrap_users_not_logged_with_log_statement_all(env):
+    """bootstrap.users (Patroni 3's) are created by the bootstrap with their
+    attributes (LOGIN added unless NOLOGIN is given) and password, and no
+    password reaches PostgreSQL's log even with log_statement = all: a SET
+    at the head of the SQL would come too late (PostgreSQL logs the whole
+    query text before it runs it), so the session starts with it."""
+    app_pw = "app-Secret-42"
+    n1 = env.node("n1")
+    n1.cfg["postgresql"]["parameters"]["log_statement"] = "all"
+    n1.cfg["bootstrap"]["users"] = {
+        "app": {"password": app_pw, "options": ["CreateDB", "connection limit 3"]},
+        "batch": {"options": ["nologin"]},
+    }
+    n1.write_cfg()
+    n1.ok("bootstrap")
+    rows = n1.sql("SELECT rolname, rolcreatedb, rolcanlogin, rolconnlimit FROM pg_roles "
+                  "WHERE rolname IN ('app', 'batch') ORDER BY 1")
+    assert rows == [("app", True, True, 3), ("batch", False, False, -1)]
+    n1.connect(user="app", password=app_pw).close()
+    with open(n1.data_dir + ".startup.log", errors="replace") as f:
+        log = f.read()
+    assert "statement: " in log, "log_statement = all is not in effect: the check proves nothing"
+    for pw in (app_pw, SU_PASSWORD, REPL_PASSWORD, REWIND_PASSWORD):
+        assert pw not in log, f"a password is in PostgreSQL's log: {pw}"
 
 
 @pytest.mark.parametrize("fork", ["apart", "same point"])

@@ -305,7 +305,7 @@ mkdir -p "$d" && cp -a "$src"/. "$d"/ && chmod 700 "$d"
 """)
     post = script(c, "post.sh", f"""
 {{ echo "$1"; echo "PGPASSFILE=${{PGPASSFILE:-}}"; echo "PGOPTIONS=${{PGOPTIONS:-}}"; }} > {post_args}
-exec {PGBIN}/psql "$1" -v ON_ERROR_STOP=1 -c "CREATE TABLE post_bootstrap_marker AS SELECT 42 AS answer"
+exec {PGBIN}/psql "$1" -v ON_ERROR_STOP=1 -c "CREATE TABLE post_bootstrap_marker AS SELECT 42 AS answer; CREATE ROLE reporter NOLOGIN"
 """)
     for n in c.nodes:
         n.extra = {"bootstrap": {
@@ -314,11 +314,16 @@ exec {PGBIN}/psql "$1" -v ON_ERROR_STOP=1 -c "CREATE TABLE post_bootstrap_marker
                         "recovery_conf": {"restore_command": "false", "recovery_target": "immediate",
                                           "recovery_target_action": "promote"}},
             "post_bootstrap": post,
+            # after post_bootstrap, as in Patroni: the role post.sh made is
+            # altered (before it, post.sh's CREATE ROLE would fail)
+            "users": {"reporter": {"password": "reporter-secret", "options": ["login"]}},
         }}
     c.start()
     p = c.wait_healthy(timeout=90)
     assert p.query("SELECT x FROM restored_marker")[0][0] == 7
     assert p.query("SELECT answer FROM post_bootstrap_marker")[0][0] == 42
+    assert p.query("SELECT rolcanlogin, rolpassword IS NOT NULL FROM pg_authid "
+                   "WHERE rolname = 'reporter'") == [(True, True)]
     # it recovered to the end of the backup and promoted: a new timeline
     assert p.query("SELECT timeline_id FROM pg_control_checkpoint()")[0][0] == 2
     assert "recovery ended" in p.log()

@@ -936,7 +936,7 @@ static void test_unknown_key_warnings(void **state)
     (void)state;
     const char *y = BASE PG "namespace: /service/\nrestapi:\n  listen: 0.0.0.0:8008\n"
                     "  keyfile_password: x\nbootstrap:\n  dcs:\n    pause: true\n"
-                    "    slots: {s1: {type: physical}}\n  users: {}\nraft.self_addr: 1.2.3.4:1\n";
+                    "    slots: {s1: {type: physical}}\n  restore: {}\nraft.self_addr: 1.2.3.4:1\n";
     struct cfg c;
     struct cfg_error e;
     struct cfg_warnings w = {0};
@@ -950,7 +950,7 @@ static void test_unknown_key_warnings(void **state)
     /* slots are parsed; a mapping under bootstrap that no bootstrap.method
      * names stays an unknown key, in the file's order */
     assert_int_equal(c.bootstrap.dcs.slots.n, 1);
-    assert_string_equal(w.items[3], "t.yml:17:3: unknown key bootstrap.users (ignored)");
+    assert_string_equal(w.items[3], "t.yml:17:3: unknown key bootstrap.restore (ignored)");
     /* a dotted key is not its nested form */
     assert_string_equal(w.items[4], "t.yml:18:1: unknown key raft.self_addr (ignored)");
     assert_string_equal(c.raft.self_addr, "10.0.0.1:5010");
