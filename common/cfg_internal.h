@@ -127,6 +127,14 @@ int cfg__parse_ipv4(const char *s, char *host_out, size_t host_len, uint16_t *po
 
 /* "\"text\"", escaped and cut at 60 characters, for messages. */
 void cfg__quote(const char *s, char *buf, size_t len);
+/* A value's parse error: the reason into pe->why, the node (when given)
+ * into pe->at; returns PGW_EINVAL. */
+__attribute__((format(printf, 3, 4)))
+int cfg__perr(struct cfg__perr *pe, const struct ynode *at, const char *fmt, ...);
+/* Equal strings, NULL equal only to NULL. */
+bool cfg__str_eq(const char *a, const char *b);
+/* *dst = a copy of s, or NULL for NULL; PGW_ENOMEM when the copy failed. */
+int cfg__strdup_or_null(char **dst, const char *s);
 /* Milliseconds as seconds: 500 -> "0.5", 3000 -> "3". */
 void cfg__fmt_seconds(uint64_t ms, char *buf, size_t len);
 

@@ -130,11 +130,6 @@ int cfg__copy_value(const struct cfg_key *k, void *dst, const void *src)
     }
 }
 
-static bool str_eq(const char *a, const char *b)
-{
-    return (a == NULL || b == NULL) ? a == b : strcmp(a, b) == 0;
-}
-
 bool cfg__value_equal(const struct cfg_key *k, const void *a, const void *b)
 {
     switch (k->type) {
@@ -142,11 +137,11 @@ bool cfg__value_equal(const struct cfg_key *k, const void *a, const void *b)
     case KT_IDENT:
     case KT_CHOICE:
     case KT_IPV4:
-        return str_eq(*(char *const *)a, *(char *const *)b);
+        return cfg__str_eq(*(char *const *)a, *(char *const *)b);
     case KT_HOSTPORT:
     case KT_PGLISTEN: {
         const struct cfg_hostport *x = a, *y = b;
-        return str_eq(x->host, y->host) && x->port == y->port;
+        return cfg__str_eq(x->host, y->host) && x->port == y->port;
     }
     case KT_IPV4LIST:
     case KT_STRLIST:

@@ -13,18 +13,6 @@
 
 #include "common/cfg_internal.h"
 
-__attribute__((format(printf, 3, 4)))
-static int bad(struct cfg__perr *pe, const struct ynode *at, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(pe->why, sizeof pe->why, fmt, ap);
-    va_end(ap);
-    if (at != NULL)
-        pe->at = at;
-    return PGW_EINVAL;
-}
-
 static const char *what(const struct ynode *v, char *buf, size_t len)
 {
     if (ynode_is_null(v))
@@ -46,14 +34,6 @@ static bool valid_slot_name(const char *s)
             return false;
     }
     return true;
-}
-
-static int dup_field(char **dst, const char *s)
-{
-    if (s == NULL)
-        return PGW_OK;
-    *dst = strdup(s);
-    return *dst ? PGW_OK : PGW_ENOMEM;
 }
 
 static void slot_free(struct cfg_slot *s)
@@ -98,11 +78,11 @@ static int str_field(const struct ynode *vn, char **dst, struct cfg__perr *pe)
 {
     char g[96];
     if (vn->kind != YN_SCALAR || ynode_is_null(vn) || vn->text[0] == '\0')
-        return bad(pe, vn, "expected a string, got %s", what(vn, g, sizeof g));
+        return cfg__perr(pe, vn, "expected a string, got %s", what(vn, g, sizeof g));
     free(*dst);
     *dst = strdup(vn->text);
     if (*dst == NULL)
-        return bad(pe, vn, "out of memory");
+        return cfg__perr(pe, vn, "out of memory");
     return PGW_OK;
 }
 
@@ -114,11 +94,11 @@ static int parse_slot(const struct ynode *kn, const struct ynode *v, struct cfg_
     char g[96];
     snprintf(pe->sub, sizeof pe->sub, ".%.80s", kn->text);
     if (!valid_slot_name(kn->text))
-        return bad(pe, kn, "not a valid slot name (1 to 63 characters from a-z, 0-9 and _)");
-    if (dup_field(&s->name, kn->text) != 0)
-        return bad(pe, kn, "out of memory");
+        return cfg__perr(pe, kn, "not a valid slot name (1 to 63 characters from a-z, 0-9 and _)");
+    if (cfg__strdup_or_null(&s->name, kn->text) != 0)
+        return cfg__perr(pe, kn, "out of memory");
     if (!ynode_is_null(v) && v->kind != YN_MAP)
-        return bad(pe, v, "expected a mapping {type, database, plugin}, got %s",
+        return cfg__perr(pe, v, "expected a mapping {type, database, plugin}, got %s",
                    what(v, g, sizeof g));
     for (size_t i = 0; !ynode_is_null(v) && i + 1 < v->n; i += 2) {
         const struct ynode *fk = v->items[i], *fv = v->items[i + 1];
@@ -129,23 +109,23 @@ static int parse_slot(const struct ynode *kn, const struct ynode *v, struct cfg_
                                                                : NULL;
         snprintf(pe->sub, sizeof pe->sub, ".%.60s.%.30s", kn->text, fk->text);
         if (field == NULL)
-            return bad(pe, fk, "unknown key (a slot has type, database, plugin and cluster_type)");
+            return cfg__perr(pe, fk, "unknown key (a slot has type, database, plugin and cluster_type)");
         if (str_field(fv, field, pe) != 0)
             return PGW_EINVAL;
         if (field == &s->type && strcmp(s->type, "physical") != 0 &&
             strcmp(s->type, "logical") != 0)
-            return bad(pe, fv, "expected physical or logical, got %s", what(fv, g, sizeof g));
+            return cfg__perr(pe, fv, "expected physical or logical, got %s", what(fv, g, sizeof g));
         if (field == &s->cluster_type && !cfg__in_choices("any|primary|standby", s->cluster_type))
-            return bad(pe, fv, "expected any, primary or standby, got %s", what(fv, g, sizeof g));
+            return cfg__perr(pe, fv, "expected any, primary or standby, got %s", what(fv, g, sizeof g));
     }
     snprintf(pe->sub, sizeof pe->sub, ".%.80s", kn->text);
     const char *type = s->type ? s->type : (s->database || s->plugin) ? "logical" : "physical";
-    if (s->type == NULL && dup_field(&s->type, type) != 0)
-        return bad(pe, v, "out of memory");
+    if (s->type == NULL && cfg__strdup_or_null(&s->type, type) != 0)
+        return cfg__perr(pe, v, "out of memory");
     if (strcmp(s->type, "logical") == 0 && (s->database == NULL || s->plugin == NULL))
-        return bad(pe, v, "a logical slot needs both database and plugin");
+        return cfg__perr(pe, v, "a logical slot needs both database and plugin");
     if (strcmp(s->type, "physical") == 0 && (s->database != NULL || s->plugin != NULL))
-        return bad(pe, v, "database and plugin are only for logical slots");
+        return cfg__perr(pe, v, "database and plugin are only for logical slots");
     pe->sub[0] = '\0';
     return PGW_OK;
 }
@@ -154,13 +134,13 @@ static int parse_slots(const struct ynode *v, struct cfg_slots *dst, struct cfg_
 {
     char g[96];
     if (v->kind != YN_MAP)
-        return bad(pe, v, "expected a mapping of slot name: {type, database, plugin}, got %s",
+        return cfg__perr(pe, v, "expected a mapping of slot name: {type, database, plugin}, got %s",
                    what(v, g, sizeof g));
     struct cfg_slots l = {0};
     if (v->n / 2 > 0) {
         l.items = calloc(v->n / 2, sizeof *l.items);
         if (l.items == NULL)
-            return bad(pe, v, "out of memory");
+            return cfg__perr(pe, v, "out of memory");
     }
     for (size_t i = 0; i + 1 < v->n; i += 2) {
         struct cfg_slot *s = &l.items[l.n++];
@@ -179,20 +159,20 @@ static int parse_matchers(const struct ynode *v, struct cfg_slot_matchers *dst,
 {
     char g[96];
     if (v->kind != YN_SEQ)
-        return bad(pe, v, "expected a list of {name, type, database, plugin}, got %s",
+        return cfg__perr(pe, v, "expected a list of {name, type, database, plugin}, got %s",
                    what(v, g, sizeof g));
     struct cfg_slot_matchers l = {0};
     if (v->n > 0) {
         l.items = calloc(v->n, sizeof *l.items);
         if (l.items == NULL)
-            return bad(pe, v, "out of memory");
+            return cfg__perr(pe, v, "out of memory");
     }
     for (size_t i = 0; i < v->n; i++) {
         const struct ynode *it = v->items[i];
         struct cfg_slot_matcher *m = &l.items[l.n++];
         snprintf(pe->sub, sizeof pe->sub, "[%zu]", i);
         if (it->kind != YN_MAP || it->n == 0) {
-            bad(pe, it, "expected a mapping with at least one of name, type, database, plugin, "
+            cfg__perr(pe, it, "expected a mapping with at least one of name, type, database, plugin, "
                 "got %s", it->kind == YN_MAP ? "an empty mapping" : what(it, g, sizeof g));
             goto fail;
         }
@@ -205,21 +185,21 @@ static int parse_matchers(const struct ynode *v, struct cfg_slot_matchers *dst,
                                                                : NULL;
             snprintf(pe->sub, sizeof pe->sub, "[%zu].%.40s", i, fk->text);
             if (field == NULL) {
-                bad(pe, fk, "unknown key (a matcher has name, type, database and plugin)");
+                cfg__perr(pe, fk, "unknown key (a matcher has name, type, database and plugin)");
                 goto fail;
             }
             if (fv->kind != YN_SCALAR || ynode_is_null(fv) || fv->text[0] == '\0') {
-                bad(pe, fv, "expected a string, got %s", what(fv, g, sizeof g));
+                cfg__perr(pe, fv, "expected a string, got %s", what(fv, g, sizeof g));
                 goto fail;
             }
             if (field == &m->type && strcmp(fv->text, "physical") != 0 &&
                 strcmp(fv->text, "logical") != 0) {
-                bad(pe, fv, "expected physical or logical, got %s", what(fv, g, sizeof g));
+                cfg__perr(pe, fv, "expected physical or logical, got %s", what(fv, g, sizeof g));
                 goto fail;
             }
             free(*field);
             if ((*field = strdup(fv->text)) == NULL) {
-                bad(pe, fv, "out of memory");
+                cfg__perr(pe, fv, "out of memory");
                 goto fail;
             }
         }
@@ -259,9 +239,9 @@ int cfg__slots_copy_value(const struct cfg_key *k, void *dst, const void *src)
         for (size_t i = 0; i < s->n; i++, l.n++) {
             const struct cfg_slot *a = &s->items[i];
             struct cfg_slot *b = &l.items[i];
-            if (dup_field(&b->name, a->name) || dup_field(&b->type, a->type) ||
-                dup_field(&b->database, a->database) || dup_field(&b->plugin, a->plugin) ||
-                dup_field(&b->cluster_type, a->cluster_type)) {
+            if (cfg__strdup_or_null(&b->name, a->name) || cfg__strdup_or_null(&b->type, a->type) ||
+                cfg__strdup_or_null(&b->database, a->database) || cfg__strdup_or_null(&b->plugin, a->plugin) ||
+                cfg__strdup_or_null(&b->cluster_type, a->cluster_type)) {
                 l.n++;
                 slots_free(&l);
                 return PGW_ENOMEM;
@@ -278,8 +258,8 @@ int cfg__slots_copy_value(const struct cfg_key *k, void *dst, const void *src)
     for (size_t i = 0; i < s->n; i++, l.n++) {
         const struct cfg_slot_matcher *a = &s->items[i];
         struct cfg_slot_matcher *b = &l.items[i];
-        if (dup_field(&b->name, a->name) || dup_field(&b->type, a->type) ||
-            dup_field(&b->database, a->database) || dup_field(&b->plugin, a->plugin)) {
+        if (cfg__strdup_or_null(&b->name, a->name) || cfg__strdup_or_null(&b->type, a->type) ||
+            cfg__strdup_or_null(&b->database, a->database) || cfg__strdup_or_null(&b->plugin, a->plugin)) {
             l.n++;
             matchers_free(&l);
             return PGW_ENOMEM;
@@ -290,11 +270,6 @@ int cfg__slots_copy_value(const struct cfg_key *k, void *dst, const void *src)
     return PGW_OK;
 }
 
-static bool str_eq(const char *a, const char *b)
-{
-    return (a == NULL || b == NULL) ? a == b : strcmp(a, b) == 0;
-}
-
 bool cfg__slots_value_equal(const struct cfg_key *k, const void *a, const void *b)
 {
     if (k->type == KT_SLOTS) {
@@ -303,9 +278,9 @@ bool cfg__slots_value_equal(const struct cfg_key *k, const void *a, const void *
             return false;
         for (size_t i = 0; i < x->n; i++) {
             const struct cfg_slot *p = &x->items[i], *q = &y->items[i];
-            if (!str_eq(p->name, q->name) || !str_eq(p->type, q->type) ||
-                !str_eq(p->database, q->database) || !str_eq(p->plugin, q->plugin) ||
-                !str_eq(p->cluster_type, q->cluster_type))
+            if (!cfg__str_eq(p->name, q->name) || !cfg__str_eq(p->type, q->type) ||
+                !cfg__str_eq(p->database, q->database) || !cfg__str_eq(p->plugin, q->plugin) ||
+                !cfg__str_eq(p->cluster_type, q->cluster_type))
                 return false;
         }
         return true;
@@ -315,8 +290,8 @@ bool cfg__slots_value_equal(const struct cfg_key *k, const void *a, const void *
         return false;
     for (size_t i = 0; i < x->n; i++) {
         const struct cfg_slot_matcher *p = &x->items[i], *q = &y->items[i];
-        if (!str_eq(p->name, q->name) || !str_eq(p->type, q->type) ||
-            !str_eq(p->database, q->database) || !str_eq(p->plugin, q->plugin))
+        if (!cfg__str_eq(p->name, q->name) || !cfg__str_eq(p->type, q->type) ||
+            !cfg__str_eq(p->database, q->database) || !cfg__str_eq(p->plugin, q->plugin))
             return false;
     }
     return true;

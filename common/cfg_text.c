@@ -6,6 +6,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,28 @@
 #include "common/cfg_internal.h"
 
 /* ---------- small helpers ---------- */
+
+int cfg__perr(struct cfg__perr *pe, const struct ynode *at, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(pe->why, sizeof pe->why, fmt, ap);
+    va_end(ap);
+    if (at != NULL)
+        pe->at = at;
+    return PGW_EINVAL;
+}
+
+bool cfg__str_eq(const char *a, const char *b)
+{
+    return (a == NULL || b == NULL) ? a == b : strcmp(a, b) == 0;
+}
+
+int cfg__strdup_or_null(char **dst, const char *s)
+{
+    *dst = s != NULL ? strdup(s) : NULL;
+    return s != NULL && *dst == NULL ? PGW_ENOMEM : PGW_OK;
+}
 
 void cfg__quote(const char *s, char *buf, size_t len)
 {

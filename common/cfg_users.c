@@ -7,24 +7,11 @@
  * The passwords are secrets: never printed, compared only for equality. */
 #include <ctype.h>
 #include <limits.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/cfg_internal.h"
-
-__attribute__((format(printf, 3, 4)))
-static int bad(struct cfg__perr *pe, const struct ynode *at, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(pe->why, sizeof pe->why, fmt, ap);
-    va_end(ap);
-    if (at != NULL)
-        pe->at = at;
-    return PGW_EINVAL;
-}
 
 static void wipe_free(char *s)
 {
@@ -119,30 +106,30 @@ static int parse_options(const char *user, const struct ynode *v, struct cfg_str
                          struct cfg__perr *pe)
 {
     if (v->kind != YN_SEQ)
-        return bad(pe, v, "user %s: expected a list of role attributes ([createrole, createdb]), "
+        return cfg__perr(pe, v, "user %s: expected a list of role attributes ([createrole, createdb]), "
                    "got %s", user, ynode_is_null(v) ? "nothing" : ynode_kind_name(v));
     const char *keys[64];
     if (v->n > sizeof keys / sizeof keys[0])
-        return bad(pe, v, "user %s: more than 64 options", user);
+        return cfg__perr(pe, v, "user %s: more than 64 options", user);
     for (size_t i = 0; i < v->n; i++) {
         const struct ynode *it = v->items[i];
         char a[160], q[96];
         snprintf(pe->sub, sizeof pe->sub, ".%.60s.options[%zu]", user, i);
         if (it->kind != YN_SCALAR || ynode_is_null(it))
-            return bad(pe, it, "user %s: expected a role attribute, got %s", user,
+            return cfg__perr(pe, it, "user %s: expected a role attribute, got %s", user,
                        ynode_is_null(it) ? "nothing" : ynode_kind_name(it));
         cfg__quote(it->text, q, sizeof q);
         if (!normalise(it->text, a, sizeof a) || (keys[i] = attr_key(a)) == NULL)
-            return bad(pe, it, "user %s: option %s is not a PostgreSQL role attribute pgwarden "
+            return cfg__perr(pe, it, "user %s: option %s is not a PostgreSQL role attribute pgwarden "
                        "accepts ([NO]SUPERUSER, [NO]CREATEDB, [NO]CREATEROLE, [NO]INHERIT, "
                        "[NO]LOGIN, [NO]REPLICATION, [NO]BYPASSRLS, CONNECTION LIMIT <integer>, "
                        "VALID UNTIL '<timestamp>'; the password goes in password:)", user, q);
         for (size_t j = 0; j < i; j++)
             if (keys[j] == keys[i])
-                return bad(pe, it, "user %s: option %s sets %s again (PostgreSQL refuses "
+                return cfg__perr(pe, it, "user %s: option %s sets %s again (PostgreSQL refuses "
                            "conflicting or redundant options)", user, q, keys[i]);
         if (cfg__strlist_push(attrs, a) != 0)
-            return bad(pe, it, "out of memory");
+            return cfg__perr(pe, it, "out of memory");
     }
     return PGW_OK;
 }
@@ -167,11 +154,11 @@ static int parse_user(const struct ynode *kn, const struct ynode *v, struct cfg_
     const char *why;
     snprintf(pe->sub, sizeof pe->sub, ".%.80s", kn->text);
     if ((why = bad_role_name(kn->text)) != NULL)
-        return bad(pe, kn, "user %s: %s", kn->text, why);
+        return cfg__perr(pe, kn, "user %s: %s", kn->text, why);
     if ((u->name = strdup(kn->text)) == NULL)
-        return bad(pe, kn, "out of memory");
+        return cfg__perr(pe, kn, "out of memory");
     if (v->kind != YN_MAP)
-        return bad(pe, v, "user %s: expected a mapping {password, options}, got %s", kn->text,
+        return cfg__perr(pe, v, "user %s: expected a mapping {password, options}, got %s", kn->text,
                    ynode_is_null(v) ? "nothing" : ynode_kind_name(v));
     for (size_t i = 0; i + 1 < v->n; i += 2) {
         const struct ynode *fk = v->items[i], *fv = v->items[i + 1];
@@ -182,15 +169,15 @@ static int parse_user(const struct ynode *kn, const struct ynode *v, struct cfg_
         } else if (strcmp(fk->text, "password") == 0) {
             /* never echoed, even in an error */
             if (fv->kind != YN_SCALAR)
-                return bad(pe, fv, "user %s: expected a password, got %s", kn->text,
+                return cfg__perr(pe, fv, "user %s: expected a password, got %s", kn->text,
                            ynode_kind_name(fv));
             wipe_free(u->password);
             u->password = NULL;
             if (!ynode_is_null(fv) && fv->text[0] != '\0' &&
                 (u->password = strdup(fv->text)) == NULL)
-                return bad(pe, fv, "out of memory");
+                return cfg__perr(pe, fv, "out of memory");
         } else {
-            return bad(pe, fk, "user %s: unknown key (a user has password and options)",
+            return cfg__perr(pe, fk, "user %s: unknown key (a user has password and options)",
                        kn->text);
         }
     }
@@ -201,11 +188,11 @@ static int parse_user(const struct ynode *kn, const struct ynode *v, struct cfg_
 int cfg__users_parse_value(const struct ynode *v, void *dst, struct cfg__perr *pe)
 {
     if (v->kind != YN_MAP)
-        return bad(pe, v, "expected a mapping of user name: {password, options}, got %s",
+        return cfg__perr(pe, v, "expected a mapping of user name: {password, options}, got %s",
                    ynode_is_null(v) ? "nothing" : ynode_kind_name(v));
     struct cfg_users l = {0};
     if (v->n / 2 > 0 && (l.items = calloc(v->n / 2, sizeof *l.items)) == NULL)
-        return bad(pe, v, "out of memory");
+        return cfg__perr(pe, v, "out of memory");
     for (size_t i = 0; i + 1 < v->n; i += 2) {
         if (parse_user(v->items[i], v->items[i + 1], &l.items[l.n++], pe) != 0) {
             cfg__users_free_value(&l);
@@ -219,12 +206,6 @@ int cfg__users_parse_value(const struct ynode *v, void *dst, struct cfg__perr *p
 
 /* ---- copy, compare, print ------------------------------------------------------ */
 
-static int dup_or_null(char **dst, const char *s)
-{
-    *dst = s != NULL ? strdup(s) : NULL;
-    return s != NULL && *dst == NULL ? PGW_ENOMEM : PGW_OK;
-}
-
 int cfg__users_copy_value(void *dst, const void *src)
 {
     const struct cfg_users *s = src;
@@ -234,9 +215,9 @@ int cfg__users_copy_value(void *dst, const void *src)
     for (size_t i = 0; i < s->n; i++) {
         const struct cfg_user *a = &s->items[i];
         struct cfg_user *b = &l.items[l.n++];
-        int rc = dup_or_null(&b->name, a->name);
+        int rc = cfg__strdup_or_null(&b->name, a->name);
         if (rc == PGW_OK)
-            rc = dup_or_null(&b->password, a->password);
+            rc = cfg__strdup_or_null(&b->password, a->password);
         for (size_t j = 0; rc == PGW_OK && j < a->attrs.n; j++)
             rc = cfg__strlist_push(&b->attrs, a->attrs.items[j]);
         if (rc != PGW_OK) {
@@ -249,11 +230,6 @@ int cfg__users_copy_value(void *dst, const void *src)
     return PGW_OK;
 }
 
-static bool str_eq(const char *a, const char *b)
-{
-    return (a == NULL || b == NULL) ? a == b : strcmp(a, b) == 0;
-}
-
 bool cfg__users_value_equal(const void *a, const void *b)
 {
     const struct cfg_users *x = a, *y = b;
@@ -261,7 +237,7 @@ bool cfg__users_value_equal(const void *a, const void *b)
         return false;
     for (size_t i = 0; i < x->n; i++) {
         const struct cfg_user *p = &x->items[i], *q = &y->items[i];
-        if (!str_eq(p->name, q->name) || !str_eq(p->password, q->password) ||
+        if (!cfg__str_eq(p->name, q->name) || !cfg__str_eq(p->password, q->password) ||
             p->attrs.n != q->attrs.n)
             return false;
         for (size_t j = 0; j < p->attrs.n; j++)
@@ -308,11 +284,11 @@ bool cfg__users_have_password(const void *v)
 static const char *own_role(const struct cfg *c, const char *name)
 {
     const struct cfg_postgresql *pg = &c->postgresql;
-    if (str_eq(pg->superuser.username, name))
+    if (cfg__str_eq(pg->superuser.username, name))
         return "superuser";
-    if (str_eq(pg->replication.username, name))
+    if (cfg__str_eq(pg->replication.username, name))
         return "replication";
-    if (str_eq(pg->rewind.username, name))
+    if (cfg__str_eq(pg->rewind.username, name))
         return "rewind";
     return NULL;
 }

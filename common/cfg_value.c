@@ -4,25 +4,12 @@
  * exactly the same values and fail with the same messages. */
 #include <ctype.h>
 #include <limits.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #include "common/cfg_internal.h"
-
-__attribute__((format(printf, 3, 4)))
-static int bad(struct cfg__perr *pe, const struct ynode *at, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(pe->why, sizeof pe->why, fmt, ap);
-    va_end(ap);
-    if (at != NULL)
-        pe->at = at;
-    return PGW_EINVAL;
-}
 
 static int nomem(struct cfg__perr *pe)
 {
@@ -50,7 +37,7 @@ static int scalar(const struct cfg_key *k, const struct ynode *v, const char *ex
 {
     char g[96];
     if (v->kind != YN_SCALAR || ynode_is_null(v))
-        return bad(pe, v, "expected %s, got %s", expected,
+        return cfg__perr(pe, v, "expected %s, got %s", expected,
                    ynode_is_null(v) ? "nothing" : got(k, v, g, sizeof g));
     *out = v->text;
     return PGW_OK;
@@ -77,7 +64,7 @@ static int parse_bool(const struct cfg_key *k, const struct ynode *v, bool *dst,
     if (scalar(k, v, "true or false", pe, &s) != 0)
         return PGW_EINVAL;
     if (!cfg__bool_word(s, &b))
-        return bad(pe, v, "expected true or false, got %s", got(k, v, g, sizeof g));
+        return cfg__perr(pe, v, "expected true or false, got %s", got(k, v, g, sizeof g));
     *dst = b;
     return PGW_OK;
 }
@@ -96,9 +83,9 @@ static int check_bounds(const struct cfg_key *k, const struct ynode *v, long lon
     const char *unit = seconds ? " s" : "";
     char g[96];
     if ((k->flags & KF_MIN) && val < k->min)
-        return bad(pe, v, "must be at least %s%s, got %s", lo, unit, got(k, v, g, sizeof g));
+        return cfg__perr(pe, v, "must be at least %s%s, got %s", lo, unit, got(k, v, g, sizeof g));
     if ((k->flags & KF_MAX) && val > k->max)
-        return bad(pe, v, "must be at most %s%s, got %s", hi, unit, got(k, v, g, sizeof g));
+        return cfg__perr(pe, v, "must be at most %s%s, got %s", hi, unit, got(k, v, g, sizeof g));
     return PGW_OK;
 }
 
@@ -113,12 +100,12 @@ static int parse_duration(const struct cfg_key *k, const struct ynode *v, uint32
         return PGW_EINVAL;
     int rc = cfg__parse_duration_ms(s, &ms, &neg);
     if (rc == CFG__DUR_TOO_LARGE)
-        return bad(pe, v, "expected a number of seconds below 4294967, got %s",
+        return cfg__perr(pe, v, "expected a number of seconds below 4294967, got %s",
                    got(k, v, g, sizeof g));
     if (rc != 0)
-        return bad(pe, v, "expected a number of seconds, got %s", got(k, v, g, sizeof g));
+        return cfg__perr(pe, v, "expected a number of seconds, got %s", got(k, v, g, sizeof g));
     if (neg && ms != 0)
-        return bad(pe, v, "expected a number of seconds >= 0, got %s", got(k, v, g, sizeof g));
+        return cfg__perr(pe, v, "expected a number of seconds >= 0, got %s", got(k, v, g, sizeof g));
     if (check_bounds(k, v, (long long)ms, true, pe) != 0)
         return PGW_EINVAL;
     *dst = (uint32_t)ms;
@@ -134,9 +121,9 @@ static int parse_integer(const struct cfg_key *k, const struct ynode *v, long lo
     if (scalar(k, v, "a whole number", pe, &s) != 0)
         return PGW_EINVAL;
     if (!cfg__parse_ll(s, &val))
-        return bad(pe, v, "expected a whole number, got %s", got(k, v, g, sizeof g));
+        return cfg__perr(pe, v, "expected a whole number, got %s", got(k, v, g, sizeof g));
     if (val < lo || val > hi)
-        return bad(pe, v, "expected a whole number from %lld to %lld, got %s", lo, hi,
+        return cfg__perr(pe, v, "expected a whole number from %lld to %lld, got %s", lo, hi,
                    got(k, v, g, sizeof g));
     if (check_bounds(k, v, val, false, pe) != 0)
         return PGW_EINVAL;
@@ -159,7 +146,7 @@ static int parse_size_node(const struct cfg_key *k, const struct ynode *v, bool 
         return PGW_OK;
     }
     if (cfg_parse_size(s, &n) != 0 || (allow_off && n > INT64_MAX))
-        return bad(pe, v, "expected %s, got %s", exp, got(k, v, g, sizeof g));
+        return cfg__perr(pe, v, "expected %s, got %s", exp, got(k, v, g, sizeof g));
     if (allow_off)
         *(int64_t *)dst = (int64_t)n;
     else
@@ -179,7 +166,7 @@ static int parse_ident(const struct cfg_key *k, const struct ynode *v, char **ds
     for (size_t i = 0; ok && i < n; i++)
         ok = isalnum((unsigned char)s[i]) || s[i] == '_' || s[i] == '.' || s[i] == '-';
     if (!ok)
-        return bad(pe, v,
+        return cfg__perr(pe, v,
                    "expected 1 to 63 characters from A-Z, a-z, 0-9, '_', '.' and '-', got %s",
                    got(k, v, g, sizeof g));
     return set_str(dst, s, pe);
@@ -194,7 +181,7 @@ static int parse_choice(const struct cfg_key *k, const struct ynode *v, char **d
     if (scalar(k, v, ch, pe, &s) != 0)
         return PGW_EINVAL;
     if (!cfg__in_choices(k->choices, s))
-        return bad(pe, v, "expected %s, got %s", ch, got(k, v, g, sizeof g));
+        return cfg__perr(pe, v, "expected %s, got %s", ch, got(k, v, g, sizeof g));
     return set_str(dst, s, pe);
 }
 
@@ -209,7 +196,7 @@ static int parse_hostport_node(const struct cfg_key *k, const struct ynode *v, b
     if (rc == PGW_ENOMEM)
         return nomem(pe);
     if (rc != 0)
-        return bad(pe, v, "expected host:port, got %s%s%s%s", got(k, v, g, sizeof g),
+        return cfg__perr(pe, v, "expected host:port, got %s%s%s%s", got(k, v, g, sizeof g),
                    why[0] ? " (" : "", why, why[0] ? ")" : "");
     return PGW_OK;
 }
@@ -224,7 +211,7 @@ static int ipv4_item(const struct cfg_key *k, const struct ynode *v, char **dst,
     char host[16], norm[32];
     uint16_t port;
     if (cfg__parse_ipv4(s, host, sizeof host, &port, why, sizeof why) != 0)
-        return bad(pe, v, "expected a.b.c.d:port, got %s (%s)", got(k, v, g, sizeof g), why);
+        return cfg__perr(pe, v, "expected a.b.c.d:port, got %s (%s)", got(k, v, g, sizeof g), why);
     /* Normalised ("10.0.0.1:05010" -> "10.0.0.1:5010") so equal addresses compare equal. */
     snprintf(norm, sizeof norm, "%s:%u", host, (unsigned)port);
     return set_str(dst, norm, pe);
@@ -235,7 +222,7 @@ static int need_seq(const struct cfg_key *k, const struct ynode *v, const char *
 {
     char g[96];
     if (v->kind != YN_SEQ)
-        return bad(pe, v, "expected a list of %s, got %s", what, got(k, v, g, sizeof g));
+        return cfg__perr(pe, v, "expected a list of %s, got %s", what, got(k, v, g, sizeof g));
     return PGW_OK;
 }
 
@@ -252,7 +239,7 @@ static int parse_ipv4list(const struct cfg_key *k, const struct ynode *v,
             goto fail;
         for (size_t j = 0; j < l.n; j++) {
             if (strcmp(l.items[j], one) == 0) {
-                bad(pe, v->items[i], "%s is listed twice (also at [%zu])", one, j);
+                cfg__perr(pe, v->items[i], "%s is listed twice (also at [%zu])", one, j);
                 free(one);
                 goto fail;
             }
@@ -284,13 +271,13 @@ static int parse_strlist(const struct cfg_key *k, const struct ynode *v, struct 
         const struct ynode *it = v->items[i];
         snprintf(pe->sub, sizeof pe->sub, "[%zu]", i);
         if (it->kind != YN_SCALAR || ynode_is_null(it)) {
-            bad(pe, it, "expected a string, got %s",
+            cfg__perr(pe, it, "expected a string, got %s",
                 ynode_is_null(it) ? "nothing" : got(k, it, g, sizeof g));
             goto fail;
         }
         if (k->choices != NULL && !cfg__in_choices(k->choices, it->text)) {
             cfg__choices_text(k->choices, ch, sizeof ch);
-            bad(pe, it, "expected %s (the only method%s pgwarden implements), got %s", ch,
+            cfg__perr(pe, it, "expected %s (the only method%s pgwarden implements), got %s", ch,
                 strchr(k->choices, '|') ? "s" : "", got(k, it, g, sizeof g));
             goto fail;
         }
@@ -334,22 +321,22 @@ static int parse_params(const struct cfg_key *k, const struct ynode *v, struct c
     char g[96];
     bool settings = strstr(k->path, "parameters") != NULL;
     if (v->kind != YN_MAP)
-        return bad(pe, v, "expected a mapping of name: value, got %s", got(k, v, g, sizeof g));
+        return cfg__perr(pe, v, "expected a mapping of name: value, got %s", got(k, v, g, sizeof g));
     struct cfg_kvlist l = {0};
     for (size_t i = 0; i + 1 < v->n; i += 2) {
         const struct ynode *kn = v->items[i], *vn = v->items[i + 1];
         snprintf(pe->sub, sizeof pe->sub, ".%.90s", kn->text);
         if (!valid_guc_name(kn->text)) {
-            bad(pe, kn, "not a valid PostgreSQL parameter name");
+            cfg__perr(pe, kn, "not a valid PostgreSQL parameter name");
             goto fail;
         }
         if (settings && (strcasecmp(kn->text, "port") == 0 ||
                          strcasecmp(kn->text, "listen_addresses") == 0)) {
-            bad(pe, kn, "pgwarden sets %s from postgresql.listen; remove it here", kn->text);
+            cfg__perr(pe, kn, "pgwarden sets %s from postgresql.listen; remove it here", kn->text);
             goto fail;
         }
         if (vn->kind != YN_SCALAR || ynode_is_null(vn)) {
-            bad(pe, vn, "expected a string, number or boolean, got %s",
+            cfg__perr(pe, vn, "expected a string, number or boolean, got %s",
                 ynode_is_null(vn) ? "nothing" : got(k, vn, g, sizeof g));
             goto fail;
         }
@@ -375,16 +362,16 @@ static int add_option(const struct cfg_key *k, const struct ynode *name_node,
     const char *name = name_node->text;
     const char *prog = strncmp(k->path, "bootstrap", 9) == 0 ? "initdb" : "pg_basebackup";
     if (name[0] == '-')
-        return bad(pe, name_node, "write the option without leading dashes, got %s",
+        return cfg__perr(pe, name_node, "write the option without leading dashes, got %s",
                    got(k, name_node, g, sizeof g));
     bool ok = name[0] != '\0';
     for (const char *p = name; ok && *p; p++)
         ok = islower((unsigned char)*p) || isdigit((unsigned char)*p) || *p == '-';
     if (!ok)
-        return bad(pe, name_node, "expected a %s long option name like %s, got %s", prog,
+        return cfg__perr(pe, name_node, "expected a %s long option name like %s, got %s", prog,
                    *prog == 'i' ? "data-checksums" : "checkpoint", got(k, name_node, g, sizeof g));
     if (cfg__in_choices(k->choices, name))
-        return bad(pe, name_node,
+        return cfg__perr(pe, name_node,
                    "option %s is not allowed: pgwarden sets it itself when it runs %s", name,
                    prog);
     char opt[1024];
@@ -392,7 +379,7 @@ static int add_option(const struct cfg_key *k, const struct ynode *name_node,
         snprintf(opt, sizeof opt, "%s", name);
     } else {
         if (val->kind != YN_SCALAR || ynode_is_null(val))
-            return bad(pe, val, "expected a value for option %s, got %s", name,
+            return cfg__perr(pe, val, "expected a value for option %s, got %s", name,
                        ynode_is_null(val) ? "nothing" : got(k, val, g, sizeof g));
         snprintf(opt, sizeof opt, "%s=%s", name, val->text);
     }
@@ -420,13 +407,13 @@ static int parse_options(const struct cfg_key *k, const struct ynode *v, struct 
             else if (it->kind == YN_MAP && it->n == 2)
                 rc = add_option(k, it->items[0], it->items[1], &l, pe);
             else
-                rc = bad(pe, it, "expected an option name or a single-key mapping like "
+                rc = cfg__perr(pe, it, "expected an option name or a single-key mapping like "
                          "`name: value`, got %s", got(k, it, g, sizeof g));
             if (rc != 0)
                 goto fail;
         }
     } else {
-        bad(pe, v, "expected a list of options, got %s", got(k, v, g, sizeof g));
+        cfg__perr(pe, v, "expected a list of options, got %s", got(k, v, g, sizeof g));
         goto fail;
     }
     pe->sub[0] = '\0';
@@ -451,7 +438,7 @@ static int parse_syncmode(const struct cfg_key *k, const struct ynode *v,
     else if (cfg__bool_word(s, &b))
         *dst = b ? CFG_SYNC_ON : CFG_SYNC_OFF;
     else
-        return bad(pe, v, "expected off, on or quorum, got %s", got(k, v, g, sizeof g));
+        return cfg__perr(pe, v, "expected off, on or quorum, got %s", got(k, v, g, sizeof g));
     return PGW_OK;
 }
 
@@ -470,7 +457,7 @@ static int parse_wdmode(const struct cfg_key *k, const struct ynode *v,
     else if (cfg__bool_word(s, &b) && !b)
         *dst = CFG_WD_OFF;
     else
-        return bad(pe, v, "expected off, automatic or required, got %s", got(k, v, g, sizeof g));
+        return cfg__perr(pe, v, "expected off, automatic or required, got %s", got(k, v, g, sizeof g));
     return PGW_OK;
 }
 
@@ -532,7 +519,7 @@ int cfg__parse_value(const struct cfg_key *k, const struct ynode *v, void *dst,
         if (scalar(k, v, "debug, info, warning, error or critical", pe, &s) != 0)
             return PGW_EINVAL;
         if (log_level_parse(s, dst) != 0)
-            return bad(pe, v, "expected debug, info, warning, error or critical, got %s",
+            return cfg__perr(pe, v, "expected debug, info, warning, error or critical, got %s",
                        got(k, v, g, sizeof g));
         return PGW_OK;
     case KT_LOGFORMAT:
@@ -543,7 +530,7 @@ int cfg__parse_value(const struct cfg_key *k, const struct ynode *v, void *dst,
         else if (strcasecmp(s, "json") == 0)
             *(enum log_format *)dst = LOGF_JSON;
         else
-            return bad(pe, v, "expected plain or json, got %s", got(k, v, g, sizeof g));
+            return cfg__perr(pe, v, "expected plain or json, got %s", got(k, v, g, sizeof g));
         return PGW_OK;
     case KT_SLOTS:
     case KT_SLOTMATCH:
@@ -553,7 +540,7 @@ int cfg__parse_value(const struct cfg_key *k, const struct ynode *v, void *dst,
     case KT_SECTION:
         break;
     }
-    return bad(pe, v, "internal error: key has no value type");
+    return cfg__perr(pe, v, "internal error: key has no value type");
 }
 
 int cfg__apply_default(const struct cfg_key *k, void *dst)

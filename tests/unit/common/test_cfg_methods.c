@@ -12,21 +12,11 @@
 #include <cmocka.h>
 
 #include "common/cfg.h"
+#include "cfg_load.h"
 
 #define BASE "scope: demo\nname: node1\nraft:\n  self_addr: 10.0.0.1:5010\n  data_dir: /r\n"
 #define PG "postgresql:\n  listen: 10.0.0.1:5432\n  data_dir: /d\n"
 
-static int load(const char *yaml, struct cfg *c, struct cfg_error *e, struct cfg_warnings *w)
-{
-    return cfg_load_buffer("t.yml", yaml, strlen(yaml), c, e, w);
-}
-
-static void load_ok(const char *yaml, struct cfg *c, struct cfg_warnings *w)
-{
-    struct cfg_error e;
-    if (load(yaml, c, &e, w) != 0)
-        fail_msg("refused: %s\n---\n%s", e.msg, yaml);
-}
 
 /* The load must fail with "t.yml:<line>:<col>: <path>: ..." containing `what`. */
 static void expect_err_at(const char *yaml, int line, int col, const char *path, const char *what)

@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include "common/cfg.h"
+#include "cfg_load.h"
 
 #define BASE "scope: demo\nname: node1\nraft:\n  self_addr: 10.0.0.1:5010\n  data_dir: /r\n"
 #define PG                                                                                        \
@@ -22,17 +23,6 @@
     "    rewind: {username: rewinder}\n"
 #define SECRET "Sekr1t-pw"
 
-static int load(const char *yaml, struct cfg *c, struct cfg_error *e, struct cfg_warnings *w)
-{
-    return cfg_load_buffer("t.yml", yaml, strlen(yaml), c, e, w);
-}
-
-static void load_ok(const char *yaml, struct cfg *c, struct cfg_warnings *w)
-{
-    struct cfg_error e;
-    if (load(yaml, c, &e, w) != 0)
-        fail_msg("refused: %s\n---\n%s", e.msg, yaml);
-}
 
 /* Refused with a message holding every one of the NULL-terminated pieces,
  * and never the password. */
