@@ -99,7 +99,7 @@ static int parse_slot(const struct ynode *kn, const struct ynode *v, struct cfg_
         return cfg__perr(pe, kn, "out of memory");
     if (!ynode_is_null(v) && v->kind != YN_MAP)
         return cfg__perr(pe, v, "expected a mapping {type, database, plugin}, got %s",
-                   what(v, g, sizeof g));
+                         what(v, g, sizeof g));
     for (size_t i = 0; !ynode_is_null(v) && i + 1 < v->n; i += 2) {
         const struct ynode *fk = v->items[i], *fv = v->items[i + 1];
         char **field = strcmp(fk->text, "type") == 0           ? &s->type
@@ -135,7 +135,7 @@ static int parse_slots(const struct ynode *v, struct cfg_slots *dst, struct cfg_
     char g[96];
     if (v->kind != YN_MAP)
         return cfg__perr(pe, v, "expected a mapping of slot name: {type, database, plugin}, got %s",
-                   what(v, g, sizeof g));
+                         what(v, g, sizeof g));
     struct cfg_slots l = {0};
     if (v->n / 2 > 0) {
         l.items = calloc(v->n / 2, sizeof *l.items);
@@ -160,7 +160,7 @@ static int parse_matchers(const struct ynode *v, struct cfg_slot_matchers *dst,
     char g[96];
     if (v->kind != YN_SEQ)
         return cfg__perr(pe, v, "expected a list of {name, type, database, plugin}, got %s",
-                   what(v, g, sizeof g));
+                         what(v, g, sizeof g));
     struct cfg_slot_matchers l = {0};
     if (v->n > 0) {
         l.items = calloc(v->n, sizeof *l.items);
@@ -173,7 +173,7 @@ static int parse_matchers(const struct ynode *v, struct cfg_slot_matchers *dst,
         snprintf(pe->sub, sizeof pe->sub, "[%zu]", i);
         if (it->kind != YN_MAP || it->n == 0) {
             cfg__perr(pe, it, "expected a mapping with at least one of name, type, database, plugin, "
-                "got %s", it->kind == YN_MAP ? "an empty mapping" : what(it, g, sizeof g));
+                      "got %s", it->kind == YN_MAP ? "an empty mapping" : what(it, g, sizeof g));
             goto fail;
         }
         for (size_t j = 0; j + 1 < it->n; j += 2) {
@@ -239,8 +239,10 @@ int cfg__slots_copy_value(const struct cfg_key *k, void *dst, const void *src)
         for (size_t i = 0; i < s->n; i++, l.n++) {
             const struct cfg_slot *a = &s->items[i];
             struct cfg_slot *b = &l.items[i];
-            if (cfg__strdup_or_null(&b->name, a->name) || cfg__strdup_or_null(&b->type, a->type) ||
-                cfg__strdup_or_null(&b->database, a->database) || cfg__strdup_or_null(&b->plugin, a->plugin) ||
+            if (cfg__strdup_or_null(&b->name, a->name) ||
+                cfg__strdup_or_null(&b->type, a->type) ||
+                cfg__strdup_or_null(&b->database, a->database) ||
+                cfg__strdup_or_null(&b->plugin, a->plugin) ||
                 cfg__strdup_or_null(&b->cluster_type, a->cluster_type)) {
                 l.n++;
                 slots_free(&l);
@@ -259,7 +261,8 @@ int cfg__slots_copy_value(const struct cfg_key *k, void *dst, const void *src)
         const struct cfg_slot_matcher *a = &s->items[i];
         struct cfg_slot_matcher *b = &l.items[i];
         if (cfg__strdup_or_null(&b->name, a->name) || cfg__strdup_or_null(&b->type, a->type) ||
-            cfg__strdup_or_null(&b->database, a->database) || cfg__strdup_or_null(&b->plugin, a->plugin)) {
+            cfg__strdup_or_null(&b->database, a->database) ||
+            cfg__strdup_or_null(&b->plugin, a->plugin)) {
             l.n++;
             matchers_free(&l);
             return PGW_ENOMEM;

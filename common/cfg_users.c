@@ -107,7 +107,7 @@ static int parse_options(const char *user, const struct ynode *v, struct cfg_str
 {
     if (v->kind != YN_SEQ)
         return cfg__perr(pe, v, "user %s: expected a list of role attributes ([createrole, createdb]), "
-                   "got %s", user, ynode_is_null(v) ? "nothing" : ynode_kind_name(v));
+                         "got %s", user, ynode_is_null(v) ? "nothing" : ynode_kind_name(v));
     const char *keys[64];
     if (v->n > sizeof keys / sizeof keys[0])
         return cfg__perr(pe, v, "user %s: more than 64 options", user);
@@ -117,17 +117,17 @@ static int parse_options(const char *user, const struct ynode *v, struct cfg_str
         snprintf(pe->sub, sizeof pe->sub, ".%.60s.options[%zu]", user, i);
         if (it->kind != YN_SCALAR || ynode_is_null(it))
             return cfg__perr(pe, it, "user %s: expected a role attribute, got %s", user,
-                       ynode_is_null(it) ? "nothing" : ynode_kind_name(it));
+                             ynode_is_null(it) ? "nothing" : ynode_kind_name(it));
         cfg__quote(it->text, q, sizeof q);
         if (!normalise(it->text, a, sizeof a) || (keys[i] = attr_key(a)) == NULL)
             return cfg__perr(pe, it, "user %s: option %s is not a PostgreSQL role attribute pgwarden "
-                       "accepts ([NO]SUPERUSER, [NO]CREATEDB, [NO]CREATEROLE, [NO]INHERIT, "
-                       "[NO]LOGIN, [NO]REPLICATION, [NO]BYPASSRLS, CONNECTION LIMIT <integer>, "
-                       "VALID UNTIL '<timestamp>'; the password goes in password:)", user, q);
+                             "accepts ([NO]SUPERUSER, [NO]CREATEDB, [NO]CREATEROLE, [NO]INHERIT, "
+                             "[NO]LOGIN, [NO]REPLICATION, [NO]BYPASSRLS, CONNECTION LIMIT <integer>, "
+                             "VALID UNTIL '<timestamp>'; the password goes in password:)", user, q);
         for (size_t j = 0; j < i; j++)
             if (keys[j] == keys[i])
                 return cfg__perr(pe, it, "user %s: option %s sets %s again (PostgreSQL refuses "
-                           "conflicting or redundant options)", user, q, keys[i]);
+                                 "conflicting or redundant options)", user, q, keys[i]);
         if (cfg__strlist_push(attrs, a) != 0)
             return cfg__perr(pe, it, "out of memory");
     }
@@ -159,7 +159,7 @@ static int parse_user(const struct ynode *kn, const struct ynode *v, struct cfg_
         return cfg__perr(pe, kn, "out of memory");
     if (v->kind != YN_MAP)
         return cfg__perr(pe, v, "user %s: expected a mapping {password, options}, got %s", kn->text,
-                   ynode_is_null(v) ? "nothing" : ynode_kind_name(v));
+                         ynode_is_null(v) ? "nothing" : ynode_kind_name(v));
     for (size_t i = 0; i + 1 < v->n; i += 2) {
         const struct ynode *fk = v->items[i], *fv = v->items[i + 1];
         snprintf(pe->sub, sizeof pe->sub, ".%.60s.%.30s", kn->text, fk->text);
@@ -170,7 +170,7 @@ static int parse_user(const struct ynode *kn, const struct ynode *v, struct cfg_
             /* never echoed, even in an error */
             if (fv->kind != YN_SCALAR)
                 return cfg__perr(pe, fv, "user %s: expected a password, got %s", kn->text,
-                           ynode_kind_name(fv));
+                                 ynode_kind_name(fv));
             wipe_free(u->password);
             u->password = NULL;
             if (!ynode_is_null(fv) && fv->text[0] != '\0' &&
@@ -178,7 +178,7 @@ static int parse_user(const struct ynode *kn, const struct ynode *v, struct cfg_
                 return cfg__perr(pe, fv, "out of memory");
         } else {
             return cfg__perr(pe, fk, "user %s: unknown key (a user has password and options)",
-                       kn->text);
+                             kn->text);
         }
     }
     pe->sub[0] = '\0';
@@ -189,7 +189,7 @@ int cfg__users_parse_value(const struct ynode *v, void *dst, struct cfg__perr *p
 {
     if (v->kind != YN_MAP)
         return cfg__perr(pe, v, "expected a mapping of user name: {password, options}, got %s",
-                   ynode_is_null(v) ? "nothing" : ynode_kind_name(v));
+                         ynode_is_null(v) ? "nothing" : ynode_kind_name(v));
     struct cfg_users l = {0};
     if (v->n / 2 > 0 && (l.items = calloc(v->n / 2, sizeof *l.items)) == NULL)
         return cfg__perr(pe, v, "out of memory");

@@ -38,7 +38,7 @@ static int scalar(const struct cfg_key *k, const struct ynode *v, const char *ex
     char g[96];
     if (v->kind != YN_SCALAR || ynode_is_null(v))
         return cfg__perr(pe, v, "expected %s, got %s", expected,
-                   ynode_is_null(v) ? "nothing" : got(k, v, g, sizeof g));
+                         ynode_is_null(v) ? "nothing" : got(k, v, g, sizeof g));
     *out = v->text;
     return PGW_OK;
 }
@@ -101,7 +101,7 @@ static int parse_duration(const struct cfg_key *k, const struct ynode *v, uint32
     int rc = cfg__parse_duration_ms(s, &ms, &neg);
     if (rc == CFG__DUR_TOO_LARGE)
         return cfg__perr(pe, v, "expected a number of seconds below 4294967, got %s",
-                   got(k, v, g, sizeof g));
+                         got(k, v, g, sizeof g));
     if (rc != 0)
         return cfg__perr(pe, v, "expected a number of seconds, got %s", got(k, v, g, sizeof g));
     if (neg && ms != 0)
@@ -124,7 +124,7 @@ static int parse_integer(const struct cfg_key *k, const struct ynode *v, long lo
         return cfg__perr(pe, v, "expected a whole number, got %s", got(k, v, g, sizeof g));
     if (val < lo || val > hi)
         return cfg__perr(pe, v, "expected a whole number from %lld to %lld, got %s", lo, hi,
-                   got(k, v, g, sizeof g));
+                         got(k, v, g, sizeof g));
     if (check_bounds(k, v, val, false, pe) != 0)
         return PGW_EINVAL;
     *out = val;
@@ -167,8 +167,8 @@ static int parse_ident(const struct cfg_key *k, const struct ynode *v, char **ds
         ok = isalnum((unsigned char)s[i]) || s[i] == '_' || s[i] == '.' || s[i] == '-';
     if (!ok)
         return cfg__perr(pe, v,
-                   "expected 1 to 63 characters from A-Z, a-z, 0-9, '_', '.' and '-', got %s",
-                   got(k, v, g, sizeof g));
+                         "expected 1 to 63 characters from A-Z, a-z, 0-9, '_', '.' and '-', got %s",
+                         got(k, v, g, sizeof g));
     return set_str(dst, s, pe);
 }
 
@@ -197,7 +197,7 @@ static int parse_hostport_node(const struct cfg_key *k, const struct ynode *v, b
         return nomem(pe);
     if (rc != 0)
         return cfg__perr(pe, v, "expected host:port, got %s%s%s%s", got(k, v, g, sizeof g),
-                   why[0] ? " (" : "", why, why[0] ? ")" : "");
+                         why[0] ? " (" : "", why, why[0] ? ")" : "");
     return PGW_OK;
 }
 
@@ -272,13 +272,13 @@ static int parse_strlist(const struct cfg_key *k, const struct ynode *v, struct 
         snprintf(pe->sub, sizeof pe->sub, "[%zu]", i);
         if (it->kind != YN_SCALAR || ynode_is_null(it)) {
             cfg__perr(pe, it, "expected a string, got %s",
-                ynode_is_null(it) ? "nothing" : got(k, it, g, sizeof g));
+                      ynode_is_null(it) ? "nothing" : got(k, it, g, sizeof g));
             goto fail;
         }
         if (k->choices != NULL && !cfg__in_choices(k->choices, it->text)) {
             cfg__choices_text(k->choices, ch, sizeof ch);
             cfg__perr(pe, it, "expected %s (the only method%s pgwarden implements), got %s", ch,
-                strchr(k->choices, '|') ? "s" : "", got(k, it, g, sizeof g));
+                      strchr(k->choices, '|') ? "s" : "", got(k, it, g, sizeof g));
             goto fail;
         }
         if (cfg__strlist_push(&l, it->text) != 0) {
@@ -337,7 +337,7 @@ static int parse_params(const struct cfg_key *k, const struct ynode *v, struct c
         }
         if (vn->kind != YN_SCALAR || ynode_is_null(vn)) {
             cfg__perr(pe, vn, "expected a string, number or boolean, got %s",
-                ynode_is_null(vn) ? "nothing" : got(k, vn, g, sizeof g));
+                      ynode_is_null(vn) ? "nothing" : got(k, vn, g, sizeof g));
             goto fail;
         }
         if (cfg__kvlist_push(&l, kn->text, pg_text(vn)) != 0) {
@@ -363,24 +363,24 @@ static int add_option(const struct cfg_key *k, const struct ynode *name_node,
     const char *prog = strncmp(k->path, "bootstrap", 9) == 0 ? "initdb" : "pg_basebackup";
     if (name[0] == '-')
         return cfg__perr(pe, name_node, "write the option without leading dashes, got %s",
-                   got(k, name_node, g, sizeof g));
+                         got(k, name_node, g, sizeof g));
     bool ok = name[0] != '\0';
     for (const char *p = name; ok && *p; p++)
         ok = islower((unsigned char)*p) || isdigit((unsigned char)*p) || *p == '-';
     if (!ok)
         return cfg__perr(pe, name_node, "expected a %s long option name like %s, got %s", prog,
-                   *prog == 'i' ? "data-checksums" : "checkpoint", got(k, name_node, g, sizeof g));
+                         *prog == 'i' ? "data-checksums" : "checkpoint", got(k, name_node, g, sizeof g));
     if (cfg__in_choices(k->choices, name))
         return cfg__perr(pe, name_node,
-                   "option %s is not allowed: pgwarden sets it itself when it runs %s", name,
-                   prog);
+                         "option %s is not allowed: pgwarden sets it itself when it runs %s", name,
+                         prog);
     char opt[1024];
     if (val == NULL) {
         snprintf(opt, sizeof opt, "%s", name);
     } else {
         if (val->kind != YN_SCALAR || ynode_is_null(val))
             return cfg__perr(pe, val, "expected a value for option %s, got %s", name,
-                       ynode_is_null(val) ? "nothing" : got(k, val, g, sizeof g));
+                             ynode_is_null(val) ? "nothing" : got(k, val, g, sizeof g));
         snprintf(opt, sizeof opt, "%s=%s", name, val->text);
     }
     return cfg__strlist_push(l, opt) == 0 ? PGW_OK : nomem(pe);
@@ -408,7 +408,7 @@ static int parse_options(const struct cfg_key *k, const struct ynode *v, struct 
                 rc = add_option(k, it->items[0], it->items[1], &l, pe);
             else
                 rc = cfg__perr(pe, it, "expected an option name or a single-key mapping like "
-                         "`name: value`, got %s", got(k, it, g, sizeof g));
+                               "`name: value`, got %s", got(k, it, g, sizeof g));
             if (rc != 0)
                 goto fail;
         }
@@ -520,7 +520,7 @@ int cfg__parse_value(const struct cfg_key *k, const struct ynode *v, void *dst,
             return PGW_EINVAL;
         if (log_level_parse(s, dst) != 0)
             return cfg__perr(pe, v, "expected debug, info, warning, error or critical, got %s",
-                       got(k, v, g, sizeof g));
+                             got(k, v, g, sizeof g));
         return PGW_OK;
     case KT_LOGFORMAT:
         if (scalar(k, v, "plain or json", pe, &s) != 0)
