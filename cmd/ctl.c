@@ -490,6 +490,16 @@ int ctl_ready(struct ctl *c)
     return CTL_OK;
 }
 
+int ctl_ready_cluster(struct ctl *c, json_t **cluster)
+{
+    *cluster = NULL;
+    int rc = ctl_ready(c);
+    if (rc != CTL_OK)
+        return rc;
+    *cluster = ctl_get_json(c, "/cluster");
+    return *cluster != NULL ? CTL_OK : CTL_FAILED;
+}
+
 static void ctl_cleanup(struct ctl *c)
 {
     if (c->loop_ready) {

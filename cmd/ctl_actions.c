@@ -148,11 +148,9 @@ static int switch_common(struct ctl *c, struct ctl_iter *it, bool failover)
     int rc = ctl_need_confirmation_ok(c, failover ? "a failover" : "a switchover");
     if (rc != CTL_OK)
         return rc;
-    if ((rc = ctl_ready(c)) != CTL_OK)
+    json_t *cl;
+    if ((rc = ctl_ready_cluster(c, &cl)) != CTL_OK)
         return rc;
-    json_t *cl = ctl_get_json(c, "/cluster");
-    if (cl == NULL)
-        return CTL_FAILED;
     char *owned_leader = NULL, *owned_cand = NULL, *owned_when = NULL;
     json_t *body = NULL;
     const char *scope = json_string_value(json_object_get(cl, "scope"));
@@ -488,11 +486,10 @@ int ctl_cmd_restart(struct ctl *c, struct ctl_iter *it)
         ctl_err(c, "--scheduled expects an ISO 8601 time like 2026-11-26T10:00+00:00; got \"%s\"", a.sched);
         return CTL_USAGE;
     }
-    if ((rc = ctl_need_confirmation_ok(c, "a restart")) != CTL_OK || (rc = ctl_ready(c)) != CTL_OK)
+    json_t *cl;
+    if ((rc = ctl_need_confirmation_ok(c, "a restart")) != CTL_OK ||
+        (rc = ctl_ready_cluster(c, &cl)) != CTL_OK)
         return rc;
-    json_t *cl = ctl_get_json(c, "/cluster");
-    if (cl == NULL)
-        return CTL_FAILED;
     json_t *body = NULL;
     if ((rc = choose(c, cl, &a.t, a.role, "restart")) != CTL_OK)
         goto out;
@@ -545,11 +542,9 @@ int ctl_cmd_reload(struct ctl *c, struct ctl_iter *it)
     int rc = parse_member_args(c, it, reload_opts, &a);
     if (rc != CTL_OK)
         return rc < 0 ? CTL_OK : rc;
-    if ((rc = ctl_ready(c)) != CTL_OK)
+    json_t *cl;
+    if ((rc = ctl_ready_cluster(c, &cl)) != CTL_OK)
         return rc;
-    json_t *cl = ctl_get_json(c, "/cluster");
-    if (cl == NULL)
-        return CTL_FAILED;
     if ((rc = choose(c, cl, &a.t, a.role, "reload")) == CTL_OK) {
         for (size_t k = 0; k < a.t.nchosen; k++)
             if (!post_member(c, a.t.chosen[k], "POST", "/reload", NULL, "reload", CTL_GET_TIMEOUT_MS))
@@ -623,12 +618,10 @@ int ctl_cmd_reinit(struct ctl *c, struct ctl_iter *it)
         ctl_err(c, "which member? (pgwarden ctl reinit MEMBER)");
         return CTL_USAGE;
     }
+    json_t *cl;
     if ((rc = ctl_need_confirmation_ok(c, "reinitializing a member")) != CTL_OK ||
-        (rc = ctl_ready(c)) != CTL_OK)
+        (rc = ctl_ready_cluster(c, &cl)) != CTL_OK)
         return rc;
-    json_t *cl = ctl_get_json(c, "/cluster");
-    if (cl == NULL)
-        return CTL_FAILED;
     json_t *body = NULL;
     if ((rc = choose(c, cl, &a.t, CTL_ROLE_ANY, "reinitialize")) != CTL_OK)
         goto out;
@@ -681,11 +674,9 @@ int ctl_cmd_flush(struct ctl *c, struct ctl_iter *it)
         return CTL_USAGE;
     }
     a.t.n--;
-    if ((rc = ctl_ready(c)) != CTL_OK)
+    json_t *cl;
+    if ((rc = ctl_ready_cluster(c, &cl)) != CTL_OK)
         return rc;
-    json_t *cl = ctl_get_json(c, "/cluster");
-    if (cl == NULL)
-        return CTL_FAILED;
     if (strcmp(target, "switchover") == 0) {
         if (a.t.n > 0 && (rc = ctl_check_cluster_arg(c, cl, a.t.names[0])) != CTL_OK)
             goto out;

@@ -161,12 +161,10 @@ int ctl_cmd_backup(struct ctl *c, struct ctl_iter *it)
         ctl_err(c, "list takes no --type or --wait");
         return CTL_USAGE;
     }
-    int rc = ctl_ready(c);
+    json_t *cl;
+    int rc = ctl_ready_cluster(c, &cl);
     if (rc != CTL_OK)
         return rc;
-    json_t *cl = ctl_get_json(c, "/cluster");
-    if (cl == NULL)
-        return CTL_FAILED;
     const char *leader = ctl_leader(cl);
     const json_t *m = leader != NULL ? ctl_member(cl, leader) : NULL;
     const char *api = m != NULL ? json_string_value(json_object_get(m, "api_url")) : NULL;

@@ -97,12 +97,10 @@ static int pause_common(struct ctl *c, struct ctl_iter *it, bool paused)
             return CTL_USAGE;
         }
     }
-    int rc = ctl_ready(c);
+    json_t *cl;
+    int rc = ctl_ready_cluster(c, &cl);
     if (rc != CTL_OK)
         return rc;
-    json_t *cl = ctl_get_json(c, "/cluster");
-    if (cl == NULL)
-        return CTL_FAILED;
     json_t *body = NULL;
     if ((rc = ctl_check_cluster_arg(c, cl, word)) != CTL_OK)
         goto out;

@@ -71,6 +71,10 @@ int ctl_next_arg(struct ctl *c, struct ctl_iter *it, const struct ctl_opt *opts,
 /* Load -c, resolve the endpoints and start the loop. Returns CTL_OK or the
  * exit status after printing the reason. */
 int ctl_ready(struct ctl *c);
+/* ctl_ready, then GET /cluster into *cluster (the caller's, json_decref):
+ * the preamble of every subcommand that acts on members. CTL_OK, or the
+ * exit status after printing the reason (*cluster NULL). */
+int ctl_ready_cluster(struct ctl *c, json_t **cluster);
 
 /* --- HTTP ------------------------------------------------------------------------ */
 

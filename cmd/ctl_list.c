@@ -600,12 +600,10 @@ int ctl_cmd_version(struct ctl *c, struct ctl_iter *it)
     }
     printf("pgwarden ctl version %s\n", PGW_VERSION);
     fflush(stdout);
-    int rc = ctl_ready(c);
+    json_t *cl;
+    int rc = ctl_ready_cluster(c, &cl);
     if (rc != CTL_OK)
         return rc;
-    json_t *cl = ctl_get_json(c, "/cluster");
-    if (cl == NULL)
-        return CTL_FAILED;
     char all[1024];
     ctl_member_names(cl, all, sizeof all);
     for (size_t k = 0; k < nn; k++) {

@@ -453,10 +453,7 @@ int ctl_cmd_query(struct ctl *c, struct ctl_iter *it)
         ctl_err(c, "no password given");
         goto out;
     }
-    if ((rc = ctl_ready(c)) != CTL_OK)
-        goto out;
-    rc = CTL_FAILED;
-    if ((cl = ctl_get_json(c, "/cluster")) == NULL)
+    if ((rc = ctl_ready_cluster(c, &cl)) != CTL_OK)
         goto out;
     if ((rc = ctl_check_cluster_arg(c, cl, a.cluster_word)) != CTL_OK)
         goto out;
@@ -482,11 +479,9 @@ int ctl_cmd_dsn(struct ctl *c, struct ctl_iter *it)
     int rc = parse_args(c, it, dsn_opts, &a);
     if (rc != CTL_OK)
         return rc < 0 ? CTL_OK : rc;
-    if ((rc = ctl_ready(c)) != CTL_OK)
+    json_t *cl;
+    if ((rc = ctl_ready_cluster(c, &cl)) != CTL_OK)
         return rc;
-    json_t *cl = ctl_get_json(c, "/cluster");
-    if (cl == NULL)
-        return CTL_FAILED;
     rc = ctl_check_cluster_arg(c, cl, a.cluster_word);
     const json_t *m = rc == CTL_OK ? pick_member(c, cl, &a) : NULL;
     if (m != NULL)
