@@ -182,8 +182,14 @@ static void test_kills_every_process_postmaster_first(void **state)
     assert_int_equal(r.left, 0);
     assert_true(r.killed >= 4);
     assert_int_equal(r.first_killed, f->postmaster);
-    reap();
     assert_int_equal(pginst_count(&pi), 0);
+    /* The scan stops counting a process once its working directory is
+     * released in its exit (it runs no more code of its own), a moment
+     * before it turns zombie; under load that moment was seen here (CI). */
+    for (int i = 0; i < 400 && alive(f->postmaster); i++) {
+        reap();
+        sleep_ms(5);
+    }
     assert_false(alive(f->postmaster));
     assert_true(alive(f->shell_in_data));
     assert_true(alive(f->postgres_elsewhere));
