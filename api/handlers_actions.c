@@ -140,8 +140,12 @@ static void wait_tick(uv_timer_t *t)
         if (w->to[0] != '\0') {
             char elig[256];
             ha_member_eligibility(w->ctx->ha, w->to, true, elig, sizeof elig);
+            /* judged from its last report, up to a loop_wait old; the
+             * controller's own reason (fresh statuses) when this node has it */
             if (elig[0] != '\0')
-                snprintf(why, sizeof why, "%s is not eligible: %s", w->to, elig);
+                snprintf(why, sizeof why, "%s is not eligible: %s (its last report)%s%s", w->to,
+                         elig, note != NULL && note[0] ? "; controller: " : "",
+                         note != NULL ? note : "");
         }
         if (why[0] == '\0')
             snprintf(why, sizeof why, "%s", note != NULL && note[0] ? note

@@ -15,3 +15,22 @@ def _terminated(signum, frame):
 
 
 signal.signal(signal.SIGTERM, _terminated)
+
+
+import pytest  # noqa: E402
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A test that fails on a module-scoped `cluster` shows the nodes' logs
+    in its own report: the fixture's teardown dump lands in whichever test
+    ends the module, and a passing test's output is never shown (CI saw a
+    test_ctl failure with no log to explain it)."""
+    outcome = yield
+    report = outcome.get_result()
+    cluster = getattr(item, "funcargs", {}).get("cluster")
+    if report.when == "call" and report.failed and hasattr(cluster, "dump_logs"):
+        try:
+            report.sections.append(("node logs at the failure", cluster.dump_logs(tail=150)))
+        except Exception as e:  # the dump must never hide the failure itself
+            report.sections.append(("node logs at the failure", f"(could not read them: {e})"))
