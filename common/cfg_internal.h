@@ -139,6 +139,7 @@ int cfg__strdup_or_null(char **dst, const char *s);
 void cfg__fmt_seconds(uint64_t ms, char *buf, size_t len);
 
 int cfg__strlist_push(struct cfg_strlist *l, const char *s);
+bool cfg__strlist_equal(const struct cfg_strlist *a, const struct cfg_strlist *b);
 void cfg__strlist_free(struct cfg_strlist *l);
 int cfg__kvlist_push(struct cfg_kvlist *l, const char *k, const char *v);
 void cfg__kvlist_free(struct cfg_kvlist *l);

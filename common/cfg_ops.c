@@ -145,16 +145,8 @@ bool cfg__value_equal(const struct cfg_key *k, const void *a, const void *b)
     }
     case KT_IPV4LIST:
     case KT_STRLIST:
-    case KT_OPTIONS: {
-        const struct cfg_strlist *x = a, *y = b;
-        if (x->n != y->n)
-            return false;
-        for (size_t i = 0; i < x->n; i++) {
-            if (strcmp(x->items[i], y->items[i]) != 0)
-                return false;
-        }
-        return true;
-    }
+    case KT_OPTIONS:
+        return cfg__strlist_equal(a, b);
     case KT_PARAMS: {
         const struct cfg_kvlist *x = a, *y = b;
         if (x->n != y->n)

@@ -87,6 +87,16 @@ void cfg__fmt_seconds(uint64_t ms, char *buf, size_t len)
         snprintf(buf, len, "%" PRIu64 ".%03" PRIu64, ms / 1000, ms % 1000);
 }
 
+bool cfg__strlist_equal(const struct cfg_strlist *a, const struct cfg_strlist *b)
+{
+    if (a->n != b->n)
+        return false;
+    for (size_t i = 0; i < a->n; i++)
+        if (strcmp(a->items[i], b->items[i]) != 0)
+            return false;
+    return true;
+}
+
 int cfg__strlist_push(struct cfg_strlist *l, const char *s)
 {
     char *copy = strdup(s);

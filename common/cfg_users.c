@@ -238,11 +238,8 @@ bool cfg__users_value_equal(const void *a, const void *b)
     for (size_t i = 0; i < x->n; i++) {
         const struct cfg_user *p = &x->items[i], *q = &y->items[i];
         if (!cfg__str_eq(p->name, q->name) || !cfg__str_eq(p->password, q->password) ||
-            p->attrs.n != q->attrs.n)
+            !cfg__strlist_equal(&p->attrs, &q->attrs))
             return false;
-        for (size_t j = 0; j < p->attrs.n; j++)
-            if (strcmp(p->attrs.items[j], q->attrs.items[j]) != 0)
-                return false;
     }
     return true;
 }
